@@ -1,0 +1,128 @@
+"""The eval process: runs the greedy policy on the newest weights every `EvalConfig.interval`.
+
+Results go to TensorBoard (root_dir/eval) and to root_dir/eval/eval.csv, one row per
+evaluation: train_step, env_steps (items inserted into replay so far), timestamp (Unix
+seconds), average_return, average_episode_length, num_episodes.
+"""
+
+import csv
+import os
+import threading
+import time
+from typing import Optional
+
+from absl import logging
+import tensorflow as tf
+from tf_agents.drivers import py_driver
+from tf_agents.metrics import py_metrics
+from tf_agents.policies import py_tf_eager_policy
+
+from actor.collect import CONNECTION_ERRORS
+from actor.policy_client import PolicyClient
+from common import builders
+from common import connection
+from common import constants
+from common import environments
+from common import replay
+from common import watchdog as watchdog_lib
+from common.config import EvalConfig
+from common.config import ReplayConfig
+
+CSV_FIELDS = ('train_step', 'env_steps', 'timestamp', 'average_return',
+              'average_episode_length', 'num_episodes')
+
+
+def evaluate_policy(env, policy, num_episodes: int):
+  """Runs `num_episodes` episodes; returns (average return, average episode length)."""
+  average_return = py_metrics.AverageReturnMetric(buffer_size=num_episodes)
+  average_length = py_metrics.AverageEpisodeLengthMetric(buffer_size=num_episodes)
+  driver = py_driver.PyDriver(env, policy, [average_return, average_length],
+                              max_episodes=num_episodes)
+  driver.run(env.reset())
+  return float(average_return.result()), float(average_length.result())
+
+
+def append_csv_row(path: str, row: dict) -> None:
+  """Appends one row (writing the header first if the file is new), flushed to disk."""
+  new = not os.path.exists(path)
+  with open(path, 'a', newline='') as f:
+    writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+    if new:
+      writer.writeheader()
+    writer.writerow(row)
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def read_csv(path: str):
+  """Rows of an eval CSV as dicts of floats (empty if the file does not exist)."""
+  if not os.path.exists(path):
+    return []
+  with open(path, newline='') as f:
+    return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def run_eval(root_dir: str, server_address: str, max_evals: int = 0,
+             server_timeout_s: float = 300.0, stop_event: Optional[threading.Event] = None,
+             poll_interval_s: float = 1.0) -> int:
+  """Evaluates until `max_evals` evaluations are done (0: for ever) or `stop_event` is set.
+
+  Returns:
+    The number of evaluations run.
+  """
+  eval_config = EvalConfig()
+  eval_config.validate()
+  stop_event = stop_event or threading.Event()
+  builders.configure_tensorflow(threads=1)
+  role = 'eval'
+  policy_client = PolicyClient(server_address, ReplayConfig(), role, server_timeout_s,
+                               stop_event)
+  policy_client.connect()
+  env = environments.make_environment(seed=eval_config.seed)
+  greedy = py_tf_eager_policy.PyTFEagerPolicy(policy_client.agent.policy, use_tf_function=True)
+  eval_dir = os.path.join(root_dir, constants.EVAL_DIR)
+  os.makedirs(eval_dir, exist_ok=True)
+  csv_path = os.path.join(root_dir, constants.EVAL_CSV)
+  writer = tf.summary.create_file_writer(eval_dir)
+  done_rows = read_csv(csv_path)
+  last_step = int(done_rows[-1]['train_step']) if done_rows else None
+  evals = 0
+  logging.info('eval: %d greedy episodes every %d train steps; results in %s',
+               eval_config.num_episodes, eval_config.interval, csv_path)
+  watchdog = watchdog_lib.Watchdog(role, server_address, quiet_s=60.0,
+                                   deadline_s=server_timeout_s)
+  while not stop_event.is_set() and (not max_evals or evals < max_evals):
+    watchdog.beat()
+    try:
+      step = policy_client.pull()
+      due = step is not None and (last_step is None or step >= last_step + eval_config.interval)
+      if not due:
+        stop_event.wait(poll_interval_s)
+        continue
+      if stop_event.is_set():
+        break
+      average_return, average_length = evaluate_policy(env, greedy, eval_config.num_episodes)
+      info = policy_client.server_info = connection.probe(server_address)
+      env_steps = replay.inserted_items(info[constants.REPLAY_TABLE]) if info else -1
+    except CONNECTION_ERRORS as e:
+      logging.warning('eval: lost the replay server (%s); reconnecting',
+                      str(e).splitlines()[0][:200])
+      connection.wait_for_server(server_address, server_timeout_s, role,
+                                 is_running=lambda: not stop_event.is_set())
+      continue
+    row = dict(train_step=step, env_steps=env_steps, timestamp=round(time.time(), 3),
+               average_return=average_return, average_episode_length=average_length,
+               num_episodes=eval_config.num_episodes)
+    append_csv_row(csv_path, row)
+    with writer.as_default():
+      tf.summary.scalar('Metrics/AverageReturn', average_return, step=step)
+      tf.summary.scalar('Metrics/AverageEpisodeLength', average_length, step=step)
+      tf.summary.scalar('Metrics/AverageReturn_vs_env_steps', average_return, step=env_steps)
+    writer.flush()
+    logging.info('eval: train_step=%d env_steps=%d AverageReturn=%.2f AverageEpisodeLength=%.1f',
+                 step, env_steps, average_return, average_length)
+    last_step = step
+    evals += 1
+  watchdog.stop()
+  logging.info('%s after %d evaluations', constants.EVAL_STOPPED_LINE, evals)
+  return evals

@@ -1,0 +1,46 @@
+r"""Starts a collect actor, or the eval process with --mode=eval.
+
+  python -m actor.main --gin_file=gin/dqn_cartpole.gin --replay_server_address=localhost:8008 \
+      --task=0 --root_dir=runs/cp
+  python -m actor.main --mode=eval --gin_file=gin/dqn_cartpole.gin \
+      --replay_server_address=localhost:8008 --root_dir=runs/cp
+"""
+
+import common  # pylint: disable=unused-import  (sets TF_USE_LEGACY_KERAS first)
+
+from absl import app
+from absl import flags
+
+from actor import collect
+from actor import evaluate
+from common import config
+from common import main_utils
+
+main_utils.define_common_flags()
+flags.DEFINE_enum('mode', 'collect', ['collect', 'eval'],
+                  'collect: write trajectories; eval: run the greedy policy periodically.')
+flags.DEFINE_integer('task', 0, 'Actor id; seeds its environments and exploration.')
+flags.DEFINE_integer('max_env_steps', 0, 'Stop after this many env steps (0: never).')
+flags.DEFINE_integer('max_evals', 0, 'Eval mode: stop after this many evaluations (0: never).')
+FLAGS = flags.FLAGS
+
+
+def main(_):
+  def _run():
+    config.load_gin(FLAGS.gin_file, FLAGS.gin_bindings)
+    config.validated_configs()
+    config.ensure_writable_dir(FLAGS.root_dir)
+    stop = main_utils.stop_event_on_signals()
+    if FLAGS.mode == 'eval':
+      evaluate.run_eval(FLAGS.root_dir, FLAGS.replay_server_address,
+                        max_evals=FLAGS.max_evals, server_timeout_s=FLAGS.server_timeout_s,
+                        stop_event=stop)
+    else:
+      collect.run_actor(FLAGS.root_dir, FLAGS.replay_server_address, FLAGS.task,
+                        max_env_steps=FLAGS.max_env_steps,
+                        server_timeout_s=FLAGS.server_timeout_s, stop_event=stop)
+  main_utils.exit_on_user_error(_run)
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,222 @@
+"""Gin configuration: the algorithm's knobs, loading, validation and the operative-config record.
+
+Flags carry deployment (addresses, ports, directories, budgets); gin carries the algorithm
+(environment, networks, hyperparameters, table sizes, rate limits, intervals). The configs below
+are frozen dataclasses bound only through gin, and every process reads the same ones, so the
+replay server, the actors, eval and the learner agree on specs and table layout.
+"""
+
+import dataclasses
+import json
+import os
+import tempfile
+from typing import Optional, Sequence
+
+from absl import logging
+import gin
+
+from common.errors import UserError
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class ReplayConfig:
+  """The replay table.
+
+  Attributes:
+    max_size: Items (transitions of `sequence_length` steps) kept; FIFO eviction past it.
+    min_size: Items inserted before the learner may sample.
+    samples_per_insert: If set, a SampleToInsertRatio rate limiter holds the learner and the
+      actors to this many sampled items per inserted item; if None, MinSize(min_size).
+    samples_per_insert_tolerance: Allowed drift of that ratio, as a fraction of
+      `min_size * samples_per_insert` (the error buffer; TF-Agents uses 0.1).
+    sequence_length: Env steps per item (2 for one-step TD targets).
+  """
+  max_size: int = 100_000
+  min_size: int = 1_000
+  samples_per_insert: Optional[float] = None
+  samples_per_insert_tolerance: float = 0.1
+  sequence_length: int = 2
+
+  def validate(self) -> None:
+    if self.max_size < 1:
+      raise UserError(f'ReplayConfig.max_size={self.max_size} must be >= 1: bind a positive '
+                      'table size in the gin file')
+    if self.min_size < 1:
+      raise UserError(f'ReplayConfig.min_size={self.min_size} must be >= 1: bind a positive '
+                      'minimum size in the gin file')
+    if self.min_size > self.max_size:
+      raise UserError(f'ReplayConfig.min_size={self.min_size} exceeds ReplayConfig.max_size='
+                      f'{self.max_size}, so the learner could never sample: make min_size <= '
+                      'max_size')
+    if self.samples_per_insert is not None and self.samples_per_insert <= 0:
+      raise UserError(f'ReplayConfig.samples_per_insert={self.samples_per_insert} must be > 0 '
+                      '(or None to disable the ratio limiter)')
+    if self.samples_per_insert_tolerance <= 0:
+      raise UserError('ReplayConfig.samples_per_insert_tolerance must be > 0')
+    if self.sequence_length < 2:
+      raise UserError(f'ReplayConfig.sequence_length={self.sequence_length} must be >= 2 for '
+                      'TD targets')
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class LearnerConfig:
+  """The learner's schedule. Intervals are in train steps unless named otherwise.
+
+  Attributes:
+    batch_size: Global batch, split evenly over the replicas of the strategy.
+    iterations_per_call: Train steps run inside one `tf.function` call.
+    push_interval: Train steps between weight pushes to the variable table.
+    checkpoint_interval: Train steps between learner checkpoints.
+    max_checkpoints_to_keep: Learner checkpoints kept on disk.
+    policy_export_interval: Train steps between SavedModel policy exports.
+    summary_interval: Train steps between TensorBoard summaries.
+    log_interval: Train steps between log lines (steps/s and loss).
+    rate_limiter_timeout_s: Seconds a sample may wait on the rate limiter before the learner
+      logs the table state and waits again; it never hangs silently.
+    use_xla: Compile the train step with XLA (`jit_compile`).
+  """
+  batch_size: int = 64
+  iterations_per_call: int = 10
+  push_interval: int = 100
+  checkpoint_interval: int = 1_000
+  max_checkpoints_to_keep: int = 3
+  policy_export_interval: int = 1_000
+  summary_interval: int = 100
+  log_interval: int = 1_000
+  rate_limiter_timeout_s: float = 5.0
+  use_xla: bool = False
+
+  def validate(self) -> None:
+    for name in ('batch_size', 'iterations_per_call', 'push_interval', 'checkpoint_interval',
+                 'max_checkpoints_to_keep', 'policy_export_interval', 'summary_interval',
+                 'log_interval'):
+      value = getattr(self, name)
+      if value <= 0:
+        raise UserError(f'LearnerConfig.{name}={value} must be > 0: bind a positive value in '
+                        'the gin file')
+    if self.rate_limiter_timeout_s <= 0:
+      raise UserError('LearnerConfig.rate_limiter_timeout_s must be > 0 seconds')
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class ActorConfig:
+  """The collect actors.
+
+  Attributes:
+    num_envs: Environments stepped in lockstep by one actor, with one batched policy call.
+    steps_per_run: Env steps (summed over the batch) between checks for new weights and logs.
+    variable_update_interval: Env steps (summed over the batch) between weight pulls.
+    log_interval_s: Seconds between log lines and TensorBoard summaries.
+    seed: Base seed; actor `task` t uses seed + 1000 * t (+ env index), so no two are alike.
+  """
+  num_envs: int = 1
+  steps_per_run: int = 100
+  variable_update_interval: int = 1_000
+  log_interval_s: float = 10.0
+  seed: int = 0
+
+  def validate(self) -> None:
+    for name in ('num_envs', 'steps_per_run', 'variable_update_interval'):
+      value = getattr(self, name)
+      if value <= 0:
+        raise UserError(f'ActorConfig.{name}={value} must be > 0: bind a positive value in '
+                        'the gin file')
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+  """The eval process.
+
+  Attributes:
+    num_episodes: Greedy episodes per evaluation.
+    interval: Train steps between evaluations.
+    target_return: The task's solved return; the local launcher stops the run there.
+    seed: Seed of the eval environment.
+  """
+  num_episodes: int = 10
+  interval: int = 1_000
+  target_return: Optional[float] = None
+  seed: int = 12345
+
+  def validate(self) -> None:
+    if self.num_episodes <= 0 or self.interval <= 0:
+      raise UserError('EvalConfig.num_episodes and EvalConfig.interval must be > 0')
+
+
+def load_gin(gin_files: Sequence[str], gin_bindings: Sequence[str] = ()) -> None:
+  """Parses gin files and bindings, with one-line errors.
+
+  Importing `common` first registers every configurable, so a binding to a parameter that does
+  not exist fails here, at start-up, and not later.
+
+  Args:
+    gin_files: Paths of gin files; at least one.
+    gin_bindings: Extra bindings, applied after the files.
+
+  Raises:
+    UserError: a file is missing or malformed, or a binding names an unknown parameter.
+  """
+  if not gin_files:
+    raise UserError('no gin file given: pass --gin_file=gin/dqn_cartpole.gin (see gin/)')
+  for path in gin_files:
+    if not os.path.isfile(path):
+      raise UserError(f'gin file {path!r} does not exist: pass --gin_file with a path to one of '
+                      'the files in gin/')
+  gin.clear_config()
+  try:
+    gin.parse_config_files_and_bindings(list(gin_files), list(gin_bindings),
+                                        finalize_config=False)
+  except (ValueError, SyntaxError, KeyError, TypeError) as e:
+    message = ' '.join(str(e).split())
+    raise UserError(f'bad gin config ({message}): fix the gin file or --gin_bindings') from None
+
+
+def validated_configs():
+  """Returns (ReplayConfig, LearnerConfig, ActorConfig, EvalConfig), each validated."""
+  configs = (ReplayConfig(), LearnerConfig(), ActorConfig(), EvalConfig())
+  for config in configs:
+    config.validate()
+  return configs
+
+
+def ensure_writable_dir(path: str) -> str:
+  """Creates `path` if needed and checks that files can be written in it.
+
+  Raises:
+    UserError: the directory cannot be created or written.
+  """
+  try:
+    os.makedirs(path, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path, prefix='.write_probe'):
+      pass
+  except OSError as e:
+    raise UserError(f'cannot write to {path!r} ({e.strerror}): pass a writable --root_dir'
+                    ) from None
+  return path
+
+
+def atomic_write(path: str, text: str) -> None:
+  """Writes `text` to `path` through a temporary file and a rename (never half-written)."""
+  directory = os.path.dirname(path) or '.'
+  os.makedirs(directory, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix='.' + os.path.basename(path))
+  try:
+    with os.fdopen(fd, 'w') as f:
+      f.write(text)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+    raise
+
+
+def record_run_config(directory: str, flags: dict) -> None:
+  """Writes the operative gin config and the flags a process ran with under `directory`."""
+  atomic_write(os.path.join(directory, 'operative_config.gin'), gin.operative_config_str())
+  atomic_write(os.path.join(directory, 'flags.json'),
+               json.dumps(flags, indent=2, sort_keys=True, default=str) + '\n')
+  logging.info('Recorded the operative gin config and flags under %s', directory)

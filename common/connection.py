@@ -1,0 +1,96 @@
+"""Reaching the replay server: bounded, logged waits and signature checks at connect time."""
+
+import time
+from typing import Callable, Dict, Optional
+
+from absl import logging
+import reverb
+import tensorflow as tf
+
+from common.errors import ServerUnavailableError
+from common.errors import SignatureMismatchError
+
+# One gRPC ServerInfo call never waits longer than this, so a dead peer is noticed quickly.
+_PROBE_TIMEOUT_S = 2
+
+
+def probe(address: str, timeout_s: int = _PROBE_TIMEOUT_S) -> Optional[Dict[str, object]]:
+  """Returns the server's table infos, or None if it did not answer within `timeout_s`."""
+  try:
+    return reverb.Client(address).server_info(timeout=timeout_s)
+  except Exception:  # pylint: disable=broad-except  (any failure means "not reachable now")
+    return None
+
+
+def wait_for_server(address: str, timeout_s: float, role: str,
+                    is_running: Callable[[], bool] = lambda: True,
+                    log_every_s: float = 10.0) -> Dict[str, object]:
+  """Polls the replay server until it answers, with backoff and a log line while waiting.
+
+  Args:
+    address: host:port of the replay server.
+    timeout_s: Deadline in seconds; 0 waits for as long as `is_running()` holds.
+    role: Who is waiting, for the log line.
+    is_running: Polled between attempts; waiting stops early when it returns False.
+    log_every_s: Seconds between "still waiting" log lines.
+
+  Returns:
+    The server's table infos (name -> TableInfo).
+
+  Raises:
+    ServerUnavailableError: the deadline passed, or `is_running()` turned False.
+  """
+  start = time.monotonic()
+  last_log = -float('inf')
+  delay = 0.1
+  while True:
+    info = probe(address)
+    if info is not None:
+      waited = time.monotonic() - start
+      if waited > 1:
+        logging.info('%s: replay server %s answered after %.1f s', role, address, waited)
+      return info
+    elapsed = time.monotonic() - start
+    if not is_running():
+      raise ServerUnavailableError(f'{role}: stopped while waiting for the replay server at '
+                                   f'{address}')
+    if timeout_s and elapsed >= timeout_s:
+      raise ServerUnavailableError(
+          f'replay server {address} did not answer within {timeout_s:g} s: start '
+          'replay_server.main there, fix --replay_server_address, or raise --server_timeout_s')
+    if time.monotonic() - last_log >= log_every_s:
+      logging.warning('%s: waiting for the replay server at %s (%.0f s so far, deadline %s)',
+                      role, address, elapsed, f'{timeout_s:g} s' if timeout_s else 'none')
+      last_log = time.monotonic()
+    time.sleep(delay)
+    delay = min(delay * 2, 2.0)
+
+
+def _describe(signature) -> str:
+  specs = tf.nest.flatten(signature)
+  return '[' + ', '.join(f'{s.dtype.name}{list(s.shape)}' for s in specs) + ']'
+
+
+def check_signature(server_info: Dict[str, object], table: str, expected) -> None:
+  """Checks that the server's table holds what this process was built to write or read.
+
+  Args:
+    server_info: From `wait_for_server` or `probe`.
+    table: Table name.
+    expected: The signature this process derived from its own gin config.
+
+  Raises:
+    SignatureMismatchError: the table is missing, or its signature differs (another
+      environment or agent); the message shows both.
+  """
+  if table not in server_info:
+    raise SignatureMismatchError(
+        f'the replay server has no table {table!r} (it has {sorted(server_info)}): start it with '
+        'the same --gin_file as this process')
+  actual = server_info[table].signature
+  expected_flat = [(s.dtype, tuple(s.shape)) for s in tf.nest.flatten(expected)]
+  actual_flat = [(s.dtype, tuple(s.shape)) for s in tf.nest.flatten(actual)] if actual else []
+  if expected_flat != actual_flat:
+    raise SignatureMismatchError(
+        f'table {table!r} signature mismatch: server has {_describe(actual)}, this process '
+        f'expects {_describe(expected)}: start every process with the same --gin_file')

@@ -1,0 +1,32 @@
+"""Names shared by every process: tables, variable keys, default ports and file layout.
+
+Every process derives table signatures from the gin config itself; these names are the only
+other thing the replay server, the actors, the eval process and the learner have to agree on.
+"""
+
+# Reverb tables.
+REPLAY_TABLE = 'uniform_table'
+VARIABLE_TABLE = 'variables'  # Same name as tf_agents' ReverbVariableContainer default.
+
+# Keys of the variable-table item (the ReverbVariableContainer contract).
+POLICY_KEY = 'policy_variables'
+TRAIN_STEP_KEY = 'train_step'
+
+# Network defaults.
+DEFAULT_PORT = 8008
+
+# Sub-directories of --root_dir, one per role, so that each process can own its disk.
+REPLAY_DIR = 'replay_server'
+REPLAY_CHECKPOINT_DIR = 'replay_server/checkpoints'
+LEARNER_DIR = 'learner'  # tf_agents Learner writes train/ (checkpoints, summaries) under it.
+POLICY_DIR = 'learner/policies'  # SavedModels: greedy_policy, collect_policy, ...
+ACTOR_DIR = 'actor'  # actor/<task>/ holds summaries and the operative config.
+EVAL_DIR = 'eval'
+EVAL_CSV = 'eval/eval.csv'
+
+# Log lines that scripts and tests grep for.
+SERVER_READY_LINE = 'replay_server ready'
+SERVER_STOPPED_LINE = 'replay_server stopped'
+LEARNER_STOPPED_LINE = 'learner stopped'
+ACTOR_STOPPED_LINE = 'actor stopped'
+EVAL_STOPPED_LINE = 'eval stopped'

@@ -1,0 +1,17 @@
+"""User-facing errors.
+
+A `UserError` carries one line that names the problem and the fix. Every `main.py` turns it into
+that line on stderr and exit status 2, before anything is written under `--root_dir`.
+"""
+
+
+class UserError(Exception):
+  """A problem with the user's input (flags, gin files, addresses, directories)."""
+
+
+class ServerUnavailableError(UserError):
+  """The replay server did not answer before the deadline."""
+
+
+class SignatureMismatchError(UserError):
+  """A process was built for another environment or agent than the replay server."""

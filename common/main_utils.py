@@ -1,0 +1,57 @@
+"""What every `main.py` shares: the common flags, clean stops and one-line errors."""
+
+import signal
+import sys
+import threading
+from typing import Callable
+
+from absl import flags
+from absl import logging
+
+from common import constants
+from common.errors import UserError
+
+
+def define_common_flags(server_address: bool = True) -> None:
+  """Defines --gin_file, --gin_bindings, --root_dir (and the replay-server flags)."""
+  flags.DEFINE_multi_string('gin_file', None, 'Gin files with the experiment (see gin/).')
+  flags.DEFINE_multi_string('gin_bindings', [], 'Extra gin bindings, applied after the files.')
+  flags.DEFINE_string('root_dir', None, 'Run directory; each role writes under its own '
+                      'sub-directory.')
+  flags.mark_flag_as_required('root_dir')
+  if server_address:
+    flags.DEFINE_string('replay_server_address', f'localhost:{constants.DEFAULT_PORT}',
+                        'host:port of the replay server.')
+    flags.DEFINE_float('server_timeout_s', 300.0,
+                       'Seconds to wait for the replay server, at start and after it goes '
+                       'away, before exiting with an error (0: wait for ever).')
+
+
+def flag_values() -> dict:
+  """The parsed flags of this program, for the run record."""
+  return {f.name: f.value for f in flags.FLAGS.get_key_flags_for_module(sys.argv[0])} or {
+      name: flags.FLAGS[name].value for name in flags.FLAGS}
+
+
+def stop_event_on_signals() -> threading.Event:
+  """An event set by SIGTERM or SIGINT, so loops stop, checkpoint and exit on their own."""
+  event = threading.Event()
+
+  def _handler(signum, _):
+    logging.info('Received %s: stopping after the current step',
+                 signal.Signals(signum).name)
+    event.set()
+
+  signal.signal(signal.SIGTERM, _handler)
+  signal.signal(signal.SIGINT, _handler)
+  return event
+
+
+def exit_on_user_error(fn: Callable[[], None]) -> None:
+  """Runs `fn`; a UserError becomes one line on stderr and exit status 2."""
+  try:
+    fn()
+  except UserError as e:
+    logging.flush()
+    print(f'error: {e}', file=sys.stderr, flush=True)
+    sys.exit(2)

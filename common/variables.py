@@ -1,0 +1,57 @@
+"""Moving policy weights through the variable table, with deadlines.
+
+Pushes go through TF-Agents' `ReverbVariableContainer`. Its `pull` samples with no deadline, so
+a pull against an empty table (a restarted server before the learner's next push) would block
+forever; `VariableClient.pull` reads the same item through a Reverb dataset with a rate-limiter
+timeout instead, and returns None when no weights are there yet.
+"""
+
+from typing import Optional
+
+import reverb
+import tensorflow as tf
+from tf_agents.experimental.distributed import reverb_variable_container
+
+from common import constants
+
+
+class VariableClient:
+  """Pushes and pulls one nest of variables ({POLICY_KEY: ..., TRAIN_STEP_KEY: ...})."""
+
+  def __init__(self, server_address: str, variables, pull_timeout_s: float = 2.0):
+    """
+    Args:
+      server_address: host:port of the replay server (which must be up).
+      variables: The nest, as returned by `agents.policy_variables`.
+      pull_timeout_s: How long a pull waits for an item before returning None.
+    """
+    self._address = server_address
+    self._variables = variables
+    self._flat_variables = tf.nest.flatten(variables)
+    self._container = reverb_variable_container.ReverbVariableContainer(
+        server_address, table_names=(constants.VARIABLE_TABLE,))
+    self._timeout_ms = int(pull_timeout_s * 1000)
+    self._dataset = reverb.TimestepDataset(
+        server_address=server_address,
+        table=constants.VARIABLE_TABLE,
+        dtypes=tuple(v.dtype for v in self._flat_variables),
+        shapes=tuple(v.shape for v in self._flat_variables),
+        max_in_flight_samples_per_worker=1,
+        rate_limiter_timeout_ms=self._timeout_ms).take(1)
+
+  def push(self) -> None:
+    """Inserts the current values; the table keeps only the newest item."""
+    self._container.push(self._variables, table=constants.VARIABLE_TABLE)
+
+  def pull(self) -> Optional[int]:
+    """Loads the newest pushed values into the variables.
+
+    Returns:
+      The learner's train step of the loaded weights, or None if the table stayed empty for
+      `pull_timeout_s` (nothing was changed then).
+    """
+    for sample in self._dataset:
+      for variable, value in zip(self._flat_variables, sample.data):
+        variable.assign(value)
+      return int(self._variables[constants.TRAIN_STEP_KEY].numpy())
+    return None

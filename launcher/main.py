@@ -1,0 +1,44 @@
+r"""Runs everything locally: replay server, actors, learner and eval as child processes.
+
+  python -m launcher.main                       # DQN CartPole-v0, 2 actors, until return 195
+  python -m launcher.main --gin_file=gin/sac_inverted_pendulum.gin --num_actors=1
+"""
+
+import common  # pylint: disable=unused-import  (sets TF_USE_LEGACY_KERAS first)
+
+import sys
+
+from absl import app
+from absl import flags
+import portpicker
+
+from common import config
+from common import main_utils
+from launcher import local
+
+flags.DEFINE_multi_string('gin_file', ['gin/dqn_cartpole.gin'], 'Gin files (see gin/).')
+flags.DEFINE_multi_string('gin_bindings', [], 'Extra gin bindings, passed to every process.')
+flags.DEFINE_string('root_dir', 'runs/dqn_cartpole', 'Run directory (resumed if it exists).')
+flags.DEFINE_integer('num_actors', 2, 'Collect actors to start.')
+flags.DEFINE_integer('port', 0, 'Replay server port (0: a free one).')
+flags.DEFINE_float('budget_s', 1800.0, 'Wall-clock budget in seconds (0: none).')
+flags.DEFINE_integer('max_train_steps', 0, 'Learner train-step budget (0: none).')
+flags.DEFINE_float('server_timeout_s', 300.0, 'Passed to every child (see actor.main).')
+FLAGS = flags.FLAGS
+
+
+def main(_):
+  def _run():
+    config.load_gin(FLAGS.gin_file, FLAGS.gin_bindings)
+    config.validated_configs()
+    config.ensure_writable_dir(FLAGS.root_dir)
+    port = FLAGS.port or portpicker.pick_unused_port()
+    sys.exit(local.run_local(FLAGS.gin_file, FLAGS.gin_bindings, FLAGS.root_dir, port,
+                             FLAGS.num_actors, budget_s=FLAGS.budget_s,
+                             max_train_steps=FLAGS.max_train_steps,
+                             server_timeout_s=FLAGS.server_timeout_s))
+  main_utils.exit_on_user_error(_run)
+
+
+if __name__ == '__main__':
+  app.run(main)

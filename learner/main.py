@@ -1,0 +1,34 @@
+r"""Starts the learner.
+
+  python -m learner.main --gin_file=gin/dqn_cartpole.gin --replay_server_address=localhost:8008 \
+      --root_dir=runs/cp
+"""
+
+import common  # pylint: disable=unused-import  (sets TF_USE_LEGACY_KERAS first)
+
+from absl import app
+from absl import flags
+
+from common import config
+from common import main_utils
+from learner import train
+
+main_utils.define_common_flags()
+flags.DEFINE_integer('max_train_steps', 0, 'Stop at this train step (0: never).')
+FLAGS = flags.FLAGS
+
+
+def main(_):
+  def _run():
+    config.load_gin(FLAGS.gin_file, FLAGS.gin_bindings)
+    config.validated_configs()
+    config.ensure_writable_dir(FLAGS.root_dir)
+    stop = main_utils.stop_event_on_signals()
+    train.run_learner(FLAGS.root_dir, FLAGS.replay_server_address,
+                      max_train_steps=FLAGS.max_train_steps,
+                      server_timeout_s=FLAGS.server_timeout_s, stop_event=stop)
+  main_utils.exit_on_user_error(_run)
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,192 @@
+"""The learner: SAC or DQN train steps on replay samples, under a distribution strategy."""
+
+import os
+import threading
+import time
+from typing import Optional
+
+from absl import logging
+import tensorflow as tf
+from tf_agents.train import learner as tfa_learner
+from tf_agents.train import triggers
+from tf_agents.train.utils import strategy_utils
+from tf_agents.train.utils import train_utils
+
+from common import agents
+from common import builders
+from common import config as config_lib
+from common import connection
+from common import constants
+from common import replay
+from common import variables as variables_lib
+from common import watchdog as watchdog_lib
+from common.config import LearnerConfig
+from common.config import ReplayConfig
+from common.errors import UserError
+from learner import export
+
+# Errors that mean "the replay server went away"; the learner waits for it instead of dying.
+CONNECTION_ERRORS = (tf.errors.UnavailableError, tf.errors.CancelledError,
+                     tf.errors.InternalError, tf.errors.DeadlineExceededError,
+                     tf.errors.AbortedError, tf.errors.UnknownError)
+
+
+def make_strategy() -> tf.distribute.Strategy:
+  """MirroredStrategy over every visible GPU, the default strategy where there is none."""
+  gpus = tf.config.list_physical_devices('GPU')
+  strategy = strategy_utils.get_strategy(tpu=False, use_gpu=bool(gpus))
+  logging.info('learner: %s with %d replica(s)', type(strategy).__name__,
+               strategy.num_replicas_in_sync)
+  return strategy
+
+
+def _iterator_fn(strategy, server_address, specs, learner_config, replay_config):
+  """Returns a function that makes a fresh distributed iterator over the replay table."""
+  if learner_config.batch_size % strategy.num_replicas_in_sync:
+    raise UserError(f'LearnerConfig.batch_size={learner_config.batch_size} is not divisible by '
+                    f'the {strategy.num_replicas_in_sync} replicas: pick a multiple')
+  timeout_ms = int(learner_config.rate_limiter_timeout_s * 1000)
+
+  def dataset_fn(context: tf.distribute.InputContext):
+    return replay.make_dataset(
+        server_address, specs.collect_data_spec,
+        context.get_per_replica_batch_size(learner_config.batch_size),
+        replay_config.sequence_length, timeout_ms)
+
+  def make_iterator():
+    return iter(strategy.distribute_datasets_from_function(dataset_fn))
+
+  return make_iterator
+
+
+def run_learner(root_dir: str, server_address: str, max_train_steps: int = 0,
+                server_timeout_s: float = 300.0,
+                stop_event: Optional[threading.Event] = None,
+                strategy: Optional[tf.distribute.Strategy] = None) -> int:
+  """Trains until the train step reaches `max_train_steps` (0: for ever) or `stop_event`.
+
+  Resumes from the newest checkpoint under root_dir/learner. On stop it checkpoints, exports
+  the policies and pushes the weights once more.
+
+  Args:
+    root_dir: Run directory; the learner owns root_dir/learner.
+    server_address: host:port of the replay server.
+    max_train_steps: Total train steps of the run (counting resumed ones); 0 for no limit.
+    server_timeout_s: Deadline for reaching the server, at start and after it goes away.
+    stop_event: Set to stop (SIGTERM/SIGINT in main).
+    strategy: Overrides `make_strategy()` (tests pass a MirroredStrategy on CPU devices).
+
+  Returns:
+    The final train step.
+  """
+  learner_config = LearnerConfig()
+  replay_config = ReplayConfig()
+  learner_config.validate()
+  replay_config.validate()
+  stop_event = stop_event or threading.Event()
+  strategy = strategy or make_strategy()
+  learner_dir = os.path.join(root_dir, constants.LEARNER_DIR)
+
+  with strategy.scope():
+    train_step = train_utils.create_train_step()
+    agent, specs = builders.make_agent_and_specs(replay_config, train_step)
+  make_iterator = _iterator_fn(strategy, server_address, specs, learner_config, replay_config)
+
+  info = connection.wait_for_server(server_address, server_timeout_s, 'learner',
+                                    is_running=lambda: not stop_event.is_set())
+  connection.check_signature(info, constants.REPLAY_TABLE, specs.replay_signature)
+  connection.check_signature(info, constants.VARIABLE_TABLE, specs.variables_signature)
+  variable_client = variables_lib.VariableClient(
+      server_address, agents.policy_variables(agent, train_step))
+
+  learner = tfa_learner.Learner(
+      learner_dir, train_step, agent,
+      experience_dataset_fn=None,
+      checkpoint_interval=learner_config.checkpoint_interval,
+      summary_interval=learner_config.summary_interval,
+      max_checkpoints_to_keep=learner_config.max_checkpoints_to_keep,
+      strategy=strategy)
+  start_step = int(train_step.numpy())
+  logging.info('learner: %s at train step %d', 'resumed' if start_step else 'starting',
+               start_step)
+  config_lib.record_run_config(learner_dir, {'root_dir': root_dir,
+                                             'replay_server_address': server_address,
+                                             'max_train_steps': max_train_steps})
+  learner.triggers.extend([
+      export.PolicyExportTrigger(os.path.join(root_dir, constants.POLICY_DIR), agent,
+                                 train_step, learner_config.policy_export_interval),
+      triggers.StepPerSecondLogTrigger(train_step, interval=learner_config.log_interval),
+  ])
+  push_trigger = _PushTrigger(variable_client, learner_config.push_interval, start_step)
+  learner.triggers.append(push_trigger)
+  push_trigger(start_step, force_trigger=True)
+
+  iterator = make_iterator()
+  last_log_step, stall_since = start_step, None
+  watchdog = watchdog_lib.Watchdog('learner', server_address,
+                                   quiet_s=max(10.0, 2 * learner_config.rate_limiter_timeout_s),
+                                   deadline_s=server_timeout_s)
+  while not stop_event.is_set():
+    watchdog.beat()
+    step = int(train_step.numpy())
+    if max_train_steps and step >= max_train_steps:
+      break
+    iterations = learner_config.iterations_per_call
+    if max_train_steps:
+      iterations = min(iterations, max_train_steps - step)
+    try:
+      loss_info = learner.run(iterations=iterations, iterator=iterator)
+      stall_since = None
+    except tf.errors.OutOfRangeError:
+      # The rate limiter held the sample past its timeout: say why, then wait again.
+      stall_since = stall_since or time.monotonic()
+      info = connection.probe(server_address)
+      state = (replay.table_state(info[constants.REPLAY_TABLE]) if info
+               else 'replay server not answering')
+      logging.warning('learner: no replay sample for %.0f s at train step %d (%s); waiting for '
+                      'actors', time.monotonic() - stall_since, step, state)
+      iterator = make_iterator()
+      continue
+    except CONNECTION_ERRORS as e:
+      logging.warning('learner: lost the replay server (%s); waiting for it',
+                      str(e).splitlines()[0][:200])
+      connection.wait_for_server(server_address, server_timeout_s, 'learner',
+                                 is_running=lambda: not stop_event.is_set())
+      push_trigger(int(train_step.numpy()), force_trigger=True)
+      iterator = make_iterator()
+      continue
+    step = int(train_step.numpy())
+    if step - last_log_step >= learner_config.log_interval:
+      logging.info('learner: train_step=%d loss=%.4f', step, float(loss_info.loss))
+      last_log_step = step
+
+  watchdog.stop()
+  final_step = int(train_step.numpy())
+  for trigger in learner.triggers:
+    try:
+      trigger(final_step, force_trigger=True)
+    except CONNECTION_ERRORS as e:
+      logging.warning('learner: final %s failed: %s', type(trigger).__name__,
+                      str(e).splitlines()[0][:200])
+  logging.info('%s at train step %d; checkpoint in %s', constants.LEARNER_STOPPED_LINE,
+               final_step, learner_dir)
+  return final_step
+
+
+class _PushTrigger:
+  """Pushes the policy weights every `interval` train steps; a failed push is logged, not fatal."""
+
+  def __init__(self, client: variables_lib.VariableClient, interval: int, start: int):
+    self._client = client
+    self._interval = interval
+    self._last = start
+
+  def __call__(self, step: int, force_trigger: bool = False) -> None:
+    if not force_trigger and step - self._last < self._interval:
+      return
+    try:
+      self._client.push()
+      self._last = step
+    except CONNECTION_ERRORS as e:
+      logging.warning('learner: weight push at step %d failed (%s); retrying at the next '
+                      'interval', step, str(e).splitlines()[0][:200])

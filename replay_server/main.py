@@ -1,0 +1,35 @@
+r"""Starts the replay server.
+
+  python -m replay_server.main --gin_file=gin/dqn_cartpole.gin --port=8008 --root_dir=runs/cp
+"""
+
+import common  # pylint: disable=unused-import  (sets TF_USE_LEGACY_KERAS first)
+
+from absl import app
+from absl import flags
+
+from common import config
+from common import constants
+from common import main_utils
+from replay_server import server
+
+main_utils.define_common_flags(server_address=False)
+flags.DEFINE_integer('port', constants.DEFAULT_PORT, 'gRPC port to serve on.')
+flags.DEFINE_float('checkpoint_interval_s', 300.0,
+                   'Seconds between replay checkpoints (0: only on stop).')
+flags.DEFINE_integer('keep_checkpoints', 2, 'Complete replay checkpoints kept on disk.')
+FLAGS = flags.FLAGS
+
+
+def main(_):
+  def _run():
+    config.load_gin(FLAGS.gin_file, FLAGS.gin_bindings)
+    config.ensure_writable_dir(FLAGS.root_dir)
+    stop = main_utils.stop_event_on_signals()
+    server.serve(FLAGS.root_dir, FLAGS.port, FLAGS.checkpoint_interval_s,
+                 FLAGS.keep_checkpoints, stop_event=stop)
+  main_utils.exit_on_user_error(_run)
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,137 @@
+"""The replay server: the replay table and the variable table, checkpointed under root_dir."""
+
+import os
+import shutil
+import socket
+import threading
+import time
+from typing import Optional
+
+from absl import logging
+import reverb
+
+from common import builders
+from common import constants
+from common import replay
+from common.config import ReplayConfig
+from common.errors import UserError
+
+
+def check_port_free(port: int) -> None:
+  """Raises UserError if something already listens on `port`."""
+  with socket.socket(socket.AF_INET6 if socket.has_ipv6 else socket.AF_INET) as sock:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+      sock.bind(('', port))
+    except OSError:
+      raise UserError(f'port {port} is already in use: stop the process holding it or pass '
+                      'another --port') from None
+
+
+def complete_checkpoints(checkpoint_dir: str):
+  """Checkpoint directories that Reverb finished (those with its DONE marker), oldest first."""
+  if not os.path.isdir(checkpoint_dir):
+    return []
+  names = sorted(n for n in os.listdir(checkpoint_dir)
+                 if os.path.isfile(os.path.join(checkpoint_dir, n, 'DONE')))
+  return [os.path.join(checkpoint_dir, n) for n in names]
+
+
+def prune_checkpoints(checkpoint_dir: str, keep: int) -> None:
+  """Deletes all but the newest `keep` complete checkpoints (incomplete ones are never loaded)."""
+  for path in complete_checkpoints(checkpoint_dir)[:-keep]:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+class ReplayServer:
+  """A Reverb server with the run's tables, restored from and checkpointed to root_dir."""
+
+  def __init__(self, root_dir: str, port: int, replay_config: ReplayConfig,
+               keep_checkpoints: int = 2):
+    """Builds the tables from the gin config and starts serving on `port`.
+
+    Raises:
+      UserError: the port is taken or a checkpoint does not fit the configured tables.
+    """
+    check_port_free(port)
+    _, specs = builders.make_agent_and_specs(replay_config)
+    tables = builders.make_tables(specs, replay_config)
+    self._checkpoint_dir = os.path.join(root_dir, constants.REPLAY_CHECKPOINT_DIR)
+    self._keep = keep_checkpoints
+    os.makedirs(self._checkpoint_dir, exist_ok=True)
+    restored = complete_checkpoints(self._checkpoint_dir)
+    try:
+      self._server = reverb.Server(
+          tables=tables, port=port,
+          checkpointer=reverb.checkpointers.DefaultCheckpointer(path=self._checkpoint_dir))
+    except (RuntimeError, ValueError) as e:
+      message = ' '.join(str(e).split())[:300]
+      raise UserError(f'replay server failed to start ({message}): if a checkpoint under '
+                      f'{self._checkpoint_dir} is from another config, use a fresh --root_dir'
+                      ) from None
+    self.port = port
+    self._client = reverb.Client(f'localhost:{port}')
+    info = self._client.server_info()
+    if restored:
+      logging.info('Restored replay checkpoint %s: %s', restored[-1],
+                   replay.table_state(info[constants.REPLAY_TABLE]))
+    self._log_ready(info)
+
+  def _log_ready(self, info) -> None:
+    tables = '; '.join(
+        f'{name} max_size={t.max_size} size={t.current_size} signature={t.signature}'
+        for name, t in sorted(info.items()))
+    logging.info('%s on port %d, tables: %s', constants.SERVER_READY_LINE, self.port, tables)
+
+  def info(self):
+    return self._client.server_info()
+
+  def checkpoint(self) -> str:
+    """Writes a checkpoint and prunes old ones; returns its path."""
+    start = time.monotonic()
+    path = self._client.checkpoint()
+    prune_checkpoints(self._checkpoint_dir, self._keep)
+    info = self._client.server_info()[constants.REPLAY_TABLE]
+    logging.info('Replay checkpoint %s written in %.2f s (%d items)', path,
+                 time.monotonic() - start, info.current_size)
+    return path
+
+  def stop(self) -> None:
+    self._server.stop()
+
+
+def serve(root_dir: str, port: int, checkpoint_interval_s: float, keep_checkpoints: int = 2,
+          stop_event: Optional[threading.Event] = None, log_interval_s: float = 60.0,
+          ready_event: Optional[threading.Event] = None) -> None:
+  """Runs the replay server until `stop_event` is set, then checkpoints and stops.
+
+  Args:
+    root_dir: Run directory; checkpoints go to root_dir/replay_server/checkpoints.
+    port: gRPC port.
+    checkpoint_interval_s: Seconds between periodic checkpoints (0 disables them; the
+      checkpoint on stop is always written).
+    keep_checkpoints: Complete checkpoints kept on disk.
+    stop_event: Set by the caller (the SIGTERM/SIGINT handler in main) to stop.
+    log_interval_s: Seconds between table-state log lines.
+    ready_event: Set once the server answers.
+  """
+  replay_config = ReplayConfig()
+  replay_config.validate()
+  stop_event = stop_event or threading.Event()
+  server = ReplayServer(root_dir, port, replay_config, keep_checkpoints)
+  if ready_event is not None:
+    ready_event.set()
+  last_checkpoint = last_log = time.monotonic()
+  try:
+    while not stop_event.wait(1.0):
+      now = time.monotonic()
+      if checkpoint_interval_s and now - last_checkpoint >= checkpoint_interval_s:
+        server.checkpoint()
+        last_checkpoint = now
+      if now - last_log >= log_interval_s:
+        logging.info('%s', replay.table_state(server.info()[constants.REPLAY_TABLE]))
+        last_log = now
+    path = server.checkpoint()
+  finally:
+    server.stop()
+  logging.info('%s: final checkpoint %s', constants.SERVER_STOPPED_LINE, path)
