@@ -1,0 +1,131 @@
+"""The exported SavedModel is portable: it loads in a fresh Python process that has only
+TensorFlow and TF-Agents, and, run in the environment, it earns the return that eval reported.
+
+A short real CartPole run trains the policy (a real Reverb server, a collect actor thread and
+the learner), then the eval process evaluates the final weights. The fresh process (`python
+-I`, outside the checkout, with this project's packages blocked from import) loads
+root_dir/learner/policies/greedy_policy and replays eval's episodes: same environment, same
+seed, same number of episodes. The greedy policy is deterministic, so the returns must match;
+and on a batch of probe observations its actions equal those of the learner's final weights
+pulled from the variable table.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import tensorflow as tf
+from tf_agents.trajectories import time_step as ts
+
+from actor import collect
+from actor import evaluate
+from common import agents
+from common import builders
+from common import constants
+from common import variables as variables_lib
+from common.config import EvalConfig
+from common.config import ReplayConfig
+from learner import export
+from learner import train
+from tests.conftest import parse_gin
+
+TRAIN_STEPS = 300
+
+# Runs with nothing from this project: its top-level packages cannot even be imported.
+_FRESH_PROCESS = r'''
+import importlib.abc, json, os, sys
+
+PROJECT = {'common', 'actor', 'learner', 'launcher', 'replay_server', 'results', 'tests'}
+
+class _Block(importlib.abc.MetaPathFinder):
+  def find_spec(self, name, path=None, target=None):
+    if name.split('.')[0] in PROJECT:
+      raise ImportError(f'project module {name} imported')
+    return None
+
+sys.meta_path.insert(0, _Block())
+os.environ['TF_USE_LEGACY_KERAS'] = '1'
+import tensorflow as tf
+from tf_agents.drivers import py_driver
+from tf_agents.environments import suite_gym
+from tf_agents.metrics import py_metrics
+from tf_agents.policies import py_tf_eager_policy
+
+import numpy as np
+from tf_agents.trajectories import time_step as ts
+
+policy_dir, env_name, seed, num_episodes, probe_path = sys.argv[1:6]
+seed, num_episodes = int(seed), int(num_episodes)
+loaded = tf.saved_model.load(policy_dir)
+# The raw SavedModel's greedy actions on a batch of probe observations.
+observations = tf.constant(np.load(probe_path))
+probe_actions = loaded.action(ts.restart(observations, batch_size=observations.shape[0]), ())
+np.save(probe_path + '.actions.npy', probe_actions.action.numpy())
+policy = py_tf_eager_policy.SavedModelPyTFEagerPolicy(policy_dir, load_specs_from_pbtxt=True)
+env = suite_gym.load(env_name)
+env.seed(seed)
+average_return = py_metrics.AverageReturnMetric(buffer_size=num_episodes)
+average_length = py_metrics.AverageEpisodeLengthMetric(buffer_size=num_episodes)
+py_driver.PyDriver(env, policy, [average_return, average_length],
+                   max_episodes=num_episodes).run(env.reset())
+assert not PROJECT & {m.split('.')[0] for m in sys.modules}
+print(json.dumps(dict(train_step=int(loaded.get_train_step().numpy()),
+                      average_return=float(average_return.result()),
+                      average_length=float(average_length.result()))))
+'''
+
+
+def test_exported_policy_loads_without_the_project_and_reaches_evals_return(
+    cartpole_server, root_dir, tmp_path):
+  parse_gin(bindings=_bindings())
+  stop = threading.Event()
+  actor = threading.Thread(target=collect.run_actor, args=(root_dir, cartpole_server, 0),
+                           kwargs=dict(max_env_steps=20_000, stop_event=stop))
+  actor.start()
+  try:
+    assert train.run_learner(root_dir, cartpole_server,
+                             max_train_steps=TRAIN_STEPS) == TRAIN_STEPS
+  finally:
+    stop.set()
+    actor.join(timeout=120)
+  assert not actor.is_alive()
+  parse_gin(bindings=_bindings())
+  assert evaluate.run_eval(root_dir, cartpole_server, max_evals=1) == 1
+  row = evaluate.read_csv(os.path.join(root_dir, constants.EVAL_CSV))[-1]
+  assert row['train_step'] == TRAIN_STEPS  # Eval ran on the learner's final weights...
+  eval_config = EvalConfig()
+  # The learner's final weights, as the actors and eval get them from the variable table.
+  train_step = tf.Variable(0, dtype=tf.int64)
+  agent, _ = builders.make_agent_and_specs(ReplayConfig(), train_step)
+  pulled = variables_lib.VariableClient(cartpole_server, agents.policy_variables(agent, train_step))
+  assert pulled.pull() == TRAIN_STEPS
+  observations = np.random.RandomState(0).uniform(-2.5, 2.5, (2000, 4)).astype(np.float32)
+  expected_actions = agent.policy.action(ts.restart(tf.constant(observations), 2000)).action
+  probe_path = str(tmp_path / 'observations.npy')
+  np.save(probe_path, observations)
+
+  script = tmp_path / 'fresh.py'
+  script.write_text(_FRESH_PROCESS)
+  policy_dir = os.path.join(root_dir, constants.POLICY_DIR, export.GREEDY_POLICY)
+  env = {k: v for k, v in os.environ.items() if not k.startswith('PYTHON')}
+  done = subprocess.run(
+      [sys.executable, '-I', str(script), policy_dir, 'CartPole-v0', str(eval_config.seed),
+       str(eval_config.num_episodes), probe_path],
+      cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stderr[-3000:]
+  fresh = json.loads(done.stdout.strip().splitlines()[-1])
+  assert fresh['train_step'] == TRAIN_STEPS  # ...and the export holds the same weights.
+  assert fresh['average_return'] == row['average_return']
+  assert fresh['average_length'] == row['average_episode_length']
+  # Action for action, the SavedModel is the network the learner trained last.
+  np.testing.assert_array_equal(np.load(probe_path + '.actions.npy'), expected_actions.numpy())
+
+
+def _bindings():
+  from tests.conftest import FAST_BINDINGS  # pylint: disable=g-import-not-at-top
+  # Five eval episodes make a coincidental match of two different policies unlikely.
+  return FAST_BINDINGS + ('EvalConfig.num_episodes = 5',
+                          'LearnerConfig.policy_export_interval = 1000')
