@@ -72,6 +72,10 @@ def configure_tensorflow(threads: int = 0) -> None:
   Actors and eval run tiny per-step graphs; one thread each avoids oversubscribing the cores
   that the environments and the learner need.
   """
-  if threads:
+  if not threads:
+    return
+  try:
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)
+  except RuntimeError:
+    pass  # TensorFlow already started in this process (in-process tests): keep its pools.

@@ -1,0 +1,105 @@
+"""Shared fixtures: clean gin state, temporary run directories, free ports, real servers.
+
+Every test gets a fresh gin config. Waits are bounded polls (`wait_until`), never bare sleeps.
+"""
+
+import os
+import subprocess
+import sys
+import time
+
+import common  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
+
+import gin
+import portpicker
+import pytest
+import reverb
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GIN_DIR = os.path.join(REPO, 'gin')
+CARTPOLE_GIN = os.path.join(GIN_DIR, 'dqn_cartpole.gin')
+
+# Small, fast settings for tests that run the real CartPole pipeline.
+FAST_BINDINGS = (
+    'ReplayConfig.min_size = 64',
+    'LearnerConfig.iterations_per_call = 5',
+    'LearnerConfig.push_interval = 10',
+    'LearnerConfig.checkpoint_interval = 50',
+    'LearnerConfig.policy_export_interval = 50',
+    'LearnerConfig.log_interval = 50',
+    'LearnerConfig.rate_limiter_timeout_s = 1.0',
+    'ActorConfig.steps_per_run = 20',
+    'ActorConfig.variable_update_interval = 50',
+    'ActorConfig.log_interval_s = 1.0',
+    'EvalConfig.num_episodes = 2',
+    'EvalConfig.interval = 20',
+)
+
+
+def wait_until(predicate, timeout_s: float, what: str, interval_s: float = 0.2):
+  """Polls `predicate` until it returns a truthy value; fails the test after `timeout_s`."""
+  deadline = time.monotonic() + timeout_s
+  while True:
+    value = predicate()
+    if value:
+      return value
+    if time.monotonic() > deadline:
+      pytest.fail(f'timed out after {timeout_s:g} s waiting for {what}')
+    time.sleep(interval_s)
+
+
+def parse_gin(gin_file: str = CARTPOLE_GIN, bindings=FAST_BINDINGS) -> None:
+  gin.clear_config()
+  gin.parse_config_files_and_bindings([gin_file], list(bindings), finalize_config=False)
+
+
+@pytest.fixture(autouse=True)
+def clean_gin():
+  gin.clear_config()
+  yield
+  gin.clear_config()
+
+
+@pytest.fixture
+def root_dir(tmp_path):
+  path = tmp_path / 'run'
+  path.mkdir()
+  return str(path)
+
+
+@pytest.fixture
+def port():
+  return portpicker.pick_unused_port()
+
+
+@pytest.fixture
+def cartpole_server(root_dir, port):
+  """An in-process replay server with the CartPole DQN tables (FAST_BINDINGS)."""
+  from common import builders
+  from common.config import ReplayConfig
+  parse_gin()
+  config = ReplayConfig()
+  _, specs = builders.make_agent_and_specs(config)
+  server = reverb.Server(builders.make_tables(specs, config), port=port)
+  yield f'localhost:{port}'
+  server.stop()
+
+
+def start_main(module: str, *args: str, log_path: str) -> subprocess.Popen:
+  """Starts `python -m module args...` from the repo root, output to `log_path`."""
+  env = dict(os.environ, PYTHONUNBUFFERED='1', CUDA_VISIBLE_DEVICES='')
+  log = open(log_path, 'w')  # pylint: disable=consider-using-with
+  return subprocess.Popen([sys.executable, '-m', module, *args], cwd=REPO, stdout=log,
+                          stderr=subprocess.STDOUT, env=env)
+
+
+def stop_process(process: subprocess.Popen, timeout_s: float = 60.0) -> int:
+  """SIGTERM, then a bounded wait (SIGKILL after `timeout_s`); returns the exit status."""
+  if process.poll() is None:
+    process.terminate()
+    try:
+      process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+      process.kill()
+      process.wait(timeout=10)
+  return process.returncode

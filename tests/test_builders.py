@@ -1,0 +1,129 @@
+"""Unit tests of the builder layer: environments, specs, agents and table construction."""
+
+import numpy as np
+import pytest
+import reverb
+import tensorflow as tf
+
+from common import agents
+from common import builders
+from common import constants
+from common import environments
+from common import replay
+from common.config import LearnerConfig
+from common.config import ReplayConfig
+from common.errors import UserError
+from tests.conftest import parse_gin
+
+
+def test_cartpole_specs_give_two_step_replay_signature():
+  parse_gin()
+  _, specs = builders.make_agent_and_specs(ReplayConfig())
+  assert specs.time_step_spec.observation.shape == (4,)
+  assert specs.action_spec.dtype == tf.int64
+  assert specs.replay_signature.observation.shape == (2, 4)
+  assert specs.replay_signature.action.shape == (2,)
+  assert set(specs.variables_signature) == {constants.POLICY_KEY, constants.TRAIN_STEP_KEY}
+  assert specs.variables_signature[constants.TRAIN_STEP_KEY].dtype == tf.int64
+  kernel_shapes = [tuple(s.shape) for s in specs.variables_signature[constants.POLICY_KEY]
+                   if len(s.shape) == 2]
+  assert kernel_shapes == [(4, 100), (100, 50), (50, 2)]
+
+
+def test_specs_are_identical_across_independent_builds():
+  parse_gin()
+  _, first = builders.make_agent_and_specs(ReplayConfig())
+  _, second = builders.make_agent_and_specs(ReplayConfig())
+  flat = lambda sig: [(s.dtype, tuple(s.shape)) for s in tf.nest.flatten(sig)]
+  assert flat(first.replay_signature) == flat(second.replay_signature)
+  assert flat(first.variables_signature) == flat(second.variables_signature)
+
+
+def test_sac_specs_for_a_pybullet_task():
+  parse_gin('gin/sac_inverted_pendulum.gin', ())
+  _, specs = builders.make_agent_and_specs(ReplayConfig())
+  assert specs.action_spec.dtype == tf.float32
+  assert specs.replay_signature.action.shape == (2, 1)
+  assert specs.replay_signature.observation.shape == (2, 5)
+
+
+def test_tables_have_the_configured_size_and_signature(port):
+  parse_gin()
+  config = ReplayConfig()
+  _, specs = builders.make_agent_and_specs(config)
+  server = reverb.Server(builders.make_tables(specs, config), port=port)
+  try:
+    info = reverb.Client(f'localhost:{port}').server_info()
+    assert info[constants.REPLAY_TABLE].max_size == 100000
+    assert info[constants.VARIABLE_TABLE].max_size == 1
+    assert info[constants.REPLAY_TABLE].rate_limiter_info.min_size_to_sample == 64
+    assert info[constants.REPLAY_TABLE].signature.observation.shape == (2, 4)
+  finally:
+    server.stop()
+
+
+def test_min_size_limiter_without_samples_per_insert():
+  limiter = replay.make_rate_limiter(ReplayConfig(min_size=10))
+  assert isinstance(limiter, reverb.rate_limiters.MinSize)
+
+
+@pytest.mark.parametrize('spi,min_size', [(0.5, 1), (1.0, 1), (64.0, 100), (256.0, 10000),
+                                          (1000.0, 1)])
+def test_sample_to_insert_ratio_error_buffer_passes_reverb_checks(spi, min_size):
+  limiter = replay.make_rate_limiter(ReplayConfig(min_size=min_size, samples_per_insert=spi))
+  assert isinstance(limiter, reverb.rate_limiters.SampleToInsertRatio)
+  # Reverb's own deadlock rules: a range of at least 2 * max(1, spi) that contains the offset.
+  assert limiter._max_diff - limiter._min_diff >= 2 * max(1.0, spi)
+  assert limiter._min_diff <= spi * min_size <= limiter._max_diff
+
+
+@pytest.mark.parametrize('kwargs,fragment', [
+    (dict(min_size=0), 'min_size'),
+    (dict(max_size=10, min_size=20), 'exceeds'),
+    (dict(samples_per_insert=0.0), 'samples_per_insert'),
+    (dict(samples_per_insert=-2.0), 'samples_per_insert'),
+    (dict(sequence_length=1), 'sequence_length'),
+])
+def test_impossible_replay_numbers_are_user_errors(kwargs, fragment):
+  with pytest.raises(UserError, match=fragment):
+    ReplayConfig(**kwargs).validate()
+
+
+def test_non_positive_batch_size_is_a_user_error():
+  with pytest.raises(UserError, match='batch_size'):
+    LearnerConfig(batch_size=0).validate()
+
+
+def test_unknown_environment_id_is_a_user_error():
+  with pytest.raises(UserError, match="unknown environment id 'NoSuchEnv-v9'"):
+    environments.check_env_id('NoSuchEnv-v9')
+
+
+def test_seeds_make_environments_reproducible_and_distinct():
+  parse_gin()
+  first = [environments.make_environment(seed=s).reset().observation for s in (7, 7, 8)]
+  np.testing.assert_array_equal(first[0], first[1])
+  assert not np.array_equal(first[0], first[2])
+
+
+def test_batched_environment_has_one_seed_per_copy():
+  parse_gin()
+  env = environments.make_environment(seed=3, num_envs=3)
+  observations = env.reset().observation
+  assert observations.shape == (3, 4)
+  assert len({tuple(o) for o in observations}) == 3
+
+
+def test_dqn_on_continuous_actions_is_a_user_error():
+  parse_gin('gin/sac_inverted_pendulum.gin', ('make_agent.agent_fn = @dqn_agent',))
+  with pytest.raises(UserError, match='discrete action'):
+    builders.make_agent_and_specs(ReplayConfig())
+
+
+def test_policy_variables_are_shared_by_greedy_and_collect_policies():
+  parse_gin()
+  train_step = tf.Variable(0, dtype=tf.int64)
+  time_step_spec, action_spec = environments.environment_specs()
+  agent = agents.make_agent(time_step_spec, action_spec, train_step)
+  pushed = {id(v) for v in agents.policy_variables(agent, train_step)[constants.POLICY_KEY]}
+  assert {id(v) for v in agent.policy.variables()} == pushed

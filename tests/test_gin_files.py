@@ -1,0 +1,103 @@
+"""Every shipped gin file parses, and every binding in it takes effect."""
+
+import glob
+import os
+
+import gin
+import pytest
+
+from common import builders
+from common import config
+from common import environments
+from common.config import LearnerConfig
+from common.config import ReplayConfig
+from common.errors import UserError
+from tests.conftest import GIN_DIR
+
+GIN_FILES = sorted(glob.glob(os.path.join(GIN_DIR, '*.gin')))
+
+
+def _bindings():
+  """(configurable, parameter) for every binding gin parsed."""
+  pairs = set()
+  for (_, selector), params in gin.config._CONFIG.items():  # pylint: disable=protected-access
+    name = selector.split('.')[-1]
+    pairs.update((name, param) for param in params)
+  return pairs
+
+
+def _operative():
+  pairs = set()
+  for (_, selector), params in gin.config._OPERATIVE_CONFIG.items():  # pylint: disable=protected-access
+    name = selector.split('.')[-1]
+    pairs.update((name, param) for param in params)
+  return pairs
+
+
+def test_every_gin_file_is_found():
+  names = {os.path.basename(f) for f in GIN_FILES}
+  assert {'dqn_cartpole.gin', 'sac_minitaur.gin', 'sac_inverted_pendulum.gin'} <= names
+
+
+@pytest.mark.parametrize('gin_file', GIN_FILES, ids=os.path.basename)
+def test_every_binding_takes_effect(gin_file):
+  config.load_gin([gin_file])
+  bound = _bindings()
+  configs = config.validated_configs()
+  builders.make_agent_and_specs(configs[0])
+  environments.make_environment().close()
+  unused = bound - _operative()
+  assert not unused, f'bindings in {gin_file} that no builder used: {sorted(unused)}'
+  for (name, param) in bound:
+    value = gin.query_parameter(f'{name}.{param}')
+    built = {c.__class__.__name__: c for c in configs}.get(name)
+    if built is not None and not isinstance(value, gin.config.ConfigurableReference):
+      assert getattr(built, param) == value, f'{name}.{param}'
+
+
+def test_cartpole_values_are_the_dqn_tutorials():
+  config.load_gin([os.path.join(GIN_DIR, 'dqn_cartpole.gin')])
+  agent, specs = builders.make_agent_and_specs(ReplayConfig())
+  layers = [v.shape[-1] for v in agent.collect_policy.variables() if len(v.shape) == 2]
+  assert layers == [100, 50, 2]
+  assert float(agent._optimizer.learning_rate.numpy()) == pytest.approx(1e-3)  # pylint: disable=protected-access
+  assert LearnerConfig().batch_size == 64
+  assert ReplayConfig().max_size == 100000
+  assert specs.time_step_spec.observation.shape == (4,)
+
+
+def test_minitaur_values_are_the_sac_tutorials():
+  config.load_gin([os.path.join(GIN_DIR, 'sac_minitaur.gin')])
+  agent, specs = builders.make_agent_and_specs(ReplayConfig())
+  layers = [v.shape[-1] for v in agent.collect_policy.variables() if len(v.shape) == 2]
+  assert layers[:2] == [256, 256]
+  assert float(agent._actor_optimizer.learning_rate.numpy()) == pytest.approx(3e-4)  # pylint: disable=protected-access
+  assert agent._target_update_tau == pytest.approx(0.005)  # pylint: disable=protected-access
+  assert agent._gamma == pytest.approx(0.99)  # pylint: disable=protected-access
+  assert LearnerConfig().batch_size == 256
+  assert specs.action_spec.shape == (8,)
+
+
+def test_missing_gin_file_is_a_user_error(tmp_path):
+  with pytest.raises(UserError, match='does not exist'):
+    config.load_gin([str(tmp_path / 'nope.gin')])
+
+
+def test_malformed_gin_file_is_a_user_error(tmp_path):
+  path = tmp_path / 'bad.gin'
+  path.write_text('ReplayConfig.max_size = = 3\n')
+  with pytest.raises(UserError, match='bad gin config'):
+    config.load_gin([str(path)])
+
+
+def test_binding_to_an_unknown_parameter_is_a_user_error():
+  with pytest.raises(UserError, match='no_such_param'):
+    config.load_gin([os.path.join(GIN_DIR, 'dqn_cartpole.gin')],
+                    ['ReplayConfig.no_such_param = 3'])
+
+
+def test_binding_an_argument_owned_by_the_caller_is_rejected():
+  # num_envs of make_environment belongs to ActorConfig; gin must not be able to shadow it.
+  with pytest.raises(UserError):
+    config.load_gin([os.path.join(GIN_DIR, 'dqn_cartpole.gin')],
+                    ['make_environment.num_envs = 4'])

@@ -1,0 +1,219 @@
+"""Integration tests against a real in-process Reverb server."""
+
+import logging
+import os
+import threading
+import time
+
+import numpy as np
+import pytest
+import reverb
+import tensorflow as tf
+
+from actor import collect
+from actor import evaluate
+from common import agents
+from common import builders
+from common import constants
+from common import replay
+from common import variables as variables_lib
+from common.config import ReplayConfig
+from learner import train
+from replay_server import server as server_lib
+from tests.conftest import parse_gin
+from tests.conftest import wait_until
+
+
+def _inserted(address):
+  info = reverb.Client(address).server_info()[constants.REPLAY_TABLE]
+  return replay.inserted_items(info)
+
+
+def _fresh_variables():
+  train_step = tf.Variable(0, dtype=tf.int64)
+  agent, _ = builders.make_agent_and_specs(ReplayConfig(), train_step)
+  return agents.policy_variables(agent, train_step)
+
+
+def test_actor_thread_and_learner_train_together(cartpole_server, root_dir):
+  stop = threading.Event()
+  result = {}
+  actor_thread = threading.Thread(
+      target=lambda: result.update(steps=collect.run_actor(
+          root_dir, cartpole_server, task=0, max_env_steps=3000, stop_event=stop)))
+  actor_thread.start()
+  try:
+    final_step = train.run_learner(root_dir, cartpole_server, max_train_steps=60)
+  finally:
+    stop.set()
+    actor_thread.join(timeout=60)
+  assert not actor_thread.is_alive()
+  assert final_step == 60
+  assert result['steps'] >= 64  # at least the table's min_size before the learner could start
+  assert _inserted(cartpole_server) >= 64
+  # The learner pushed its final weights.
+  info = reverb.Client(cartpole_server).server_info()
+  assert info[constants.VARIABLE_TABLE].current_size == 1
+  # It checkpointed and exported both policies.
+  assert os.path.isdir(os.path.join(root_dir, 'learner', 'train', 'checkpoints'))
+  for name in ('greedy_policy', 'collect_policy'):
+    assert os.path.isfile(os.path.join(root_dir, constants.POLICY_DIR, name, 'saved_model.pb'))
+
+
+def test_actor_stops_at_max_env_steps_and_writes_every_step(cartpole_server, root_dir):
+  steps = collect.run_actor(root_dir, cartpole_server, task=1, max_env_steps=200)
+  assert steps == 200
+  # A 2-step item for every step but the first of each episode: 200 steps, >= ~180 items.
+  assert 150 <= _inserted(cartpole_server) <= 200
+
+
+def test_batched_actor_collects_from_every_environment(cartpole_server, root_dir):
+  parse_gin(bindings=('ActorConfig.num_envs = 4', 'ActorConfig.steps_per_run = 40',
+                      'ReplayConfig.min_size = 64'))
+  steps = collect.run_actor(root_dir, cartpole_server, task=0, max_env_steps=400)
+  # The batch steps in lockstep, so the actor stops within one run past the budget.
+  assert 400 <= steps < 400 + 40 + 4
+  # Every environment writes its own items: with only one writing, ~1/4 of this would arrive.
+  assert 0.75 * steps <= _inserted(cartpole_server) <= steps
+
+
+def test_pushed_weights_equal_pulled_weights(cartpole_server):
+  parse_gin()
+  source = _fresh_variables()
+  target = _fresh_variables()
+  for variable in tf.nest.flatten(source[constants.POLICY_KEY]):
+    variable.assign(tf.random.normal(variable.shape, dtype=variable.dtype))
+  source[constants.TRAIN_STEP_KEY].assign(1234)
+  variables_lib.VariableClient(cartpole_server, source).push()
+  step = variables_lib.VariableClient(cartpole_server, target).pull()
+  assert step == 1234
+  for pushed, pulled in zip(tf.nest.flatten(source), tf.nest.flatten(target)):
+    np.testing.assert_array_equal(pushed.numpy(), pulled.numpy())
+
+
+def test_pull_from_an_empty_variable_table_returns_none_within_its_timeout(cartpole_server):
+  parse_gin()
+  client = variables_lib.VariableClient(cartpole_server, _fresh_variables(), pull_timeout_s=0.5)
+  start = time.monotonic()
+  assert client.pull() is None
+  assert time.monotonic() - start < 5
+
+
+def test_min_size_limiter_blocks_sampling_until_min_size(cartpole_server, tmp_path):
+  parse_gin()
+  config = ReplayConfig()
+  _, specs = builders.make_agent_and_specs(config)
+  dataset = replay.make_dataset(cartpole_server, specs.collect_data_spec, batch_size=8,
+                                sequence_length=2, rate_limiter_timeout_ms=300)
+  # Empty table: the sample waits 300 ms on the limiter, then the dataset ends (no hang).
+  with pytest.raises(StopIteration):
+    next(iter(dataset))
+  collect.run_actor(str(tmp_path), cartpole_server, task=0, max_env_steps=120)
+  experience, _ = next(iter(dataset))
+  assert experience.observation.shape == (8, 2, 4)
+
+
+def test_sample_to_insert_ratio_limits_the_learner(port, tmp_path):
+  parse_gin(bindings=('ReplayConfig.min_size = 20', 'ReplayConfig.samples_per_insert = 2.0',
+                      'ReplayConfig.samples_per_insert_tolerance = 0.1'))
+  config = ReplayConfig()
+  _, specs = builders.make_agent_and_specs(config)
+  server = reverb.Server(builders.make_tables(specs, config), port=port)
+  address = f'localhost:{port}'
+  try:
+    collect.run_actor(str(tmp_path), address, task=0, max_env_steps=60)
+    inserted = _inserted(address)
+    dataset = replay.make_dataset(address, specs.collect_data_spec, batch_size=1,
+                                  sequence_length=2, rate_limiter_timeout_ms=300)
+    sampled = 0
+    for _ in dataset:
+      sampled += 1
+      assert sampled < 10 * inserted, 'the ratio limiter never stopped sampling'
+    # Samples stop near samples_per_insert * (inserts - min_size) + error buffer.
+    allowed = 2.0 * (inserted - 20) + max(0.1 * 20 * 2.0, 2.0)
+    assert 0.5 * allowed <= sampled <= allowed + 2 * 1 + 2
+  finally:
+    server.stop()
+
+
+def test_learner_logs_table_state_while_starved(cartpole_server, root_dir, caplog):
+  parse_gin(bindings=('LearnerConfig.rate_limiter_timeout_s = 0.3',))
+  stop = threading.Event()
+  thread = threading.Thread(target=train.run_learner,
+                            args=(root_dir, cartpole_server),
+                            kwargs=dict(max_train_steps=10, stop_event=stop))
+  with caplog.at_level(logging.INFO):
+    thread.start()
+    try:
+      wait_until(lambda: any('no replay sample' in r.getMessage() for r in caplog.records),
+                 60, 'the learner stall log line')
+    finally:
+      stop.set()
+      thread.join(timeout=60)
+  line = next(r.getMessage() for r in caplog.records if 'no replay sample' in r.getMessage())
+  assert f'table {constants.REPLAY_TABLE}: size=0/' in line
+  assert 'min_size_to_sample=64' in line
+
+
+def test_learner_resumes_from_its_checkpoint(cartpole_server, root_dir):
+  collect.run_actor(root_dir, cartpole_server, task=0, max_env_steps=200)
+  assert train.run_learner(root_dir, cartpole_server, max_train_steps=50) == 50
+  parse_gin()
+  # A new learner on the same root_dir continues from step 50 rather than from 0.
+  assert train.run_learner(root_dir, cartpole_server, max_train_steps=70) == 70
+  checkpoints = os.listdir(os.path.join(root_dir, 'learner', 'train', 'checkpoints'))
+  assert any('70' in name for name in checkpoints)
+
+
+def test_eval_writes_a_csv_row_for_the_pushed_weights(cartpole_server, root_dir):
+  collect.run_actor(root_dir, cartpole_server, task=0, max_env_steps=100)
+  parse_gin()
+  train.run_learner(root_dir, cartpole_server, max_train_steps=10)
+  parse_gin()
+  assert evaluate.run_eval(root_dir, cartpole_server, max_evals=1) == 1
+  rows = evaluate.read_csv(os.path.join(root_dir, constants.EVAL_CSV))
+  assert len(rows) == 1
+  assert rows[0]['train_step'] == 10
+  assert rows[0]['num_episodes'] == 2
+  assert 8 <= rows[0]['average_return'] <= 200
+  assert rows[0]['env_steps'] >= 64
+
+
+def test_replay_server_checkpoints_on_stop_and_restores(root_dir, port, tmp_path):
+  parse_gin()
+  stop, ready = threading.Event(), threading.Event()
+  thread = threading.Thread(target=server_lib.serve, args=(root_dir, port, 0),
+                            kwargs=dict(stop_event=stop, ready_event=ready))
+  thread.start()
+  assert ready.wait(60)
+  address = f'localhost:{port}'
+  collect.run_actor(str(tmp_path), address, task=0, max_env_steps=150)
+  size = reverb.Client(address).server_info()[constants.REPLAY_TABLE].current_size
+  stop.set()
+  thread.join(timeout=60)
+  checkpoints = server_lib.complete_checkpoints(
+      os.path.join(root_dir, constants.REPLAY_CHECKPOINT_DIR))
+  assert len(checkpoints) == 1
+
+  stop, ready = threading.Event(), threading.Event()
+  thread = threading.Thread(target=server_lib.serve, args=(root_dir, port, 0),
+                            kwargs=dict(stop_event=stop, ready_event=ready))
+  thread.start()
+  try:
+    assert ready.wait(60)
+    restored = reverb.Client(address).server_info()[constants.REPLAY_TABLE].current_size
+    assert restored == size > 100
+  finally:
+    stop.set()
+    thread.join(timeout=60)
+
+
+def test_prune_keeps_the_newest_complete_checkpoints(tmp_path):
+  for name in ('a', 'b', 'c', 'd'):
+    (tmp_path / name).mkdir()
+    if name != 'd':
+      (tmp_path / name / 'DONE').write_text('')
+  server_lib.prune_checkpoints(str(tmp_path), keep=2)
+  assert sorted(os.listdir(tmp_path)) == ['b', 'c', 'd']
+  assert server_lib.complete_checkpoints(str(tmp_path)) == [str(tmp_path / 'b'),
+                                                             str(tmp_path / 'c')]

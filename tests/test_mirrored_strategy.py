@@ -1,0 +1,43 @@
+"""MirroredStrategy on two logical CPU devices, each check in a fresh process.
+
+The logical devices can only be set before TensorFlow initializes, so the checks live in
+tests/mirrored_check.py and run as subprocesses.
+"""
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+
+def _run(tmp_path, check):
+  result = subprocess.run(
+      [sys.executable, '-m', 'tests.mirrored_check', str(tmp_path), check], cwd=REPO,
+      capture_output=True, text=True, timeout=900,
+      env={'PATH': '/usr/bin:/bin', 'CUDA_VISIBLE_DEVICES': '', 'HOME': str(tmp_path)})
+  assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+  return result.stdout
+
+
+def _losses(stdout):
+  match = re.search(r'default loss ([-\d.e]+) mirrored loss ([-\d.e]+)', stdout)
+  assert match, stdout
+  return float(match.group(1)), float(match.group(2))
+
+
+def test_dqn_replicated_loss_equals_default_strategy_loss(tmp_path):
+  default_loss, mirrored_loss = _losses(_run(tmp_path, 'dqn'))
+  assert mirrored_loss == pytest.approx(default_loss, rel=1e-4)
+
+
+def test_sac_replicated_train_step_runs(tmp_path):
+  default_loss, mirrored_loss = _losses(_run(tmp_path, 'sac'))
+  assert mirrored_loss == pytest.approx(default_loss, rel=0.5)
+
+
+def test_run_learner_trains_under_mirrored_strategy(tmp_path):
+  stdout = _run(tmp_path, 'learner')
+  assert 'run_learner under MirroredStrategy reached train step 20' in stdout
