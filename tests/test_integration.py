@@ -113,26 +113,37 @@ def test_min_size_limiter_blocks_sampling_until_min_size(cartpole_server, tmp_pa
   assert experience.observation.shape == (8, 2, 4)
 
 
-def test_sample_to_insert_ratio_limits_the_learner(port, tmp_path):
+def test_sample_to_insert_ratio_holds_samples_and_inserts_together(port, tmp_path):
   parse_gin(bindings=('ReplayConfig.min_size = 20', 'ReplayConfig.samples_per_insert = 2.0',
                       'ReplayConfig.samples_per_insert_tolerance = 0.1'))
   config = ReplayConfig()
   _, specs = builders.make_agent_and_specs(config)
   server = reverb.Server(builders.make_tables(specs, config), port=port)
   address = f'localhost:{port}'
+  stop = threading.Event()
+  actor = threading.Thread(target=collect.run_actor, args=(str(tmp_path), address, 0),
+                           kwargs=dict(max_env_steps=200, stop_event=stop))
   try:
-    collect.run_actor(str(tmp_path), address, task=0, max_env_steps=60)
-    inserted = _inserted(address)
+    actor.start()
     dataset = replay.make_dataset(address, specs.collect_data_spec, batch_size=1,
-                                  sequence_length=2, rate_limiter_timeout_ms=300)
+                                  sequence_length=2, rate_limiter_timeout_ms=2000)
     sampled = 0
+    # The sampler is held back to the inserts, and the actor (blocked on inserts whenever the
+    # sampler lags) finishes only because the sampler keeps up; the dataset ends 2 s after the
+    # last insert allowed its last sample.
     for _ in dataset:
       sampled += 1
-      assert sampled < 10 * inserted, 'the ratio limiter never stopped sampling'
-    # Samples stop near samples_per_insert * (inserts - min_size) + error buffer.
-    allowed = 2.0 * (inserted - 20) + max(0.1 * 20 * 2.0, 2.0)
-    assert 0.5 * allowed <= sampled <= allowed + 2 * 1 + 2
+      assert sampled < 2000, 'the ratio limiter never stopped sampling'
+    actor.join(timeout=60)
+    assert not actor.is_alive()
+    inserted = _inserted(address)
+    error_buffer = max(0.1 * 20 * 2.0, 2.0)
+    target = 2.0 * (inserted - 20)
+    assert inserted > 150
+    assert target - error_buffer - 2 <= sampled <= target + error_buffer
   finally:
+    stop.set()
+    actor.join(timeout=60)
     server.stop()
 
 

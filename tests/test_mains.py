@@ -1,0 +1,113 @@
+"""Smoke tests of the real mains as separate processes, with tiny budgets.
+
+Marked `slow`: each starts several TensorFlow processes.
+"""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import reverb
+
+from actor import evaluate
+from common import constants
+from replay_server import server as server_lib
+from tests.conftest import CARTPOLE_GIN
+from tests.conftest import FAST_BINDINGS
+from tests.conftest import REPO
+from tests.conftest import start_main
+from tests.conftest import stop_process
+from tests.conftest import wait_until
+
+pytestmark = pytest.mark.slow
+
+GIN_ARGS = [f'--gin_file={CARTPOLE_GIN}'] + [f'--gin_bindings={b}' for b in FAST_BINDINGS]
+
+
+def _log(path):
+  with open(path) as f:
+    return f.read()
+
+
+def _start(role, root_dir, port, tmp_path):
+  address = f'--replay_server_address=localhost:{port}'
+  common = GIN_ARGS + [f'--root_dir={root_dir}']
+  log = str(tmp_path / f'{role}.log')
+  if role == 'server':
+    return start_main('replay_server.main', f'--port={port}', '--checkpoint_interval_s=0',
+                      *common, log_path=log)
+  if role == 'learner':
+    return start_main('learner.main', address, '--max_train_steps=100', *common, log_path=log)
+  if role == 'actor':
+    return start_main('actor.main', address, '--task=0', '--max_env_steps=100000', *common,
+                      log_path=log)
+  return start_main('actor.main', '--mode=eval', address, '--max_evals=2', *common,
+                    log_path=log)
+
+
+@pytest.mark.parametrize('order', [('server', 'learner', 'actor', 'eval'),
+                                   ('learner', 'actor', 'eval', 'server')],
+                         ids=['server_first', 'server_last'])
+def test_three_kinds_of_process_train_in_any_start_order(order, root_dir, port, tmp_path):
+  processes = {}
+  try:
+    for role in order:
+      processes[role] = _start(role, root_dir, port, tmp_path)
+    # The learner reaches its budget and exits 0 on its own.
+    assert processes['learner'].wait(timeout=600) == 0, _log(tmp_path / 'learner.log')
+    assert processes['eval'].wait(timeout=300) == 0, _log(tmp_path / 'eval.log')
+    learner_log = _log(tmp_path / 'learner.log')
+    assert 'learner stopped at train step 100' in learner_log
+    if order[-1] == 'server':
+      assert 'waiting for the replay server' in _log(tmp_path / 'actor.log')
+    rows = evaluate.read_csv(os.path.join(root_dir, constants.EVAL_CSV))
+    assert len(rows) == 2 and rows[-1]['train_step'] > 0
+    info = reverb.Client(f'localhost:{port}').server_info()
+    assert info[constants.REPLAY_TABLE].current_size >= 64
+    assert 'weights_step=' in wait_until(
+        lambda: 'weights_step=1' in _log(tmp_path / 'actor.log') and _log(tmp_path / 'actor.log'),
+        120, 'the actor to log pulled weights')
+  finally:
+    codes = {role: stop_process(p) for role, p in processes.items()}
+  # SIGTERM: the actor and the server stop cleanly; the server writes a final checkpoint.
+  assert codes['actor'] == 0, _log(tmp_path / 'actor.log')
+  assert codes['server'] == 0, _log(tmp_path / 'server.log')
+  assert 'replay_server stopped' in _log(tmp_path / 'server.log')
+  assert server_lib.complete_checkpoints(
+      os.path.join(root_dir, constants.REPLAY_CHECKPOINT_DIR))
+  for name in ('greedy_policy', 'collect_policy'):
+    assert os.path.isfile(os.path.join(root_dir, constants.POLICY_DIR, name, 'saved_model.pb'))
+  assert os.path.isfile(os.path.join(root_dir, 'learner', 'operative_config.gin'))
+
+
+def test_local_launcher_runs_every_role_and_stops_at_the_train_budget(root_dir, port):
+  args = [sys.executable, '-m', 'launcher.main', f'--root_dir={root_dir}', f'--port={port}',
+          '--num_actors=2', '--max_train_steps=60', '--budget_s=400',
+          f'--gin_file={CARTPOLE_GIN}', '--gin_bindings=EvalConfig.target_return = None']
+  args += [f'--gin_bindings={b}' for b in FAST_BINDINGS]
+  result = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, CUDA_VISIBLE_DEVICES=''))
+  output = result.stdout
+  assert result.returncode == 0, output[-4000:] + result.stderr[-2000:]
+  for prefix in ('[replay_server] ', '[learner] ', '[actor/0] ', '[actor/1] ', '[eval] '):
+    assert prefix in output, prefix
+  assert 'learner finished its 60 train steps' in output
+  assert '[learner] ' in output and 'learner stopped at train step 60' in output
+
+
+def test_local_launcher_exits_non_zero_when_a_child_fails(root_dir, port):
+  # Another process holds the port, so the launcher's replay server cannot start.
+  holder = reverb.Server([reverb.Table.queue('q', 1)], port=port)
+  try:
+    result = subprocess.run(
+        [sys.executable, '-m', 'launcher.main', f'--root_dir={root_dir}', f'--port={port}',
+         '--num_actors=1', '--budget_s=300', '--server_timeout_s=60',
+         f'--gin_file={CARTPOLE_GIN}'],
+        cwd=REPO, capture_output=True, text=True, timeout=400,
+        env=dict(os.environ, CUDA_VISIBLE_DEVICES=''))
+  finally:
+    holder.stop()
+  assert result.returncode == 1, result.stdout[-3000:]
+  assert f'port {port} is already in use' in result.stdout
+  assert 'replay_server exited with status 2' in result.stdout
