@@ -1,5 +1,14 @@
-"""A collect actor: steps its environments, writes trajectories, follows the learner's weights."""
+"""A collect actor: steps its environments, writes trajectories, follows the learner's weights.
 
+The collect loop is this module's own rather than TF-Agents' Actor/PyDriver: per batch of
+`ActorConfig.num_envs` environments it makes one compiled policy call (`inference`), one
+lockstep environment step (`vector_env`), one batched replay write
+(`replay.BatchedTrajectoryObserver.write`) and one numpy metrics update. TF-Agents' Actor pays
+for a polymorphic `tf.function` dispatch, several trajectory-nest walks and four py_metrics per
+environment step; bench/actor_bench.py measures both against the raw environment rate.
+"""
+
+import collections
 import os
 import threading
 import time
@@ -9,12 +18,11 @@ from absl import logging
 import numpy as np
 import reverb
 import tensorflow as tf
-from tf_agents.metrics import py_metrics
-from tf_agents.policies import py_policy
-from tf_agents.policies import py_tf_eager_policy
-from tf_agents.policies import random_py_policy
-from tf_agents.train import actor as tfa_actor
+from tf_agents.trajectories import time_step as ts
+from tf_agents.trajectories import trajectory as trajectory_lib
 
+from actor import inference
+from actor import vector_env
 from actor.policy_client import PolicyClient
 from common import builders
 from common import connection
@@ -27,34 +35,90 @@ from common.config import ReplayConfig
 
 # Errors that mean "the replay server went away"; the actor reconnects instead of dying.
 CONNECTION_ERRORS = (RuntimeError, tf.errors.OpError, reverb.errors.ReverbError, ValueError)
+# How long a stopping actor waits for the server to confirm its last items.
+_FINAL_FLUSH_TIMEOUT_S = 10.0
 
 
-class WarmStartPolicy(py_policy.PyPolicy):
-  """Acts with a random policy until the learned one has weights, then with the learned one."""
+class EpisodeMetrics:
+  """Env steps, episodes, and average return and length over the last `window` episodes.
 
-  def __init__(self, random_policy: py_policy.PyPolicy, learned_policy: py_policy.PyPolicy):
-    super().__init__(learned_policy.time_step_spec, learned_policy.action_spec,
-                     learned_policy.policy_state_spec, learned_policy.info_spec)
+  Counts like TF-Agents' EnvironmentSteps, NumberOfEpisodes, AverageReturnMetric and
+  AverageEpisodeLengthMetric: boundary steps (LAST -> FIRST) are not env steps, an episode
+  ends on a step whose next step is LAST.
+  """
+
+  def __init__(self, num_envs: int, window: int = 10):
+    self.env_steps = 0
+    self.episodes = 0
+    self._return = np.zeros(num_envs, np.float64)
+    self._length = np.zeros(num_envs, np.int64)
+    self._returns = collections.deque(maxlen=window)
+    self._lengths = collections.deque(maxlen=window)
+
+  def update(self, step_type, next_step_type, reward) -> int:
+    """Records one batched step; returns the env steps it counts (non-boundary steps)."""
+    first = step_type == ts.StepType.FIRST
+    boundary = step_type == ts.StepType.LAST
+    self._return[first] = 0.0
+    self._length[first] = 0
+    self._return += reward
+    self._length += ~boundary
+    last = np.flatnonzero(next_step_type == ts.StepType.LAST)
+    if last.size:
+      self.episodes += int(last.size)
+      self._returns.extend(self._return[last].tolist())
+      self._lengths.extend(self._length[last].tolist())
+    counted = int(boundary.size - np.count_nonzero(boundary))
+    self.env_steps += counted
+    return counted
+
+  @property
+  def average_return(self) -> float:
+    return float(np.mean(self._returns)) if self._returns else 0.0
+
+  @property
+  def average_length(self) -> float:
+    return float(np.mean(self._lengths)) if self._lengths else 0.0
+
+
+class Collector:
+  """Steps a VectorEnv with the random policy until `use_learned`, then with the learned one."""
+
+  def __init__(self, env: vector_env.VectorEnv, learned, random_policy,
+               observer: replay.BatchedTrajectoryObserver, metrics: EpisodeMetrics):
+    self._env = env
+    self._learned = learned
     self._random = random_policy
-    self._learned = learned_policy
+    self._observer = observer
+    self.metrics = metrics
     self.use_learned = False
+    self._time_step = None
 
-  def _action(self, time_step, policy_state):
-    policy = self._learned if self.use_learned else self._random
-    return policy.action(time_step, policy_state)
+  def reset(self) -> None:
+    """Starts new episodes in every environment (after a reconnect)."""
+    self._time_step = self._env.reset()
+    self._observer.reset()
 
-  def _get_initial_state(self, batch_size):
-    return self._learned.get_initial_state(batch_size)
-
-
-def make_metrics(num_envs: int):
-  """Episode and step counters plus average return and length over the last 10 episodes."""
-  return [
-      py_metrics.NumberOfEpisodes(),
-      py_metrics.EnvironmentSteps(),
-      py_metrics.AverageReturnMetric(buffer_size=10, batch_size=num_envs),
-      py_metrics.AverageEpisodeLengthMetric(buffer_size=10, batch_size=num_envs),
-  ]
+  def run(self, env_steps: int) -> int:
+    """Collects at least `env_steps` env steps (a whole batch at a time); returns the count."""
+    if self._time_step is None:
+      self.reset()
+    collected = 0
+    time_step = self._time_step
+    while collected < env_steps:
+      policy = self._learned if self.use_learned else self._random
+      action, info = policy(time_step)
+      next_time_step = self._env.step(action)
+      trajectory = trajectory_lib.Trajectory(
+          step_type=time_step.step_type, observation=time_step.observation, action=action,
+          policy_info=info, next_step_type=next_time_step.step_type,
+          reward=next_time_step.reward, discount=next_time_step.discount)
+      self._observer.write(tf.nest.flatten(trajectory),
+                           time_step.step_type == ts.StepType.LAST)
+      collected += self.metrics.update(time_step.step_type, next_time_step.step_type,
+                                       next_time_step.reward)
+      time_step = self._time_step = next_time_step
+    return collected
 
 
 class _Stats:
@@ -101,24 +165,22 @@ def run_actor(root_dir: str, server_address: str, task: int, max_env_steps: int 
   policy_client = PolicyClient(server_address, replay_config, role, server_timeout_s,
                                stop_event)
   policy_client.connect()
-  env = environments.make_environment(seed=seed, num_envs=config.num_envs)
-  batched = config.num_envs > 1
-  learned = py_tf_eager_policy.PyTFEagerPolicy(
-      policy_client.agent.collect_policy, use_tf_function=True, batch_time_steps=not batched)
-  random_policy = random_py_policy.RandomPyPolicy(
-      env.time_step_spec(), env.action_spec(), seed=seed,
-      outer_dims=(config.num_envs,) if batched else None)
-  policy = WarmStartPolicy(random_policy, learned)
+  env = vector_env.VectorEnv([environments.make_environment(seed=seed + i)
+                              for i in range(config.num_envs)])
+  learned = inference.CompiledPolicy(policy_client.agent.collect_policy, config.num_envs)
+  random_policy = inference.RandomPolicy(env.action_spec(),
+                                         policy_client.specs.collect_data_spec.policy_info,
+                                         config.num_envs, seed)
   observer = replay.BatchedTrajectoryObserver(
-      reverb.Client(server_address), config.num_envs, replay_config.sequence_length)
+      reverb.Client(server_address), config.num_envs, replay_config.sequence_length,
+      is_running=lambda: not stop_event.is_set())
   summary_dir = os.path.join(root_dir, constants.ACTOR_DIR, str(task))
-  metrics = make_metrics(config.num_envs)
-  actor = tfa_actor.Actor(
-      env, policy, policy_client.train_step_variable, steps_per_run=config.steps_per_run,
-      observers=[observer], metrics=metrics, summary_dir=summary_dir,
-      summary_interval=1, name=f'actor_{task}')
-  logging.info('%s: collecting %d env(s) from %s into table %s (max_env_steps=%s)', role,
-               config.num_envs, server_address, constants.REPLAY_TABLE, max_env_steps or 'none')
+  summary_writer = tf.summary.create_file_writer(summary_dir)
+  collector = Collector(env, learned, random_policy, observer,
+                        EpisodeMetrics(config.num_envs))
+  logging.info('%s: collecting %d env(s) from %s into table %s (seed=%d, max_env_steps=%s)',
+               role, config.num_envs, server_address, constants.REPLAY_TABLE, seed,
+               max_env_steps or 'none')
 
   stats = _Stats()
   steps_since_pull = config.variable_update_interval  # Pull before the first run.
@@ -128,12 +190,13 @@ def run_actor(root_dir: str, server_address: str, task: int, max_env_steps: int 
     watchdog.beat()
     try:
       # Until the first weights arrive, look for them after every run (a cheap probe).
-      if steps_since_pull >= config.variable_update_interval or not policy.use_learned:
-        _pull(policy_client, policy, stats)
+      if steps_since_pull >= config.variable_update_interval or not collector.use_learned:
+        _pull(policy_client, collector, stats)
         steps_since_pull = 0
-      before = metrics[1].result()
-      actor.run()
-      collected = int(metrics[1].result() - before)
+      budget = config.steps_per_run
+      if max_env_steps:
+        budget = min(budget, max_env_steps - stats.env_steps)
+      collected = collector.run(budget)
       stats.env_steps += collected
       steps_since_pull += collected
     except CONNECTION_ERRORS as e:
@@ -143,26 +206,31 @@ def run_actor(root_dir: str, server_address: str, task: int, max_env_steps: int 
       connection.wait_for_server(server_address, server_timeout_s, role,
                                  is_running=lambda: not stop_event.is_set())
       observer.reopen()
-      actor.reset()
+      collector.reset()
       steps_since_pull = config.variable_update_interval
       continue
     if time.monotonic() - last_log >= config.log_interval_s:
-      _log(actor, metrics, stats, role)
+      _log(collector.metrics, policy_client, summary_writer, stats, role)
       last_log = time.monotonic()
 
   watchdog.stop()
   try:
-    observer.flush()
+    if not observer.flush(timeout_s=_FINAL_FLUSH_TIMEOUT_S):
+      logging.warning('%s: the replay server did not confirm the last items within %g s (its '
+                      'rate limiter holds inserts); stopping without them', role,
+                      _FINAL_FLUSH_TIMEOUT_S)
   except CONNECTION_ERRORS:
     pass
   observer.close()
-  _log(actor, metrics, stats, role)
+  env.close()
+  _log(collector.metrics, policy_client, summary_writer, stats, role)
+  summary_writer.flush()
   logging.info('%s: %s after %d env steps', constants.ACTOR_STOPPED_LINE, role,
                stats.env_steps)
   return stats.env_steps
 
 
-def _pull(policy_client: PolicyClient, policy: WarmStartPolicy, stats: _Stats) -> None:
+def _pull(policy_client: PolicyClient, collector: Collector, stats: _Stats) -> None:
   previous = policy_client.train_step
   step = policy_client.pull()
   if step is None:
@@ -170,22 +238,25 @@ def _pull(policy_client: PolicyClient, policy: WarmStartPolicy, stats: _Stats) -
   stats.pulls += 1
   if previous >= 0:
     stats.policy_lag = step - previous
-  if not policy.use_learned:
-    policy.use_learned = True
+  if not collector.use_learned:
+    collector.use_learned = True
     policy_client.log_first_weights(step)
 
 
-def _log(actor, metrics, stats: _Stats, role: str) -> None:
+def _log(metrics: EpisodeMetrics, policy_client: PolicyClient, summary_writer, stats: _Stats,
+         role: str) -> None:
   now = time.monotonic()
   rate = (stats.env_steps - stats.last_env_steps) / max(now - stats.last_time, 1e-9)
   stats.last_env_steps, stats.last_time = stats.env_steps, now
-  average_return = float(metrics[2].result())
-  weights_step = int(actor.train_step.numpy())
+  average_return = metrics.average_return
+  weights_step = policy_client.train_step
   logging.info('%s: env_steps=%d env_steps/s=%.0f episodes=%d avg_return=%.2f '
                'weights_step=%d policy_lag=%d', role, stats.env_steps, rate,
-               int(metrics[0].result()), average_return, weights_step, stats.policy_lag)
-  with actor.summary_writer.as_default():
+               metrics.episodes, average_return, weights_step, stats.policy_lag)
+  with summary_writer.as_default():
     tf.summary.scalar('actor/env_steps_per_sec', rate, step=stats.env_steps)
     tf.summary.scalar('actor/average_return', average_return, step=stats.env_steps)
+    tf.summary.scalar('actor/average_episode_length', metrics.average_length,
+                      step=stats.env_steps)
     tf.summary.scalar('actor/policy_lag', stats.policy_lag, step=stats.env_steps)
     tf.summary.scalar('actor/weights_step', weights_step, step=stats.env_steps)

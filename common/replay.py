@@ -1,11 +1,13 @@
 """Reverb tables, the learner's dataset and the actors' observer, all derived from specs."""
 
-from typing import List, Optional
+import collections
+import time
+from typing import Callable, Optional, Sequence
 
+from absl import logging
 import numpy as np
 import reverb
 import tensorflow as tf
-from tf_agents.replay_buffers import reverb_utils
 from tf_agents.specs import tensor_spec
 
 from common import constants
@@ -82,54 +84,138 @@ def make_dataset(server_address: str, collect_data_spec, batch_size: int, sequen
 
 
 class BatchedTrajectoryObserver:
-  """TF-Agents' ReverbAddTrajectoryObserver for a batch of environments.
+  """Writes a batch of environments' trajectories to the replay table, one writer per environment.
 
-  The stock observer takes unbatched trajectories only; this keeps one per environment of the
-  batch and hands each its slice, so every environment writes its own contiguous sequences.
+  Items are what TF-Agents' `ReverbAddTrajectoryObserver(sequence_length, stride_length=1)` writes
+  for each environment on its own: once an environment has `sequence_length` steps of the current
+  episode, every step creates an item of its last `sequence_length` steps; a boundary step
+  (LAST -> FIRST) ends the episode, so no item spans two episodes. The stock observer takes one
+  unbatched trajectory per call, walks the trajectory nest several times per step and ends each
+  episode with `end_episode()`, a blocking round trip to the server; this one takes the whole
+  batch as flat numpy columns (`write`), appends each environment's slice to that environment's
+  Reverb writer as a flat list, builds items from the cell references it keeps, and ends episodes
+  by its own step count. It blocks only when an environment's writer has more than
+  `max_pending_items` items the server has not confirmed (checked at each episode end and every
+  `max_pending_items` steps): that is the back-pressure of a rate limiter holding inserts, which
+  bounds the writer's memory and keeps a SampleToInsertRatio honest. bench/replay_bench.py measures both.
   """
 
-  def __init__(self, py_client: reverb.Client, num_envs: int, sequence_length: int):
+  def __init__(self, py_client: reverb.Client, num_envs: int, sequence_length: int,
+               table: str = constants.REPLAY_TABLE, max_pending_items: int = 32,
+               is_running: Callable[[], bool] = lambda: True):
+    """
+    Args:
+      py_client: Client of the replay server.
+      num_envs: Environments in the batch.
+      sequence_length: Steps per item.
+      table: Replay table name.
+      max_pending_items: Unconfirmed items per writer before `write` waits for the server.
+      is_running: Polled every second while `write` waits; the wait ends when it is False.
+    """
+    self._client = py_client
+    self._is_running = is_running
+    self._max_pending = max_pending_items
+    self._since_check = np.zeros(num_envs, np.int64)
     self._num_envs = num_envs
-    self._observers = [
-        reverb_utils.ReverbAddTrajectoryObserver(
-            py_client, constants.REPLAY_TABLE, sequence_length=sequence_length,
-            stride_length=1)
-        for _ in range(num_envs)
-    ]
+    self._sequence_length = sequence_length
+    self._table = table
+    self._writers = [None] * num_envs
+    self._recent = [None] * num_envs  # Per environment: cell references of its last steps.
+    self._cached = np.zeros(num_envs, np.int64)
+    self.open()
 
-  @property
-  def observers(self) -> List[reverb_utils.ReverbAddTrajectoryObserver]:
-    return self._observers
+  def open(self) -> None:
+    """Opens one fresh writer per environment (at start and after the server came back)."""
+    for i in range(self._num_envs):
+      self._writers[i] = self._client.trajectory_writer(
+          num_keep_alive_refs=self._sequence_length + 1, validate_items=False)
+      self._recent[i] = collections.deque(maxlen=self._sequence_length)
+    self._cached[:] = 0
+
+  reopen = open
+
+  def write(self, flat_columns: Sequence[np.ndarray], boundary: np.ndarray) -> int:
+    """Appends one step of every environment and creates the items that became complete.
+
+    Args:
+      flat_columns: `tf.nest.flatten` of a batched Trajectory: arrays with a leading
+        `num_envs` dimension, in the order of the collect data spec.
+      boundary: bool [num_envs], True where the step is a boundary (LAST -> FIRST).
+
+    Returns:
+      Items created.
+    """
+    created = 0
+    length = self._sequence_length
+    for i in range(self._num_envs):
+      # The Python TrajectoryWriter's append and create_item re-flatten and re-validate the
+      # step on every call; the columns here are already flat and in signature order, so go
+      # to the C++ writer (pinned dm-reverb) and keep the last steps' cell references here.
+      writer = self._writers[i]._writer  # pylint: disable=protected-access
+      recent = self._recent[i]
+      recent.append(writer.Append([column[i] for column in flat_columns]))
+      self._cached[i] += 1
+      if self._cached[i] >= length:
+        writer.CreateItem(self._table, 1.0, [list(cells) for cells in zip(*recent)],
+                          [False] * len(flat_columns))
+        created += 1
+      self._since_check[i] += 1
+      if boundary[i]:
+        self._cached[i] = 0  # The next item starts with the next episode's steps.
+      if boundary[i] or self._since_check[i] >= self._max_pending:
+        self._wait_for_server(self._writers[i])
+        self._since_check[i] = 0
+    return created
+
+  def _wait_for_server(self, writer) -> None:
+    """Returns at once unless more than max_pending items wait; then waits, logging, stoppable."""
+    start = last_log = time.monotonic()
+    while self._is_running():
+      try:
+        writer.flush(block_until_num_items=self._max_pending, timeout_ms=1000)
+        return
+      except reverb.errors.DeadlineExceededError:
+        if time.monotonic() - last_log >= 10:
+          logging.info('replay writer: %d+ items unconfirmed for %.0f s (the table\'s rate '
+                       'limiter holds inserts); waiting', self._max_pending,
+                       time.monotonic() - start)
+          last_log = time.monotonic()
 
   def __call__(self, trajectory) -> None:
-    if self._num_envs == 1:
-      self._observers[0](trajectory)
-      return
-    flat = tf.nest.flatten(trajectory)
-    structure = trajectory
-    for i, observer in enumerate(self._observers):
-      observer(tf.nest.pack_sequence_as(structure, [np.asarray(x)[i] for x in flat]))
+    """Writes a (batched when num_envs > 1) Trajectory nest."""
+    flat = [np.asarray(x) for x in tf.nest.flatten(trajectory)]
+    boundary = np.asarray(trajectory.is_boundary())
+    if self._num_envs == 1 and boundary.ndim == 0:
+      flat = [x[np.newaxis] for x in flat]
+      boundary = boundary[np.newaxis]
+    self.write(flat, boundary)
 
-  def flush(self) -> None:
-    for observer in self._observers:
-      observer.flush()
+  def flush(self, timeout_s: Optional[float] = None) -> bool:
+    """Waits until the server confirmed every item; False if `timeout_s` passed first.
+
+    A SampleToInsertRatio limiter holds inserts while nobody samples, so an unbounded flush can
+    wait for ever; with a timeout the unconfirmed items stay queued in the writer.
+    """
+    timeout_ms = None if timeout_s is None else max(1, int(timeout_s * 1000))
+    for writer in self._writers:
+      try:
+        writer.flush(timeout_ms=timeout_ms)
+      except reverb.errors.DeadlineExceededError:
+        return False
+    return True
 
   def reset(self) -> None:
-    """Drops cached steps (used when the environments are reset mid-episode)."""
-    for observer in self._observers:
-      observer.reset(write_cached_steps=False)
+    """Forgets the current episodes (used when the environments are reset mid-episode)."""
+    self._cached[:] = 0
+    for recent in self._recent:
+      recent.clear()
 
   def close(self) -> None:
-    for observer in self._observers:
+    for writer in self._writers:
       try:
-        observer.close()
+        writer.close()
       except Exception:  # pylint: disable=broad-except
         pass  # The server may be gone; the writer is discarded either way.
-
-  def reopen(self) -> None:
-    """Opens fresh writers (after the server came back)."""
-    for observer in self._observers:
-      observer.open()
 
 
 def table_state(info) -> str:

@@ -7,7 +7,6 @@ from typing import Optional
 
 from absl import logging
 import tensorflow as tf
-from tf_agents.train import learner as tfa_learner
 from tf_agents.train import triggers
 from tf_agents.train.utils import strategy_utils
 from tf_agents.train.utils import train_utils
@@ -23,6 +22,7 @@ from common import watchdog as watchdog_lib
 from common.config import LearnerConfig
 from common.config import ReplayConfig
 from common.errors import UserError
+from learner import compiled_learner
 from learner import export
 
 # Errors that mean "the replay server went away"; the learner waits for it instead of dying.
@@ -99,13 +99,13 @@ def run_learner(root_dir: str, server_address: str, max_train_steps: int = 0,
   variable_client = variables_lib.VariableClient(
       server_address, agents.policy_variables(agent, train_step))
 
-  learner = tfa_learner.Learner(
+  learner = compiled_learner.CompiledLearner(
       learner_dir, train_step, agent,
       experience_dataset_fn=None,
       checkpoint_interval=learner_config.checkpoint_interval,
       summary_interval=learner_config.summary_interval,
       max_checkpoints_to_keep=learner_config.max_checkpoints_to_keep,
-      strategy=strategy)
+      strategy=strategy, use_xla=learner_config.use_xla)
   start_step = int(train_step.numpy())
   logging.info('learner: %s at train step %d', 'resumed' if start_step else 'starting',
                start_step)
