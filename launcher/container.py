@@ -1,0 +1,319 @@
+r"""The Docker image's entrypoint: one image, the role chosen by the first argument.
+
+  python -m launcher.container ROLE [FLAGS...]
+
+Roles that run a process (the entrypoint execs it, so it becomes the container's main process
+and receives `docker stop`'s SIGTERM itself):
+
+  replay_server  python -m replay_server.main FLAGS
+  learner        python -m learner.main FLAGS
+  actor          python -m actor.main --mode=collect FLAGS  (+ --task from the container name)
+  eval           python -m actor.main --mode=eval FLAGS
+  tensorboard    python -m tensorboard.main FLAGS
+
+Roles that answer and exit:
+
+  healthcheck [HOST:PORT]  exit 0 if the Reverb server answers a ServerInfo call that lists the
+                           replay table, 1 otherwise (cheap: gRPC only, no TensorFlow import)
+  status [HOST:PORT]       print one line per table (size, inserts, samples)
+
+Two container conveniences:
+
+* An actor with no `--task` takes its task id from its container's name. Compose names the
+  replicas of a scaled service `<project>_actor_<n>` (Compose v2: `<project>-actor-<n>`) with
+  n = 1, 2, ..., and keeps the name when the container restarts; Docker's DNS answers the
+  reverse lookup of the container's own address with that name. Task = n - 1, so
+  `--scale actor=8` gives tasks 0..7, hence distinct seeds (ActorConfig.seed + 1000 * task).
+* A `--gin_bindings` value may hold several bindings separated by ';' (one environment
+  variable in docker-compose.yml carries them all); they are passed on one per flag.
+"""
+
+import os
+import random
+import re
+import socket
+import struct
+import sys
+import time
+from typing import List, Optional, Sequence
+
+from common import constants
+
+# ROLE -> the python -m command it runs.
+PROCESS_ROLES = {
+    'replay_server': ['replay_server.main'],
+    'learner': ['learner.main'],
+    'actor': ['actor.main', '--mode=collect'],
+    'eval': ['actor.main', '--mode=eval'],
+    'tensorboard': ['tensorboard.main'],
+}
+DEFAULT_ADDRESS = f'localhost:{constants.DEFAULT_PORT}'
+RESOLV_CONF = '/etc/resolv.conf'
+_DNS_PORT = 53
+_DNS_TIMEOUT_S = 2.0
+_DNS_ATTEMPTS = 3
+_PTR = 12
+_REPLICA = re.compile(r'^(?P<base>.+?)[_-](?P<number>[0-9]+)$')
+# gRPC method of Reverb's service that `reverb.Client.server_info` calls.
+_SERVER_INFO_METHOD = '/deepmind.reverb.ReverbService/ServerInfo'
+_HEALTH_TIMEOUT_S = 3.0
+
+
+class ContainerError(Exception):
+  """The container's arguments or surroundings do not allow the role to start."""
+
+
+# ---- Task ids from container names ----------------------------------------------------------
+
+
+def replica_number(name: str) -> int:
+  """The replica number at the end of a Compose container name.
+
+  Args:
+    name: A container name (`proj_actor_3`, `proj-actor-3`), or the DNS name Docker gives it
+      (`proj_actor_3.proj_default`).
+
+  Returns:
+    The number n >= 1.
+
+  Raises:
+    ContainerError: the name does not end in `_<n>` or `-<n>`.
+  """
+  short = name.rstrip('.').split('.')[0]
+  match = _REPLICA.match(short)
+  if not match or int(match.group('number')) < 1:
+    raise ContainerError(
+        f'container name {short!r} does not end in a replica number (_1, -2, ...), so the '
+        'actor task id cannot be derived from it: start actors with docker-compose, or pass '
+        '--task=N')
+  return int(match.group('number'))
+
+
+def ptr_query(address: str, query_id: int) -> bytes:
+  """A DNS query packet asking for the PTR record of IPv4 `address`."""
+  name = '.'.join(reversed(address.split('.'))) + '.in-addr.arpa'
+  header = struct.pack('>HHHHHH', query_id, 0x0100, 1, 0, 0, 0)  # Recursion desired, 1 question.
+  question = b''.join(bytes([len(label)]) + label.encode('ascii') for label in name.split('.'))
+  return header + question + b'\0' + struct.pack('>HH', _PTR, 1)
+
+
+def _read_name(packet: bytes, offset: int):
+  """Decodes a (possibly compressed) DNS name; returns (name, offset after it)."""
+  labels, end, jumps = [], None, 0
+  while True:
+    if offset >= len(packet):
+      raise ValueError('truncated DNS name')
+    length = packet[offset]
+    if length & 0xC0 == 0xC0:  # Compression pointer.
+      if offset + 1 >= len(packet) or jumps > 32:
+        raise ValueError('bad DNS compression pointer')
+      end = offset + 2 if end is None else end
+      offset = ((length & 0x3F) << 8) | packet[offset + 1]
+      jumps += 1
+      continue
+    offset += 1
+    if length == 0:
+      return '.'.join(labels), (offset if end is None else end)
+    labels.append(packet[offset:offset + length].decode('ascii', 'replace'))
+    offset += length
+
+
+def parse_ptr_response(packet: bytes, query_id: int) -> Optional[str]:
+  """The first PTR name in a DNS response to query `query_id`, or None if it has none.
+
+  Raises:
+    ValueError: the packet is not a well-formed response to that query.
+  """
+  if len(packet) < 12:
+    raise ValueError('DNS response shorter than its header')
+  ident, flags, questions, answers = struct.unpack('>HHHH', packet[:8])
+  if ident != query_id or not flags & 0x8000:
+    raise ValueError('not a response to this query')
+  if flags & 0x000F:  # RCODE: NXDOMAIN, SERVFAIL, ...
+    return None
+  offset = 12
+  for _ in range(questions):
+    _, offset = _read_name(packet, offset)
+    offset += 4
+  for _ in range(answers):
+    _, offset = _read_name(packet, offset)
+    if offset + 10 > len(packet):
+      raise ValueError('truncated DNS answer')
+    rtype, _, _, rdlength = struct.unpack('>HHIH', packet[offset:offset + 10])
+    offset += 10
+    if rtype == _PTR:
+      return _read_name(packet, offset)[0]
+    offset += rdlength
+  return None
+
+
+def nameserver(resolv_conf: str = RESOLV_CONF) -> str:
+  """The first nameserver in resolv.conf (Docker's embedded DNS, 127.0.0.11, on Compose)."""
+  try:
+    with open(resolv_conf) as f:
+      for line in f:
+        fields = line.split()
+        if len(fields) >= 2 and fields[0] == 'nameserver':
+          return fields[1]
+  except OSError:
+    pass
+  raise ContainerError(f'no nameserver in {resolv_conf}: cannot look up this container\'s name; '
+                       'pass --task=N')
+
+
+def reverse_lookup(address: str, server: str, timeout_s: float = _DNS_TIMEOUT_S,
+                   attempts: int = _DNS_ATTEMPTS, port: int = _DNS_PORT) -> Optional[str]:
+  """Asks DNS `server` (UDP `port`) for the PTR name of `address`; None if it has none.
+
+  Raises:
+    ContainerError: the server did not answer in `attempts` tries of `timeout_s` each.
+  """
+  for attempt in range(1, attempts + 1):
+    query_id = random.randrange(1 << 16)
+    deadline = time.monotonic() + timeout_s
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+      try:
+        sock.sendto(ptr_query(address, query_id), (server, port))
+        while True:
+          sock.settimeout(max(deadline - time.monotonic(), 0.001))
+          packet, _ = sock.recvfrom(4096)
+          try:
+            return parse_ptr_response(packet, query_id)
+          except ValueError:
+            continue  # A stray or malformed packet: keep waiting for ours.
+      except OSError as e:  # socket.timeout is an OSError.
+        print(f'container: DNS server {server} did not answer the reverse lookup of {address} '
+              f'(attempt {attempt}/{attempts}: {e})', file=sys.stderr, flush=True)
+  raise ContainerError(f'DNS server {server} did not answer in {attempts} tries of '
+                       f'{timeout_s:g} s: cannot look up this container\'s name; pass --task=N')
+
+
+def container_name() -> str:
+  """This container's name, from Docker's DNS (reverse lookup of its own address).
+
+  /etc/hosts maps the address to the container id, so the lookup goes to the DNS server
+  directly, not through the C library's resolver.
+
+  Raises:
+    ContainerError: the name cannot be found (no user-defined network, no DNS answer).
+  """
+  try:
+    address = socket.gethostbyname(socket.gethostname())
+  except OSError as e:
+    raise ContainerError(f'cannot resolve this container\'s own address ({e}); pass --task=N'
+                         ) from None
+  server = nameserver()
+  name = reverse_lookup(address, server)
+  if not name:
+    raise ContainerError(
+        f'DNS server {server} has no name for this container\'s address {address}: run actors '
+        'on a user-defined network (docker-compose does), or pass --task=N')
+  return name
+
+
+def task_from_container_name(name: str) -> int:
+  """Task id of a scaled Compose replica: its replica number minus one."""
+  return replica_number(name) - 1
+
+
+# ---- Command lines --------------------------------------------------------------------------
+
+
+def split_gin_bindings(args: Sequence[str]) -> List[str]:
+  """Expands each `--gin_bindings=a; b` into one flag per binding and drops empty ones."""
+  result = []
+  for arg in args:
+    if arg.startswith('--gin_bindings='):
+      for binding in arg[len('--gin_bindings='):].split(';'):
+        if binding.strip():
+          result.append(f'--gin_bindings={binding.strip()}')
+    else:
+      result.append(arg)
+  return result
+
+
+def has_flag(args: Sequence[str], name: str) -> bool:
+  return any(a == f'--{name}' or a.startswith(f'--{name}=') for a in args)
+
+
+def command(role: str, args: Sequence[str], task: Optional[int] = None) -> List[str]:
+  """The argv a process role runs (without the interpreter).
+
+  Args:
+    role: One of PROCESS_ROLES.
+    args: The flags given after the role.
+    task: For `actor` without --task in `args`: the task id to add.
+
+  Raises:
+    ContainerError: unknown role, or an actor with neither --task nor `task`.
+  """
+  if role not in PROCESS_ROLES:
+    raise ContainerError(f'unknown role {role!r}: use one of '
+                         f'{", ".join(list(PROCESS_ROLES) + ["healthcheck", "status"])}')
+  argv = ['-m'] + PROCESS_ROLES[role] + split_gin_bindings(args)
+  if role == 'actor' and not has_flag(args, 'task'):
+    if task is None:
+      raise ContainerError('an actor needs --task=N, or a container name to derive it from')
+    argv.append(f'--task={task}')
+  return argv
+
+
+# ---- Probes ---------------------------------------------------------------------------------
+
+
+def healthy(address: str, timeout_s: float = _HEALTH_TIMEOUT_S) -> bool:
+  """Whether a Reverb server at `address` answers ServerInfo and holds the replay table."""
+  import grpc  # pylint: disable=import-outside-toplevel  (only the probes need it)
+  try:
+    with grpc.insecure_channel(address) as channel:
+      server_info = channel.unary_unary(_SERVER_INFO_METHOD)
+      response = server_info(b'', timeout=timeout_s)
+  except grpc.RpcError:
+    return False
+  return constants.REPLAY_TABLE.encode() in response
+
+
+def print_status(address: str) -> int:
+  """Prints each table's state; returns 0, or 1 when the server does not answer."""
+  import common  # pylint: disable=import-outside-toplevel,unused-import  (legacy Keras first)
+  from common import connection  # pylint: disable=import-outside-toplevel
+  from common import replay  # pylint: disable=import-outside-toplevel
+  info = connection.probe(address, timeout_s=5)
+  if info is None:
+    print(f'replay server {address} does not answer', file=sys.stderr)
+    return 1
+  for name in sorted(info):
+    print(replay.table_state(info[name]))
+  return 0
+
+
+# ---- Entrypoint -----------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str]) -> int:
+  """Runs a probe role, or execs the process of a process role (never returns then)."""
+  if not argv or argv[0] in ('-h', '--help', 'help'):
+    print(__doc__)
+    return 0 if argv else 2
+  role, args = argv[0], list(argv[1:])
+  try:
+    if role == 'healthcheck':
+      return 0 if healthy(args[0] if args else DEFAULT_ADDRESS) else 1
+    if role == 'status':
+      return print_status(args[0] if args else DEFAULT_ADDRESS)
+    task = None
+    if role == 'actor' and not has_flag(args, 'task'):
+      name = container_name()
+      task = task_from_container_name(name)
+      print(f'container: actor task {task} from container name {name}', file=sys.stderr,
+            flush=True)
+    argv = command(role, args, task)
+  except ContainerError as e:
+    print(f'error: {e}', file=sys.stderr, flush=True)
+    return 2
+  os.execv(sys.executable, [sys.executable] + argv)
+  return 0  # Not reached.
+
+
+if __name__ == '__main__':
+  sys.exit(main(sys.argv[1:]))
