@@ -5,7 +5,8 @@ may hold an insert or a sample for as long as the other side is idle. Both look 
 hang from outside. The main loop calls `beat()` whenever it makes progress; when it has not for
 `quiet_s`, the watchdog logs what it is waiting for (`describe()`) every `quiet_s`, and once the
 replay server has been unreachable for `deadline_s` it ends the process with an error, so a
-supervisor can restart it.
+supervisor can restart it. A stop request (SIGTERM) that the loop cannot act on for
+`stop_grace_s`, because it is blocked inside such a call, ends the process too, with status 0.
 """
 
 import os
@@ -32,7 +33,8 @@ class Watchdog:
   """Logs stalls of the caller's loop and exits after `deadline_s` without a server."""
 
   def __init__(self, role: str, server_address: str, quiet_s: float = 10.0,
-               deadline_s: float = 0.0, exit_fn: Callable[[int], None] = os._exit):
+               deadline_s: float = 0.0, exit_fn: Callable[[int], None] = os._exit,
+               stop_event: Optional[threading.Event] = None, stop_grace_s: float = 10.0):
     """
     Args:
       role: Prefix of the log lines.
@@ -40,6 +42,9 @@ class Watchdog:
       quiet_s: Seconds without `beat()` before the first stall line, and between lines.
       deadline_s: Seconds of stall with an unreachable server before `exit_fn(3)`; 0: never.
       exit_fn: Called with the exit status at the deadline (tests pass a recorder).
+      stop_event: The caller's stop request; if it stays unanswered (no `beat()` and no
+        `stop()`) for `stop_grace_s`, `exit_fn(0)` ends the process.
+      stop_grace_s: Seconds a stop request may wait for the blocked loop.
     """
     self._role = role
     self._address = server_address
@@ -48,6 +53,9 @@ class Watchdog:
     self._exit_fn = exit_fn
     self._last_beat = time.monotonic()
     self._unreachable_since = None
+    self._stop_event = stop_event
+    self._stop_grace_s = stop_grace_s
+    self._stop_seen = None
     self._done = threading.Event()
     self._thread = threading.Thread(target=self._run, name=f'{role} watchdog', daemon=True)
     self._thread.start()
@@ -60,8 +68,24 @@ class Watchdog:
     self._done.set()
     self._thread.join(timeout=5)
 
+  def _stop_unanswered(self) -> bool:
+    """True once a stop request has waited `stop_grace_s` without the loop ending."""
+    if self._stop_event is None or not self._stop_event.is_set():
+      return False
+    self._stop_seen = self._stop_seen or time.monotonic()
+    if time.monotonic() - self._stop_seen < self._stop_grace_s:
+      return False
+    logging.warning('%s: stop requested %.0f s ago, but blocked waiting on the replay server %s; '
+                    'exiting without flushing', self._role, time.monotonic() - self._stop_seen,
+                    self._address)
+    logging.flush()
+    self._exit_fn(0)
+    return True
+
   def _run(self) -> None:
     while not self._done.wait(min(1.0, self._quiet_s)):
+      if self._stop_unanswered():
+        return
       stalled = time.monotonic() - self._last_beat
       if stalled < self._quiet_s:
         continue

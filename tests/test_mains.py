@@ -53,14 +53,17 @@ def test_three_kinds_of_process_train_in_any_start_order(order, root_dir, port, 
   processes = {}
   try:
     for role in order:
+      if role == 'server' and order[-1] == 'server':
+        # The others are up and waiting (bounded, logged) before the server exists.
+        for waiting in ('learner', 'actor', 'eval'):
+          wait_until(lambda w=waiting: 'waiting for the replay server' in _log(
+              tmp_path / f'{w}.log'), 240, f'{waiting} to wait for the server')
       processes[role] = _start(role, root_dir, port, tmp_path)
     # The learner reaches its budget and exits 0 on its own.
     assert processes['learner'].wait(timeout=600) == 0, _log(tmp_path / 'learner.log')
     assert processes['eval'].wait(timeout=300) == 0, _log(tmp_path / 'eval.log')
     learner_log = _log(tmp_path / 'learner.log')
     assert 'learner stopped at train step 100' in learner_log
-    if order[-1] == 'server':
-      assert 'waiting for the replay server' in _log(tmp_path / 'actor.log')
     rows = evaluate.read_csv(os.path.join(root_dir, constants.EVAL_CSV))
     assert len(rows) == 2 and rows[-1]['train_step'] > 0
     info = reverb.Client(f'localhost:{port}').server_info()
@@ -108,6 +111,7 @@ def test_local_launcher_exits_non_zero_when_a_child_fails(root_dir, port):
         env=dict(os.environ, CUDA_VISIBLE_DEVICES=''))
   finally:
     holder.stop()
-  assert result.returncode == 1, result.stdout[-3000:]
-  assert f'port {port} is already in use' in result.stdout
-  assert 'replay_server exited with status 2' in result.stdout
+  tail = result.stdout[-3000:] + result.stderr[-1000:]
+  assert result.returncode == 1, tail
+  assert f'port {port} is already in use' in result.stdout, tail
+  assert 'replay_server exited with status 2' in result.stdout, tail

@@ -1,0 +1,64 @@
+"""The stall watchdog, against a real (or a missing) Reverb server."""
+
+import logging
+import threading
+import time
+
+import reverb
+
+from common import watchdog as watchdog_lib
+from tests.conftest import wait_until
+
+
+def test_logs_stalls_and_exits_at_the_deadline_without_a_server(port, caplog):
+  exits = []
+  with caplog.at_level(logging.WARNING):
+    dog = watchdog_lib.Watchdog('tester', f'localhost:{port}', quiet_s=0.5, deadline_s=2.0,
+                                exit_fn=exits.append)
+    try:
+      wait_until(lambda: exits, 30, 'the watchdog to give up on the missing server')
+    finally:
+      dog.stop()
+  assert exits == [3]
+  messages = [r.getMessage() for r in caplog.records]
+  assert any('no progress for' in m and 'not answering' in m for m in messages)
+  assert any('unreachable' in m and 'exiting' in m for m in messages)
+
+
+def test_names_the_table_state_when_the_server_answers(cartpole_server, caplog):
+  exits = []
+  with caplog.at_level(logging.WARNING):
+    dog = watchdog_lib.Watchdog('tester', cartpole_server, quiet_s=0.5, deadline_s=1.0,
+                                exit_fn=exits.append)
+    try:
+      wait_until(lambda: any('waiting on the replay table' in r.getMessage()
+                             for r in caplog.records), 30, 'a stall line with the table state')
+    finally:
+      dog.stop()
+  assert not exits  # The server answers: a blocked rate limiter is not a reason to exit.
+  line = next(r.getMessage() for r in caplog.records
+              if 'waiting on the replay table' in r.getMessage())
+  assert 'table uniform_table: size=0/100000' in line
+
+
+def test_beats_keep_it_quiet(cartpole_server, caplog):
+  with caplog.at_level(logging.WARNING):
+    dog = watchdog_lib.Watchdog('tester', cartpole_server, quiet_s=1.0)
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+      dog.beat()
+      time.sleep(0.1)
+    dog.stop()
+  assert not [r for r in caplog.records if 'no progress' in r.getMessage()]
+
+
+def test_an_unanswered_stop_request_ends_the_process_with_status_zero(port):
+  exits, stop = [], threading.Event()
+  dog = watchdog_lib.Watchdog('tester', f'localhost:{port}', quiet_s=100, stop_event=stop,
+                              stop_grace_s=0.5, exit_fn=exits.append)
+  try:
+    stop.set()
+    wait_until(lambda: exits, 30, 'the watchdog to end a blocked stop')
+  finally:
+    dog.stop()
+  assert exits == [0]
