@@ -185,7 +185,8 @@ def run_actor(root_dir: str, server_address: str, task: int, max_env_steps: int 
   stats = _Stats()
   steps_since_pull = config.variable_update_interval  # Pull before the first run.
   last_log = time.monotonic()
-  watchdog = watchdog_lib.Watchdog(role, server_address, deadline_s=server_timeout_s)
+  watchdog = watchdog_lib.Watchdog(role, server_address, deadline_s=server_timeout_s,
+                                   stop_event=stop_event)
   while not stop_event.is_set() and (not max_env_steps or stats.env_steps < max_env_steps):
     watchdog.beat()
     try:

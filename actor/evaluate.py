@@ -90,7 +90,7 @@ def run_eval(root_dir: str, server_address: str, max_evals: int = 0,
   logging.info('eval: %d greedy episodes every %d train steps; results in %s',
                eval_config.num_episodes, eval_config.interval, csv_path)
   watchdog = watchdog_lib.Watchdog(role, server_address, quiet_s=60.0,
-                                   deadline_s=server_timeout_s)
+                                   deadline_s=server_timeout_s, stop_event=stop_event)
   while not stop_event.is_set() and (not max_evals or evals < max_evals):
     watchdog.beat()
     try:

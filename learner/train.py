@@ -125,7 +125,7 @@ def run_learner(root_dir: str, server_address: str, max_train_steps: int = 0,
   last_log_step, stall_since = start_step, None
   watchdog = watchdog_lib.Watchdog('learner', server_address,
                                    quiet_s=max(10.0, 2 * learner_config.rate_limiter_timeout_s),
-                                   deadline_s=server_timeout_s)
+                                   deadline_s=server_timeout_s, stop_event=stop_event)
   while not stop_event.is_set():
     watchdog.beat()
     step = int(train_step.numpy())
