@@ -11,9 +11,6 @@ import common  # pylint: disable=unused-import  (sets TF_USE_LEGACY_KERAS first)
 from absl import app
 from absl import flags
 
-from actor import collect
-from actor import evaluate
-from common import config
 from common import main_utils
 
 main_utils.define_common_flags()
@@ -27,9 +24,11 @@ FLAGS = flags.FLAGS
 
 def main(_):
   def _run():
-    config.load_gin(FLAGS.gin_file, FLAGS.gin_bindings)
-    config.validated_configs()
-    config.ensure_writable_dir(FLAGS.root_dir)
+    main_utils.preflight()
+    # pylint: disable=g-import-not-at-top  (TensorFlow only after the cheap checks)
+    from actor import collect
+    from actor import evaluate
+    main_utils.load_and_check_config()
     stop = main_utils.stop_event_on_signals()
     if FLAGS.mode == 'eval':
       evaluate.run_eval(FLAGS.root_dir, FLAGS.replay_server_address,

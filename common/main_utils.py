@@ -27,6 +27,42 @@ def define_common_flags(server_address: bool = True) -> None:
                        'away, before exiting with an error (0: wait for ever).')
 
 
+def preflight(port: int = 0) -> None:
+  """The checks that need no TensorFlow, run before the heavy imports; writes nothing.
+
+  Checks the gin files' syntax, that --root_dir can be written, that `port` is free (the
+  replay server) and the form of --replay_server_address (the others).
+
+  Raises:
+    UserError: naming the problem and the fix.
+  """
+  from common import preflight as checks  # pylint: disable=g-import-not-at-top
+  values = flags.FLAGS
+  checks.check_gin_syntax(values.gin_file or (), values.gin_bindings)
+  checks.check_writable_dir(values.root_dir)
+  if port:
+    checks.check_port_free(port)
+  if 'replay_server_address' in values:
+    checks.check_address(values.replay_server_address)
+
+
+def load_and_check_config() -> None:
+  """Parses the gin config (after the heavy imports registered every configurable) and checks
+  its numbers and its environment id, before anything is written.
+
+  Raises:
+    UserError: naming the problem and the fix.
+  """
+  # pylint: disable=g-import-not-at-top
+  import gin
+  from common import config
+  from common import environments
+  values = flags.FLAGS
+  config.load_gin(values.gin_file, values.gin_bindings)
+  config.validated_configs()
+  environments.check_env_id(gin.query_parameter('make_environment.env_name'))
+
+
 def flag_values() -> dict:
   """The parsed flags of this program, for the run record."""
   return {f.name: f.value for f in flags.FLAGS.get_key_flags_for_module(sys.argv[0])} or {

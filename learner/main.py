@@ -9,9 +9,7 @@ import common  # pylint: disable=unused-import  (sets TF_USE_LEGACY_KERAS first)
 from absl import app
 from absl import flags
 
-from common import config
 from common import main_utils
-from learner import train
 
 main_utils.define_common_flags()
 flags.DEFINE_integer('max_train_steps', 0, 'Stop at this train step (0: never).')
@@ -20,9 +18,9 @@ FLAGS = flags.FLAGS
 
 def main(_):
   def _run():
-    config.load_gin(FLAGS.gin_file, FLAGS.gin_bindings)
-    config.validated_configs()
-    config.ensure_writable_dir(FLAGS.root_dir)
+    main_utils.preflight()
+    from learner import train  # pylint: disable=g-import-not-at-top
+    main_utils.load_and_check_config()
     stop = main_utils.stop_event_on_signals()
     train.run_learner(FLAGS.root_dir, FLAGS.replay_server_address,
                       max_train_steps=FLAGS.max_train_steps,

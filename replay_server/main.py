@@ -8,10 +8,8 @@ import common  # pylint: disable=unused-import  (sets TF_USE_LEGACY_KERAS first)
 from absl import app
 from absl import flags
 
-from common import config
 from common import constants
 from common import main_utils
-from replay_server import server
 
 main_utils.define_common_flags(server_address=False)
 flags.DEFINE_integer('port', constants.DEFAULT_PORT, 'gRPC port to serve on.')
@@ -23,8 +21,9 @@ FLAGS = flags.FLAGS
 
 def main(_):
   def _run():
-    config.load_gin(FLAGS.gin_file, FLAGS.gin_bindings)
-    config.ensure_writable_dir(FLAGS.root_dir)
+    main_utils.preflight(port=FLAGS.port)
+    from replay_server import server  # pylint: disable=g-import-not-at-top
+    main_utils.load_and_check_config()
     stop = main_utils.stop_event_on_signals()
     server.serve(FLAGS.root_dir, FLAGS.port, FLAGS.checkpoint_interval_s,
                  FLAGS.keep_checkpoints, stop_event=stop)

@@ -2,7 +2,6 @@
 
 import os
 import shutil
-import socket
 import threading
 import time
 from typing import Optional
@@ -15,17 +14,7 @@ from common import constants
 from common import replay
 from common.config import ReplayConfig
 from common.errors import UserError
-
-
-def check_port_free(port: int) -> None:
-  """Raises UserError if something already listens on `port`."""
-  with socket.socket(socket.AF_INET6 if socket.has_ipv6 else socket.AF_INET) as sock:
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-      sock.bind(('', port))
-    except OSError:
-      raise UserError(f'port {port} is already in use: stop the process holding it or pass '
-                      'another --port') from None
+from common.preflight import check_port_free
 
 
 def complete_checkpoints(checkpoint_dir: str):

@@ -1,0 +1,105 @@
+"""Cheap checks that every `main.py` runs before importing TensorFlow and before writing.
+
+Importing TensorFlow, Reverb and TF-Agents takes seconds; a typo in a path, a taken port or a
+malformed address should not wait for it. These checks use the standard library and gin's parser
+only, and none of them writes anything: `root_dir` is created later, by the process itself,
+once its whole configuration (gin bindings, environment id, numbers, table signatures) has
+been checked.
+"""
+
+import os
+import socket
+import tempfile
+from typing import Sequence
+
+from gin import config_parser
+
+from common.errors import UserError
+
+
+def check_gin_syntax(gin_files: Sequence[str], gin_bindings: Sequence[str] = ()) -> None:
+  """Checks that the gin files exist and that they and the bindings parse.
+
+  Unknown parameters are found later by `config.load_gin`, once the configurables are
+  registered (that needs the heavy imports).
+
+  Raises:
+    UserError: no file, a missing file, or a syntax error (with its file and line).
+  """
+  if not gin_files:
+    raise UserError('no gin file given: pass --gin_file=gin/dqn_cartpole.gin (see gin/)')
+  sources = []
+  for path in gin_files:
+    if not os.path.isfile(path):
+      raise UserError(f'gin file {path!r} does not exist: pass --gin_file with a path to one of '
+                      'the files in gin/')
+    with open(path) as f:
+      sources.append((path, f.read()))
+  sources.extend(('--gin_bindings', binding) for binding in gin_bindings)
+  for where, text in sources:
+    try:
+      for _ in config_parser.ConfigParser(text, _NoMacros()):
+        pass
+    except SyntaxError as e:
+      reason = [l.strip() for l in str(e.msg).splitlines() if l.strip()][-1:] or ['syntax']
+      shown = text.strip() if where == '--gin_bindings' else f'line {e.lineno}'
+      raise UserError(f'malformed gin in {where} ({shown}): {reason[0]}: fix the syntax there'
+                      ) from None
+
+
+class _NoMacros(config_parser.ParserDelegate):
+  """Parses references and macros as plain names (only the syntax is checked here)."""
+
+  def configurable_reference(self, scoped_name, evaluate):
+    return scoped_name
+
+  def macro(self, macro_name):
+    return macro_name
+
+
+def check_writable_dir(path: str) -> None:
+  """Checks that `path` is, or can be created as, a writable directory; writes nothing.
+
+  If `path` exists, a temporary probe file is created and removed in it. If it does not, the
+  nearest existing ancestor must be a writable directory.
+
+  Raises:
+    UserError: naming the path and the reason.
+  """
+  path = os.path.abspath(path)
+  probe_dir = path
+  while not os.path.exists(probe_dir):
+    parent = os.path.dirname(probe_dir)
+    if parent == probe_dir:
+      break
+    probe_dir = parent
+  if not os.path.isdir(probe_dir):
+    raise UserError(f'cannot create --root_dir {path!r}: {probe_dir!r} is not a directory; pass '
+                    'a writable --root_dir')
+  try:
+    with tempfile.NamedTemporaryFile(dir=probe_dir, prefix='.write_probe'):
+      pass
+  except OSError as e:
+    raise UserError(f'cannot write to --root_dir {path!r} ({probe_dir}: {e.strerror}): pass a '
+                    'writable --root_dir') from None
+
+
+def check_port_free(port: int) -> None:
+  """Raises UserError if `port` is out of range or something already listens on it."""
+  if not 0 < port < 65536:
+    raise UserError(f'--port={port} is not a TCP port: pass a number in 1..65535')
+  with socket.socket(socket.AF_INET6 if socket.has_ipv6 else socket.AF_INET) as sock:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+      sock.bind(('', port))
+    except OSError:
+      raise UserError(f'port {port} is already in use: stop the process holding it or pass '
+                      'another --port') from None
+
+
+def check_address(address: str) -> None:
+  """Raises UserError unless `address` is host:port."""
+  host, sep, port = address.rpartition(':')
+  if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    raise UserError(f'--replay_server_address={address!r} is not host:port: pass e.g. '
+                    'localhost:8008')

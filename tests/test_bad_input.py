@@ -1,0 +1,200 @@
+"""Bad input: each case runs a real main and expects one line naming the problem and the fix,
+a non-zero exit within the time budget, and nothing written under --root_dir.
+
+The budget is 15 s on a machine where importing the TensorFlow stack takes the few seconds it
+takes on an idle CPU. On a loaded machine the import alone may take longer, so the budget for
+cases that need TensorFlow grows with the import time measured in the same session; cases
+caught before the heavy imports always get 15 s.
+"""
+
+import os
+import socket
+import stat
+import subprocess
+import sys
+import time
+
+import portpicker
+import pytest
+import reverb
+
+from common import builders
+from common import constants
+from common.config import ReplayConfig
+from tests.conftest import CARTPOLE_GIN
+from tests.conftest import FAST_BINDINGS
+from tests.conftest import REPO
+from tests.conftest import parse_gin
+
+BUDGET_S = 15.0
+# What a main needs once TensorFlow is imported, on an idle CPU.
+_IMPORT_HEADROOM_S = 7.0
+GIN = [f'--gin_file={CARTPOLE_GIN}'] + [f'--gin_bindings={b}' for b in FAST_BINDINGS]
+
+
+@pytest.fixture(scope='module')
+def tf_budget_s():
+  """15 s, or the measured heavy-import time plus headroom where that is larger."""
+  start = time.monotonic()
+  subprocess.run([sys.executable, '-c', 'import common, common.builders, reverb'], cwd=REPO,
+                 check=True, capture_output=True, env=_env())
+  return max(BUDGET_S, time.monotonic() - start + _IMPORT_HEADROOM_S)
+
+
+def _env():
+  return dict(os.environ, PYTHONUNBUFFERED='1', CUDA_VISIBLE_DEVICES='')
+
+
+def _run_main(module, *args, root_dir):
+  """Runs a main to its end; returns (exit status, stderr error lines, seconds)."""
+  start = time.monotonic()
+  result = subprocess.run([sys.executable, '-m', module, f'--root_dir={root_dir}', *args],
+                          cwd=REPO, capture_output=True, text=True, timeout=120, env=_env())
+  elapsed = time.monotonic() - start
+  errors = [line for line in result.stderr.splitlines() if line.startswith('error: ')]
+  print(f'{module} exit={result.returncode} {elapsed:.1f} s: {errors}')
+  return result.returncode, errors, elapsed, result.stderr
+
+
+def _assert_refused(module, args, root_dir, budget_s, *expected):
+  """Checks one error line containing every `expected` text, exit 2, the budget, no files."""
+  code, errors, elapsed, stderr = _run_main(module, *args, root_dir=root_dir)
+  assert code == 2, stderr[-3000:]
+  assert len(errors) == 1, stderr[-3000:]
+  for text in expected:
+    assert text in errors[0], errors[0]
+  assert elapsed < budget_s, f'{elapsed:.1f} s > {budget_s:.1f} s'
+  assert not os.path.exists(root_dir) or not os.listdir(root_dir), os.listdir(root_dir)
+  return errors[0]
+
+
+@pytest.fixture
+def fresh_root(tmp_path):
+  return str(tmp_path / 'fresh' / 'run')  # Does not exist: must stay absent.
+
+
+def test_missing_gin_file(fresh_root):
+  _assert_refused('learner.main', ['--gin_file=/no/such/file.gin'], fresh_root, BUDGET_S,
+                  "gin file '/no/such/file.gin' does not exist", 'pass --gin_file')
+
+
+def test_malformed_gin_file(fresh_root, tmp_path):
+  bad = tmp_path / 'bad.gin'
+  bad.write_text("make_environment.env_name = 'CartPole-v0'\nReplayConfig.min_size = (1,\n"
+                 'LearnerConfig.batch_size = 3\n')
+  _assert_refused('actor.main', [f'--gin_file={bad}'], fresh_root, BUDGET_S,
+                  f'malformed gin in {bad}', 'line 3', 'fix the syntax')
+
+
+def test_binding_to_a_parameter_that_does_not_exist(fresh_root, tf_budget_s):
+  _assert_refused('learner.main', GIN + ['--gin_bindings=LearnerConfig.batch_sizes = 3'],
+                  fresh_root, tf_budget_s,
+                  "'LearnerConfig' doesn't have a parameter named 'batch_sizes'",
+                  'fix the gin file or --gin_bindings')
+
+
+def test_unknown_environment_id(fresh_root, tf_budget_s):
+  _assert_refused('replay_server.main',
+                  GIN + ["--gin_bindings=make_environment.env_name = 'CartPol-v9'",
+                         f'--port={portpicker.pick_unused_port()}'],
+                  fresh_root, tf_budget_s, "unknown environment id 'CartPol-v9'",
+                  'bind make_environment.env_name to a registered gym id')
+
+
+@pytest.mark.parametrize('module', ['learner.main', 'actor.main'])
+def test_batch_size_not_positive(module, fresh_root, tf_budget_s):
+  _assert_refused(module, GIN + ['--gin_bindings=LearnerConfig.batch_size = 0'], fresh_root,
+                  tf_budget_s, 'LearnerConfig.batch_size=0 must be > 0')
+
+
+def test_min_size_above_max_size_would_deadlock(fresh_root, tf_budget_s):
+  _assert_refused('replay_server.main',
+                  GIN + ['--gin_bindings=ReplayConfig.samples_per_insert = 4.0',
+                         '--gin_bindings=ReplayConfig.max_size = 100',
+                         '--gin_bindings=ReplayConfig.min_size = 200',
+                         f'--port={portpicker.pick_unused_port()}'],
+                  fresh_root, tf_budget_s, 'ReplayConfig.min_size=200 exceeds',
+                  'make min_size <= max_size')
+
+
+def test_samples_per_insert_not_positive(fresh_root, tf_budget_s):
+  _assert_refused('replay_server.main',
+                  GIN + ['--gin_bindings=ReplayConfig.samples_per_insert = 0.0',
+                         f'--port={portpicker.pick_unused_port()}'],
+                  fresh_root, tf_budget_s, 'ReplayConfig.samples_per_insert=0.0 must be > 0')
+
+
+def test_port_already_in_use(fresh_root):
+  port = portpicker.pick_unused_port()
+  with socket.socket(socket.AF_INET6) as holder:
+    holder.bind(('', port))
+    holder.listen()
+    _assert_refused('replay_server.main', GIN + [f'--port={port}'], fresh_root, BUDGET_S,
+                    f'port {port} is already in use', 'pass another --port')
+
+
+def test_root_dir_under_a_file(tmp_path):
+  blocker = tmp_path / 'a_file'
+  blocker.write_text('')
+  root = str(blocker / 'run')
+  _assert_refused('replay_server.main', GIN + [f'--port={portpicker.pick_unused_port()}'],
+                  root, BUDGET_S, 'is not a directory', 'pass a writable --root_dir')
+  assert blocker.read_text() == ''
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason='root writes to read-only directories')
+def test_read_only_root_dir(tmp_path):
+  parent = tmp_path / 'read_only'
+  parent.mkdir()
+  parent.chmod(stat.S_IRUSR | stat.S_IXUSR)
+  try:
+    _assert_refused('learner.main', GIN, str(parent / 'run'), BUDGET_S,
+                    'cannot write to --root_dir', 'pass a writable --root_dir')
+  finally:
+    parent.chmod(stat.S_IRWXU)
+
+
+def test_server_address_that_never_answers(fresh_root, tf_budget_s):
+  port = portpicker.pick_unused_port()
+  _assert_refused('actor.main', GIN + [f'--replay_server_address=localhost:{port}',
+                                       '--server_timeout_s=2'],
+                  fresh_root, tf_budget_s + 2,
+                  f'replay server localhost:{port} did not answer within 2 s',
+                  'raise --server_timeout_s')
+
+
+def _server(bindings=FAST_BINDINGS):
+  parse_gin(CARTPOLE_GIN, bindings)
+  config = ReplayConfig()
+  _, specs = builders.make_agent_and_specs(config)
+  port = portpicker.pick_unused_port()
+  return reverb.Server(builders.make_tables(specs, config), port=port), port
+
+
+def test_actor_built_for_another_environment(fresh_root, tf_budget_s):
+  server, port = _server()
+  try:
+    line = _assert_refused(
+        'actor.main', GIN + ["--gin_bindings=make_environment.env_name = 'Acrobot-v1'",
+                             f'--replay_server_address=localhost:{port}',
+                             '--server_timeout_s=10'],
+        fresh_root, tf_budget_s, "table 'uniform_table' signature mismatch",
+        'start every process with the same --gin_file')
+  finally:
+    server.stop()
+  # The server's CartPole observations and this actor's Acrobot ones, side by side.
+  assert 'server has [int32[2], float32[2, 4]' in line
+  assert 'this process expects [int32[2], float32[2, 6]' in line
+
+
+def test_learner_built_for_another_network(fresh_root, tf_budget_s):
+  server, port = _server()
+  try:
+    line = _assert_refused(
+        'learner.main', GIN + ['--gin_bindings=dqn_agent.fc_layer_params = (32,)',
+                               f'--replay_server_address=localhost:{port}',
+                               '--server_timeout_s=10'],
+        fresh_root, tf_budget_s, "table 'variables' signature mismatch")
+  finally:
+    server.stop()
+  assert 'float32[4, 100]' in line and 'float32[4, 32]' in line
