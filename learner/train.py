@@ -22,6 +22,7 @@ from common import watchdog as watchdog_lib
 from common.config import LearnerConfig
 from common.config import ReplayConfig
 from common.errors import UserError
+from learner import agent_record
 from learner import compiled_learner
 from learner import export
 
@@ -99,6 +100,7 @@ def run_learner(root_dir: str, server_address: str, max_train_steps: int = 0,
   variable_client = variables_lib.VariableClient(
       server_address, agents.policy_variables(agent, train_step))
 
+  agent_record.check_and_record(learner_dir, agent)
   learner = compiled_learner.CompiledLearner(
       learner_dir, train_step, agent,
       experience_dataset_fn=None,

@@ -198,3 +198,39 @@ def test_learner_built_for_another_network(fresh_root, tf_budget_s):
   finally:
     server.stop()
   assert 'float32[4, 100]' in line and 'float32[4, 32]' in line
+
+
+def test_learner_on_a_checkpoint_of_another_network(tmp_path, tf_budget_s):
+  """A learner checkpoint of the (100, 50) network, then a learner configured with (32,)."""
+  from tf_agents.utils import common as tfa_common  # pylint: disable=g-import-not-at-top
+  from learner import agent_record  # pylint: disable=g-import-not-at-top
+  root = str(tmp_path / 'run')
+  learner_dir = os.path.join(root, constants.LEARNER_DIR)
+  parse_gin()
+  train_step = tfa_common.create_variable('train_step')
+  agent, _ = builders.make_agent_and_specs(ReplayConfig(), train_step)
+  agent_record.check_and_record(learner_dir, agent)
+  tfa_common.Checkpointer(os.path.join(learner_dir, agent_record.CHECKPOINT_SUBDIR),
+                          agent=agent, train_step=train_step).save(train_step)
+  assert agent_record.has_checkpoint(learner_dir)
+  before = sorted(os.path.relpath(os.path.join(d, f), root)
+                  for d, _, files in os.walk(root) for f in files)
+
+  small = list(FAST_BINDINGS) + ['dqn_agent.fc_layer_params = (32,)']
+  server, port = _server(small)
+  try:
+    code, errors, elapsed, stderr = _run_main(
+        'learner.main', f'--gin_file={CARTPOLE_GIN}',
+        *[f'--gin_bindings={b}' for b in small],
+        f'--replay_server_address=localhost:{port}', '--server_timeout_s=10', root_dir=root)
+  finally:
+    server.stop()
+  assert code == 2, stderr[-3000:]
+  assert len(errors) == 1, stderr[-3000:]
+  assert 'holds a checkpoint of another agent or network' in errors[0]
+  assert 'float32[4, 100]' in errors[0] and 'float32[4, 32]' in errors[0]
+  assert 'pass a fresh --root_dir' in errors[0]
+  assert elapsed < tf_budget_s, f'{elapsed:.1f} s'
+  after = sorted(os.path.relpath(os.path.join(d, f), root)
+                 for d, _, files in os.walk(root) for f in files)
+  assert after == before  # Nothing new, nothing removed.

@@ -1,0 +1,57 @@
+"""What agent a learner checkpoint holds, recorded beside it and checked before a restore.
+
+TF-Agents' Checkpointer restores object-based checkpoints leniently: a checkpoint of another
+network may restore partly, silently, or fail with a long TensorFlow error. So the learner
+records its agent (class and trainable-variable shapes) next to its checkpoints, and a learner
+started on a `root_dir` whose checkpoints hold another agent stops with one line instead.
+"""
+
+import json
+import os
+
+import tensorflow as tf
+
+from common import config as config_lib
+from common.errors import UserError
+
+RECORD_FILE = 'agent.json'
+CHECKPOINT_SUBDIR = os.path.join('train', 'checkpoints')  # tf_agents Learner's layout.
+
+
+def describe(agent) -> dict:
+  """The agent's class and the dtype and shape of each trainable variable, in order."""
+  return {
+      'agent': type(agent).__name__,
+      'variables': [f'{v.dtype.name}{list(v.shape)}' for v in agent.trainable_variables],
+  }
+
+
+def has_checkpoint(learner_dir: str) -> bool:
+  return tf.train.latest_checkpoint(os.path.join(learner_dir, CHECKPOINT_SUBDIR)) is not None
+
+
+def check_and_record(learner_dir: str, agent) -> None:
+  """Checks that the checkpoints under `learner_dir` are of `agent`, then records it.
+
+  Call before the Learner restores. Writes nothing if the check fails.
+
+  Raises:
+    UserError: the recorded agent differs from `agent` while a checkpoint exists.
+  """
+  current = describe(agent)
+  path = os.path.join(learner_dir, RECORD_FILE)
+  if has_checkpoint(learner_dir) and os.path.isfile(path):
+    with open(path) as f:
+      recorded = json.load(f)
+    if recorded != current:
+      raise UserError(
+          f'{learner_dir} holds a checkpoint of another agent or network ({_short(recorded)}; '
+          f'this config builds {_short(current)}): pass a fresh --root_dir, or the gin file '
+          'that run used')
+  config_lib.atomic_write(path, json.dumps(current, indent=1) + '\n')
+
+
+def _short(record: dict) -> str:
+  variables = record.get('variables', [])
+  return f"{record.get('agent')} with {len(variables)} variables {' '.join(variables[:6])}" + (
+      ' ...' if len(variables) > 6 else '')
