@@ -53,9 +53,9 @@ def load_saved_policy(policy_dir: str):
       policy_dir, load_specs_from_pbtxt=True)
 
 
-def random_policy(env):
-  """Uniformly random actions within the environment's action spec."""
-  return random_py_policy.RandomPyPolicy(env.time_step_spec(), env.action_spec())
+def random_policy(env, seed: int = 0):
+  """Uniformly random actions within the environment's action spec, seeded."""
+  return random_py_policy.RandomPyPolicy(env.time_step_spec(), env.action_spec(), seed=seed)
 
 
 def check_compatible(policy, env) -> None:
@@ -164,7 +164,7 @@ def record_videos(out_stem: str, policy_dir: str = '', num_episodes: int = 1,
     policy_dir: A policy SavedModel directory; '' renders uniformly random actions.
     num_episodes: Episodes to record (K).
     formats: Any of 'mp4' and 'gif'.
-    seed: Seed of the environment.
+    seed: Seed of the environment (and of the random policy).
     frame_stride: Keep every frame_stride-th frame (both formats).
     max_frames: Frames kept per episode (0: all); episodes still run to their end.
     gif_width: Width of the GIF in pixels.
@@ -190,7 +190,7 @@ def record_videos(out_stem: str, policy_dir: str = '', num_episodes: int = 1,
   env = environments.make_environment(seed=seed)
   try:
     if policy is None:
-      policy = random_policy(env)
+      policy = random_policy(env, seed)
     else:
       check_compatible(policy, env)
     episodes = record(env, policy, num_episodes, frame_stride, max_frames)
