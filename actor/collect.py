@@ -25,6 +25,7 @@ from actor import inference
 from actor import vector_env
 from actor.policy_client import PolicyClient
 from common import builders
+from common import config as config_lib
 from common import connection
 from common import constants
 from common import environments
@@ -176,6 +177,9 @@ def run_actor(root_dir: str, server_address: str, task: int, max_env_steps: int 
       is_running=lambda: not stop_event.is_set())
   summary_dir = os.path.join(root_dir, constants.ACTOR_DIR, str(task))
   summary_writer = tf.summary.create_file_writer(summary_dir)
+  config_lib.record_run_config(summary_dir, {'root_dir': root_dir, 'task': task,
+                                             'replay_server_address': server_address,
+                                             'max_env_steps': max_env_steps})
   collector = Collector(env, learned, random_policy, observer,
                         EpisodeMetrics(config.num_envs))
   logging.info('%s: collecting %d env(s) from %s into table %s (seed=%d, max_env_steps=%s)',
@@ -216,7 +220,10 @@ def run_actor(root_dir: str, server_address: str, task: int, max_env_steps: int 
 
   watchdog.stop()
   try:
-    if not observer.flush(timeout_s=_FINAL_FLUSH_TIMEOUT_S):
+    if connection.probe(server_address) is None:
+      logging.warning('%s: the replay server is not answering; stopping without flushing the '
+                      'last items', role)
+    elif not observer.flush(timeout_s=_FINAL_FLUSH_TIMEOUT_S):
       logging.warning('%s: the replay server did not confirm the last items within %g s (its '
                       'rate limiter holds inserts); stopping without them', role,
                       _FINAL_FLUSH_TIMEOUT_S)

@@ -20,6 +20,7 @@ from tf_agents.policies import py_tf_eager_policy
 from actor.collect import CONNECTION_ERRORS
 from actor.policy_client import PolicyClient
 from common import builders
+from common import config as config_lib
 from common import connection
 from common import constants
 from common import environments
@@ -82,6 +83,8 @@ def run_eval(root_dir: str, server_address: str, max_evals: int = 0,
   greedy = py_tf_eager_policy.PyTFEagerPolicy(policy_client.agent.policy, use_tf_function=True)
   eval_dir = os.path.join(root_dir, constants.EVAL_DIR)
   os.makedirs(eval_dir, exist_ok=True)
+  config_lib.record_run_config(eval_dir, {'root_dir': root_dir, 'max_evals': max_evals,
+                                          'replay_server_address': server_address})
   csv_path = os.path.join(root_dir, constants.EVAL_CSV)
   writer = tf.summary.create_file_writer(eval_dir)
   done_rows = read_csv(csv_path)

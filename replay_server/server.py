@@ -10,6 +10,7 @@ from absl import logging
 import reverb
 
 from common import builders
+from common import config as config_lib
 from common import constants
 from common import replay
 from common.config import ReplayConfig
@@ -78,11 +79,13 @@ class ReplayServer:
   def checkpoint(self) -> str:
     """Writes a checkpoint and prunes old ones; returns its path."""
     start = time.monotonic()
+    # Read before the checkpoint: the table only grows (or stays full) meanwhile, so the
+    # checkpoint holds at least this many items.
+    size = self._client.server_info()[constants.REPLAY_TABLE].current_size
     path = self._client.checkpoint()
     prune_checkpoints(self._checkpoint_dir, self._keep)
-    info = self._client.server_info()[constants.REPLAY_TABLE]
     logging.info('Replay checkpoint %s written in %.2f s (%d items)', path,
-                 time.monotonic() - start, info.current_size)
+                 time.monotonic() - start, size)
     return path
 
   def stop(self) -> None:
@@ -108,6 +111,9 @@ def serve(root_dir: str, port: int, checkpoint_interval_s: float, keep_checkpoin
   replay_config.validate()
   stop_event = stop_event or threading.Event()
   server = ReplayServer(root_dir, port, replay_config, keep_checkpoints)
+  config_lib.record_run_config(os.path.join(root_dir, constants.REPLAY_DIR), {
+      'root_dir': root_dir, 'port': port, 'checkpoint_interval_s': checkpoint_interval_s,
+      'keep_checkpoints': keep_checkpoints})
   if ready_event is not None:
     ready_event.set()
   last_checkpoint = last_log = time.monotonic()

@@ -62,9 +62,10 @@ def test_actor_thread_and_learner_train_together(cartpole_server, root_dir):
 
 def test_actor_stops_at_max_env_steps_and_writes_every_step(cartpole_server, root_dir):
   steps = collect.run_actor(root_dir, cartpole_server, task=1, max_env_steps=200)
-  assert steps == 200
+  # It stops at the budget, at most one (batched) step past it.
+  assert 200 <= steps <= 201
   # A 2-step item for every step but the first of each episode: 200 steps, >= ~180 items.
-  assert 150 <= _inserted(cartpole_server) <= 200
+  assert 150 <= _inserted(cartpole_server) <= steps
 
 
 def test_batched_actor_collects_from_every_environment(cartpole_server, root_dir):

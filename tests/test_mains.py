@@ -81,7 +81,11 @@ def test_three_kinds_of_process_train_in_any_start_order(order, root_dir, port, 
       os.path.join(root_dir, constants.REPLAY_CHECKPOINT_DIR))
   for name in ('greedy_policy', 'collect_policy'):
     assert os.path.isfile(os.path.join(root_dir, constants.POLICY_DIR, name, 'saved_model.pb'))
-  assert os.path.isfile(os.path.join(root_dir, 'learner', 'operative_config.gin'))
+  for role_dir in ('learner', 'actor/0', 'eval', 'replay_server'):
+    operative = os.path.join(root_dir, role_dir, 'operative_config.gin')
+    with open(operative) as f:
+      assert "env_name = 'CartPole-v0'" in f.read(), operative
+    assert os.path.isfile(os.path.join(root_dir, role_dir, 'flags.json'))
 
 
 def test_local_launcher_runs_every_role_and_stops_at_the_train_budget(root_dir, port):
