@@ -63,12 +63,6 @@ def load_and_check_config() -> None:
   environments.check_env_id(gin.query_parameter('make_environment.env_name'))
 
 
-def flag_values() -> dict:
-  """The parsed flags of this program, for the run record."""
-  return {f.name: f.value for f in flags.FLAGS.get_key_flags_for_module(sys.argv[0])} or {
-      name: flags.FLAGS[name].value for name in flags.FLAGS}
-
-
 def stop_event_on_signals() -> threading.Event:
   """An event set by SIGTERM or SIGINT, so loops stop, checkpoint and exit on their own."""
   event = threading.Event()
