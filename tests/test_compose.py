@@ -21,6 +21,7 @@ Environment:
                   exists, else the Dockerfile's default, which needs a registry)
   BUILD_NETWORK   network of the build (default host: this sandbox's dockerd has no NAT)
   REQUIRE_DOCKER  1: fail, not skip, when no engine is reachable
+  COMPOSE         the compose command (default docker-compose, else `docker compose`)
 """
 
 import csv
@@ -86,9 +87,15 @@ def _engine_problem():
     return '`docker info` did not answer within 30 s'
   if info.returncode != 0:
     return f'`docker info` failed: {(info.stderr or info.stdout).strip().splitlines()[-1:]}'
-  if shutil.which('docker-compose') or _compose_v2():
+  if os.environ.get('COMPOSE') or shutil.which('docker-compose') or _compose_v2():
     return None
   return 'neither docker-compose nor `docker compose` is installed'
+
+
+def _compose_command():
+  if os.environ.get('COMPOSE'):
+    return os.environ['COMPOSE'].split()
+  return ['docker-compose'] if shutil.which('docker-compose') else ['docker', 'compose']
 
 
 def _compose_v2() -> bool:
@@ -105,25 +112,32 @@ class Compose:
   def __init__(self, project: str, env: dict):
     self.project = project
     self.env = env
-    base = ['docker-compose'] if shutil.which('docker-compose') else ['docker', 'compose']
+    base = _compose_command()
     self._argv = base + ['-p', project, '-f', os.path.join(REPO, 'docker-compose.yml')]
 
   def run(self, *args, timeout_s: float = 120.0, check: bool = True, log_path=None):
-    """Runs `docker-compose ARGS`; returns its stdout (output to `log_path` if given)."""
+    """Runs `docker-compose ARGS`; returns its stdout (all output to `log_path` if given).
+
+    Stderr is kept apart: Compose v2 writes warnings there that must not mix with the output.
+    """
     out = open(log_path, 'w') if log_path else subprocess.PIPE  # pylint: disable=consider-using-with
     try:
       result = subprocess.run(self._argv + list(args), cwd=REPO, env=self.env, stdout=out,
-                              stderr=subprocess.STDOUT, text=True, timeout=timeout_s,
-                              check=False)
+                              stderr=subprocess.STDOUT if log_path else subprocess.PIPE,
+                              text=True, timeout=timeout_s, check=False)
     except subprocess.TimeoutExpired:
       pytest.fail(f'`docker-compose {" ".join(args)}` did not finish within {timeout_s:g} s')
     finally:
       if log_path:
         out.close()
-    output = result.stdout if not log_path else open(log_path).read()
+    if log_path:
+      with open(log_path) as f:
+        output, errors = f.read(), ''
+    else:
+      output, errors = result.stdout, result.stderr
     if check and result.returncode != 0:
       pytest.fail(f'`docker-compose {" ".join(args)}` exited with {result.returncode}:\n'
-                  f'{output[-4000:]}')
+                  f'{output[-3000:]}\n{errors[-3000:]}')
     return output or ''
 
   def popen(self, *args, log_path: str) -> subprocess.Popen:
@@ -136,8 +150,9 @@ class Compose:
     text = self.run('logs', '--no-color', *services, timeout_s=120, check=False)
     return parse_logs(text)
 
-  def container_ids(self, service: str):
-    return self.run('ps', '-q', service, timeout_s=60).split()
+  def container_ids(self, *services):
+    """Ids of the project's containers (of `services`), running or exited."""
+    return self.run('ps', '-a', '-q', *services, timeout_s=60).split()
 
   def exec(self, service: str, *command, timeout_s: float = 120.0, check: bool = True):
     return self.run('exec', '-T', service, *command, timeout_s=timeout_s, check=check)
@@ -372,22 +387,30 @@ def test_down_stops_cleanly_and_up_resumes(stack):
   _wait(stack, lambda: any(f'learner stopped at train step {TRAIN_STEPS}' in line for line in
                            stack.logs('learner').get(('learner', 1), [])),
         STEP_TIMEOUT_S, 'the learner to finish its budget')
-  follow_path = str(stack.logs_dir / 'down.log')
-  follower = stack.popen('logs', '-f', '--no-color', log_path=follow_path)
+  # Follow every container's output with `docker logs -f`, which ends when the container
+  # stops, after its last line (the compose command's own follower may end earlier).
+  followers = {}
+  for container_id in stack.container_ids():
+    labels = _docker('inspect', '-f', '{{index .Config.Labels "com.docker.compose.service"}} '
+                     '{{index .Config.Labels "com.docker.compose.container-number"}}',
+                     container_id).split()
+    path = stack.logs_dir / f'down-{labels[0]}-{labels[1]}.log'
+    out = open(path, 'w')  # pylint: disable=consider-using-with
+    followers[(labels[0], int(labels[1]))] = (path, out, subprocess.Popen(
+        ['docker', 'logs', '-f', container_id], stdout=out, stderr=subprocess.STDOUT))
   try:
     started = time.monotonic()
     stack.run('down', timeout_s=600)
     down_s = time.monotonic() - started
-    try:
-      follower.wait(timeout=30)  # The stream ends with the last container.
-    except subprocess.TimeoutExpired:
-      pass
+    for _, _, process in followers.values():
+      process.wait(timeout=60)
   finally:
-    if follower.poll() is None:
-      follower.kill()
-      follower.wait(timeout=30)
-  lines = parse_logs(open(follow_path).read())
-  text = {key: '\n'.join(value) for key, value in lines.items()}
+    for _, out, process in followers.values():
+      if process.poll() is None:
+        process.kill()
+        process.wait(timeout=30)
+      out.close()
+  text = {key: path.read_text() for key, (path, _, _) in followers.items()}
   assert 'replay_server stopped: final checkpoint' in text[('replay_server', 1)]
   assert 'eval stopped after' in text[('eval', 1)]
   for replica in range(1, NUM_ACTORS + 1):
