@@ -1,0 +1,131 @@
+"""Actor throughput against a real replay server: ours alone and beside a learner, and stock.
+
+Per task, with an in-process replay server holding the task's tables:
+
+  1. our actor (`python -m actor.main`, the shipped gin file) collects with the random policy
+     (no weights pushed yet), then with the learned policy after one weight push: "alone";
+  2. a learner (`python -m learner.main`) starts training from the table and pushes weights
+     every `push_interval`, while our actor keeps collecting: "beside a learner";
+  3. our actor stops and the stock collect job (bench/stock_collect.py: TF-Agents Actor,
+     PyTFEagerPolicy, ReverbAddTrajectoryObserver, a weight pull after every step) collects
+     in the same setup, beside the same learner.
+
+Rates are items inserted into the replay table per second over a window, measured at the server
+for both actors (an item per env step, less one per episode: the ratios are unaffected). The raw
+env rate comes from bench/env_rate.py's --json_out of the same run, or is measured here.
+
+  python -m bench.actor_bench [--tasks=dqn_cartpole_fast,sac_minitaur,sac_halfcheetah] [--window_s=4]
+"""
+
+import argparse
+import json
+import os
+import tempfile
+
+from bench import env_rate
+from bench import harness
+from bench import stock_collect
+
+# Bench overrides: a small warm-up so the learner trains within seconds; no insert limiter (a
+# SampleToInsertRatio would hold the actor to the learner's pace); no checkpoints or policy
+# exports (their cost is the same for both actors and only adds noise); frequent logs.
+BINDINGS = (
+    'ReplayConfig.min_size = 500',
+    'ReplayConfig.samples_per_insert = None',  # Measure the actor, not the learner's pace.
+    'LearnerConfig.checkpoint_interval = 100000000',
+    'LearnerConfig.policy_export_interval = 100000000',
+    'LearnerConfig.log_interval = 50',
+    'ActorConfig.log_interval_s = 2.0',
+)
+# Targets of our actor beside a learner, as a multiple of the stock collect job there.
+BESIDE_TARGET = {'dqn_cartpole': 5.0, 'dqn_cartpole_fast': 5.0, 'sac_minitaur': 2.0, 'sac_halfcheetah': 4.0}
+LEARNED_TARGET = 0.8  # Of the random-policy rate, and of the raw env rate (SAC tasks).
+
+
+def _gin_args(task):
+  return [f'--gin_file={harness.GIN[task]}'] + [f'--gin_bindings={b}' for b in BINDINGS]
+
+
+def bench_task(task: str, window_s: float, raw_rates: dict, startup_timeout_s: float):
+  env_name = harness.TASK_ENV[task]
+  harness.load_task(task, BINDINGS)
+  from common.config import ActorConfig  # pylint: disable=g-import-not-at-top
+  num_envs = ActorConfig().num_envs
+  raw = raw_rates.get(env_name)
+  if raw is None:
+    raw = env_rate.measure(env_name, window_s)[0]
+  root = tempfile.mkdtemp(prefix=f'bench_actor_{task}_')
+  server = harness.ReplayServer()
+  children = []
+  try:
+    address = server.address
+    go_file = os.path.join(root, 'go')
+    ours = harness.Child('actor.main', _gin_args(task) + [
+        f'--replay_server_address={address}', f'--root_dir={root}/ours', '--task=0'],
+        os.path.join(root, 'ours.log'))
+    children.append(ours)
+    stock = harness.Child('bench.stock_collect', [
+        f'--task={task}', f'--address={address}', f'--root_dir={root}/stock',
+        f'--go_file={go_file}'] + [f'--bindings={b}' for b in BINDINGS],
+        os.path.join(root, 'stock.log'))
+    children.append(stock)
+    harness.wait_for(lambda: server.inserted() > 0, startup_timeout_s, f'{task}: our actor')
+    rates = {}
+    harness.rate(server.inserted, 1.0)  # Past the first policy traces.
+    rates['random'] = harness.rate(server.inserted, window_s)
+    server.push_weights()
+    ours.wait_line('first weights arrived', startup_timeout_s)
+    harness.rate(server.inserted, 1.0)
+    rates['learned'] = harness.rate(server.inserted, window_s)
+    harness.log(f'{task}: ours alone random={rates["random"]:.0f} '
+                f'learned={rates["learned"]:.0f} items/s; starting the learner')
+    learner = harness.Child('learner.main', _gin_args(task) + [
+        f'--replay_server_address={address}', f'--root_dir={root}/learner'],
+        os.path.join(root, 'learner.log'), gpu=True)
+    children.append(learner)
+    learner.wait_line('learner: train_step=', startup_timeout_s)
+    rates['beside'] = harness.rate(server.inserted, window_s)
+    ours.stop()
+    with open(go_file, 'w'):
+      pass
+    stock.wait_line(stock_collect.COLLECTING_LINE, startup_timeout_s)
+    harness.rate(server.inserted, 1.0)
+    rates['stock'] = harness.rate(server.inserted, window_s)
+    harness.log(f'{task}: beside the learner ours={rates["beside"]:.0f} '
+                f'stock={rates["stock"]:.0f} items/s')
+  finally:
+    harness.stop_all(children)
+    server.stop()
+  detail = dict(num_envs=num_envs, window_s=window_s, cores=os.cpu_count())
+  sac = task.startswith('sac_')
+  harness.emit(harness.make_record(
+      'actor env steps/s, random policy, alone', rates['random'], 'env steps/s', task, **detail))
+  harness.emit(harness.make_record(
+      'actor env steps/s, learned policy, alone', rates['learned'], 'env steps/s', task,
+      stock=raw, versus='raw env.step', target=LEARNED_TARGET if sac else None, **detail))
+  harness.emit(harness.make_record(
+      'actor learned / random policy rate', rates['learned'], 'env steps/s', task,
+      stock=rates['random'], versus='our random policy',
+      target=LEARNED_TARGET if sac else None, **detail))
+  harness.emit(harness.make_record(
+      'actor env steps/s beside learner + server', rates['beside'], 'env steps/s', task,
+      stock=rates['stock'], target=BESIDE_TARGET[task], **detail))
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--tasks', default='dqn_cartpole_fast,sac_minitaur,sac_halfcheetah')
+  parser.add_argument('--window_s', type=float, default=4.0)
+  parser.add_argument('--raw_rates', default='', help='JSON from bench.env_rate --json_out.')
+  parser.add_argument('--startup_timeout_s', type=float, default=180.0)
+  args = parser.parse_args(argv)
+  raw_rates = {}
+  if args.raw_rates and os.path.exists(args.raw_rates):
+    with open(args.raw_rates) as f:
+      raw_rates = json.load(f)
+  for task in args.tasks.split(','):
+    bench_task(task, args.window_s, raw_rates, args.startup_timeout_s)
+
+
+if __name__ == '__main__':
+  main()

@@ -1,0 +1,84 @@
+"""Raw environment rate: `env.step` with random actions, no policy, no replay, one process.
+
+This is the physical limit of one core for each task, the reference of the actor figures. It
+reports the gym environment's own `step` (the physical limit) and, for reference, the same
+environment behind the TF-Agents PyEnvironment wrappers that every actor (ours and the stock
+one) steps through.
+
+  python -m bench.env_rate [--envs=CartPole-v0,MinitaurBulletEnv-v0,HalfCheetahBulletEnv-v0]
+"""
+
+import argparse
+import json
+import os
+import time
+
+from bench import harness
+
+DEFAULT_ENVS = 'CartPole-v0,MinitaurBulletEnv-v0,HalfCheetahBulletEnv-v0'
+
+
+def _steps_per_s(step, reset, window_s: float) -> float:
+  reset()
+  steps, start = 0, time.monotonic()
+  while True:
+    for _ in range(20):
+      if step():
+        reset()
+    steps += 20
+    elapsed = time.monotonic() - start
+    if elapsed >= window_s:
+      return steps / elapsed
+
+
+def measure(env_name: str, window_s: float):
+  """Returns (raw gym steps/s, PyEnvironment steps/s) for `env_name`."""
+  from common import environments  # pylint: disable=g-import-not-at-top
+  environments.check_env_id(env_name)
+  env = environments.make_environment(env_name=env_name, seed=0)
+  gym_env = env.gym
+  gym_env.action_space.seed(0)
+  sample = gym_env.action_space.sample
+
+  def gym_step():
+    return gym_env.step(sample())[2]
+
+  raw = _steps_per_s(gym_step, gym_env.reset, window_s)
+  action_spec = env.action_spec()
+  from actor import inference  # pylint: disable=g-import-not-at-top
+  random_policy = inference.RandomPolicy(action_spec, (), 1, 0)
+
+  def py_step():
+    action = random_policy(None)[0]
+    env.step(action[0])
+    return False  # PyEnvironments reset themselves.
+
+  wrapped = _steps_per_s(py_step, env.reset, window_s)
+  env.close()
+  return raw, wrapped
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--envs', default=DEFAULT_ENVS)
+  parser.add_argument('--window_s', type=float, default=3.0)
+  parser.add_argument('--json_out', default='',
+                      help='Also write {env: raw steps/s} here (for other benchmarks).')
+  args = parser.parse_args(argv)
+  raw_rates = {}
+  for env_name in args.envs.split(','):
+    raw, wrapped = measure(env_name, args.window_s)
+    raw_rates[env_name] = raw
+    harness.emit(harness.make_record('raw env.step rate', raw, 'steps/s', env_name,
+                                     window_s=args.window_s))
+    harness.emit(harness.make_record('env.step through TF-Agents PyEnvironment', wrapped,
+                                     'steps/s', env_name, stock=raw, versus='raw env.step',
+                                     window_s=args.window_s))
+  if args.json_out:
+    os.makedirs(os.path.dirname(args.json_out) or '.', exist_ok=True)
+    with open(args.json_out, 'w') as f:
+      json.dump(raw_rates, f)
+
+
+if __name__ == '__main__':
+  main()
