@@ -86,7 +86,8 @@ def _engine_problem():
   except subprocess.TimeoutExpired:
     return '`docker info` did not answer within 30 s'
   if info.returncode != 0:
-    return f'`docker info` failed: {(info.stderr or info.stdout).strip().splitlines()[-1:]}'
+    detail = (info.stderr or info.stdout).strip().splitlines()
+    return f'`docker info` failed: {detail[-1] if detail else f"exit status {info.returncode}"}'
   if os.environ.get('COMPOSE') or shutil.which('docker-compose') or _compose_v2():
     return None
   return 'neither docker-compose nor `docker compose` is installed'
