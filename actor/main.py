@@ -23,6 +23,8 @@ FLAGS = flags.FLAGS
 
 
 def main(_):
+  main_utils.block_stop_signals()
+
   def _run():
     main_utils.preflight()
     # pylint: disable=g-import-not-at-top  (TensorFlow only after the cheap checks)

@@ -63,6 +63,20 @@ def load_and_check_config() -> None:
   environments.check_env_id(gin.query_parameter('make_environment.env_name'))
 
 
+_STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+
+
+def block_stop_signals() -> None:
+  """Blocks SIGTERM and SIGINT in this thread and every thread started after it.
+
+  Call first in `main()`, before TensorFlow or Reverb start threads. `stop_event_on_signals`
+  then receives them on a thread of its own: a Python signal handler runs only when the main
+  thread returns to the interpreter, which it never does while blocked inside a Reverb call
+  on a dead server, so a stop request would go unseen.
+  """
+  signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+
+
 def stop_event_on_signals() -> threading.Event:
   """An event set by SIGTERM or SIGINT, so loops stop, checkpoint and exit on their own."""
   event = threading.Event()
@@ -72,8 +86,15 @@ def stop_event_on_signals() -> threading.Event:
                  signal.Signals(signum).name)
     event.set()
 
-  signal.signal(signal.SIGTERM, _handler)
-  signal.signal(signal.SIGINT, _handler)
+  if _STOP_SIGNALS <= signal.pthread_sigmask(signal.SIG_BLOCK, []):
+    def _wait():
+      while True:
+        _handler(signal.sigwait(_STOP_SIGNALS), None)
+
+    threading.Thread(target=_wait, name='stop signals', daemon=True).start()
+  else:
+    signal.signal(signal.SIGTERM, _handler)
+    signal.signal(signal.SIGINT, _handler)
   return event
 
 

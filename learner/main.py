@@ -17,6 +17,8 @@ FLAGS = flags.FLAGS
 
 
 def main(_):
+  main_utils.block_stop_signals()
+
   def _run():
     main_utils.preflight()
     from learner import train  # pylint: disable=g-import-not-at-top

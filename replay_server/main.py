@@ -20,6 +20,8 @@ FLAGS = flags.FLAGS
 
 
 def main(_):
+  main_utils.block_stop_signals()
+
   def _run():
     main_utils.preflight(port=FLAGS.port)
     from replay_server import server  # pylint: disable=g-import-not-at-top
