@@ -21,6 +21,7 @@ from common import variables as variables_lib
 from common import watchdog as watchdog_lib
 from common.config import LearnerConfig
 from common.config import ReplayConfig
+from common.errors import ServerUnavailableError
 from common.errors import UserError
 from learner import agent_record
 from learner import compiled_learner
@@ -123,7 +124,7 @@ def run_learner(root_dir: str, server_address: str, max_train_steps: int = 0,
   learner.triggers.append(push_trigger)
   push_trigger(start_step, force_trigger=True)
 
-  iterator = make_iterator()
+  iterator = None  # Made inside the loop, where losing the server is handled.
   last_log_step, stall_since = start_step, None
   watchdog = watchdog_lib.Watchdog('learner', server_address,
                                    quiet_s=max(10.0, 2 * learner_config.rate_limiter_timeout_s),
@@ -137,25 +138,32 @@ def run_learner(root_dir: str, server_address: str, max_train_steps: int = 0,
     if max_train_steps:
       iterations = min(iterations, max_train_steps - step)
     try:
+      if iterator is None:
+        iterator = make_iterator()
       loss_info = learner.run(iterations=iterations, iterator=iterator)
       stall_since = None
     except tf.errors.OutOfRangeError:
       # The rate limiter held the sample past its timeout: say why, then wait again.
-      stall_since = stall_since or time.monotonic()
+      stall_since = stall_since or time.monotonic() - learner_config.rate_limiter_timeout_s
       info = connection.probe(server_address)
       state = (replay.table_state(info[constants.REPLAY_TABLE]) if info
                else 'replay server not answering')
       logging.warning('learner: no replay sample for %.0f s at train step %d (%s); waiting for '
                       'actors', time.monotonic() - stall_since, step, state)
-      iterator = make_iterator()
+      iterator = None
       continue
     except CONNECTION_ERRORS as e:
       logging.warning('learner: lost the replay server (%s); waiting for it',
                       str(e).splitlines()[0][:200])
-      connection.wait_for_server(server_address, server_timeout_s, 'learner',
-                                 is_running=lambda: not stop_event.is_set())
+      try:
+        connection.wait_for_server(server_address, server_timeout_s, 'learner',
+                                   is_running=lambda: not stop_event.is_set())
+      except ServerUnavailableError:
+        if stop_event.is_set():
+          break  # Stopping: the checkpoint below needs no server.
+        raise
       push_trigger(int(train_step.numpy()), force_trigger=True)
-      iterator = make_iterator()
+      iterator = None
       continue
     step = int(train_step.numpy())
     if step - last_log_step >= learner_config.log_interval:
@@ -165,6 +173,11 @@ def run_learner(root_dir: str, server_address: str, max_train_steps: int = 0,
   watchdog.stop()
   final_step = int(train_step.numpy())
   for trigger in learner.triggers:
+    if trigger is push_trigger and connection.probe(server_address) is None:
+      # A push to a dead server blocks without a deadline; the checkpoint is already written.
+      logging.warning('learner: replay server %s not answering; no final weight push',
+                      server_address)
+      continue
     try:
       trigger(final_step, force_trigger=True)
     except CONNECTION_ERRORS as e:
