@@ -26,6 +26,8 @@ from tests.conftest import FAST_BINDINGS
 from tests.conftest import REPO
 from tests.conftest import parse_gin
 
+pytestmark = pytest.mark.slow  # Each case starts a real main.
+
 BUDGET_S = 15.0
 # What a main needs once TensorFlow is imported, on an idle CPU.
 _IMPORT_HEADROOM_S = 7.0
