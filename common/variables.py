@@ -1,16 +1,20 @@
 """Moving policy weights through the variable table, with deadlines.
 
-Pushes go through TF-Agents' `ReverbVariableContainer`. Its `pull` samples with no deadline, so
-a pull against an empty table (a restarted server before the learner's next push) would block
-forever; `VariableClient.pull` reads the same item through a Reverb dataset with a rate-limiter
-timeout instead, and returns None when no weights are there yet.
+Items have the layout of TF-Agents' `ReverbVariableContainer` (one single-step item of the
+flattened nest in a `max_size=1` table with that signature), so either side may be the stock
+container. Two of its calls are replaced, each for a failure it has:
+- its `pull` samples with no deadline, so a pull against an empty table (a restarted server
+  before the learner's next push) would block forever; `pull` here reads the item through a
+  Reverb dataset with a rate-limiter timeout and returns None when no weights are there yet;
+- its `push` goes through a `reverb.TFClient` resource, which another client's teardown in the
+  same process can destroy (`NotFoundError: Resource .../ReverbClient does not exist`); `push`
+  here inserts through the Python client.
 """
 
 from typing import Optional
 
 import reverb
 import tensorflow as tf
-from tf_agents.experimental.distributed import reverb_variable_container
 
 from common import constants
 
@@ -28,8 +32,7 @@ class VariableClient:
     self._address = server_address
     self._variables = variables
     self._flat_variables = tf.nest.flatten(variables)
-    self._container = reverb_variable_container.ReverbVariableContainer(
-        server_address, table_names=(constants.VARIABLE_TABLE,))
+    self._client = reverb.Client(server_address)
     self._timeout_ms = int(pull_timeout_s * 1000)
     self._dataset = reverb.TimestepDataset(
         server_address=server_address,
@@ -41,7 +44,8 @@ class VariableClient:
 
   def push(self) -> None:
     """Inserts the current values; the table keeps only the newest item."""
-    self._container.push(self._variables, table=constants.VARIABLE_TABLE)
+    self._client.insert([v.numpy() for v in self._flat_variables],
+                        priorities={constants.VARIABLE_TABLE: 1.0})
 
   def pull(self) -> Optional[int]:
     """Loads the newest pushed values into the variables.

