@@ -12,7 +12,8 @@ Per task, with an in-process replay server holding the task's tables:
 
 Rates are items inserted into the replay table per second over a window, measured at the server
 for both actors (an item per env step, less one per episode: the ratios are unaffected). The raw
-env rate comes from bench/env_rate.py's --json_out of the same run, or is measured here.
+env rate is measured here, just before the actor's windows (or read from bench/env_rate.py's
+--json_out with --raw_rates), so that the load of a shared machine is about the same for both.
 
   python -m bench.actor_bench [--tasks=dqn_cartpole_fast,sac_minitaur,sac_halfcheetah] [--window_s=4]
 """

@@ -1,0 +1,198 @@
+"""The collect loop's own pieces behave like the TF-Agents pieces they replace.
+
+BatchedTrajectoryObserver writes the items ReverbAddTrajectoryObserver writes; VectorEnv steps
+like BatchedPyEnvironment; EpisodeMetrics counts like the TF-Agents py_metrics; CompiledPolicy
+acts like the policy; CompiledLearner trains with use_xla. Real Reverb servers, real
+environments and real agents throughout.
+"""
+
+import numpy as np
+import pytest
+import reverb
+import tensorflow as tf
+from tf_agents.environments import batched_py_environment
+from tf_agents.metrics import py_metrics
+from tf_agents.replay_buffers import reverb_utils
+from tf_agents.trajectories import time_step as ts
+from tf_agents.trajectories import trajectory as trajectory_lib
+
+from actor import collect
+from actor import inference
+from actor import vector_env
+from common import builders
+from common import environments
+from common import replay
+from common.config import ReplayConfig
+from tests.conftest import parse_gin
+
+
+def _fifo_table(name, signature):
+  """A table that hands its items back once each, in insertion order."""
+  return reverb.Table(name, sampler=reverb.selectors.Fifo(), remover=reverb.selectors.Fifo(),
+                      max_size=10_000, max_times_sampled=1,
+                      rate_limiter=reverb.rate_limiters.MinSize(1), signature=signature)
+
+
+def _read_all(client, table, count):
+  items = []
+  for _ in range(count):
+    sample = next(client.sample(table, num_samples=1, emit_timesteps=False))
+    items.append([np.asarray(column) for column in tf.nest.flatten(sample.data)])
+  return items
+
+
+def _trajectories(num_envs, steps, seed=0):
+  """Batched CartPole trajectories from real environments and random actions."""
+  env = vector_env.VectorEnv([environments.make_environment(seed=seed + i)
+                              for i in range(num_envs)])
+  rng = np.random.default_rng(seed)
+  time_step = env.reset()
+  out = []
+  for _ in range(steps):
+    action = rng.integers(0, 2, size=(num_envs,)).astype(np.int64)
+    next_time_step = env.step(action)
+    out.append(trajectory_lib.Trajectory(
+        step_type=time_step.step_type, observation=time_step.observation, action=action,
+        policy_info=(), next_step_type=next_time_step.step_type,
+        reward=next_time_step.reward, discount=next_time_step.discount))
+    time_step = next_time_step
+  env.close()
+  return out
+
+
+def test_observer_writes_the_items_of_the_stock_observer(port):
+  parse_gin()
+  _, specs = builders.make_agent_and_specs(ReplayConfig())
+  server = reverb.Server([_fifo_table('ours', specs.replay_signature),
+                          _fifo_table('stock', specs.replay_signature)], port=port)
+  client = reverb.Client(f'localhost:{port}')
+  try:
+    trajectories = _trajectories(1, 300)
+    ours = replay.BatchedTrajectoryObserver(client, 1, 2, table='ours')
+    stock = reverb_utils.ReverbAddTrajectoryObserver(client, 'stock', sequence_length=2)
+    for batched in trajectories:
+      ours(batched)
+      stock(tf.nest.map_structure(lambda x: x[0], batched))
+    ours.flush()
+    stock.flush()
+    info = client.server_info()
+    count = info['stock'].current_size
+    episodes = sum(int(t.step_type[0] == ts.StepType.LAST) for t in trajectories)
+    assert episodes >= 3  # Random CartPole episodes are short: boundaries were crossed.
+    assert info['ours'].current_size == count
+    for a, b in zip(_read_all(client, 'ours', count), _read_all(client, 'stock', count)):
+      for column_a, column_b in zip(a, b):
+        np.testing.assert_array_equal(column_a, column_b)
+  finally:
+    server.stop()
+
+
+def test_batched_observer_keeps_each_environment_in_its_own_items(port):
+  parse_gin()
+  _, specs = builders.make_agent_and_specs(ReplayConfig())
+  server = reverb.Server([_fifo_table('ours', specs.replay_signature)], port=port)
+  client = reverb.Client(f'localhost:{port}')
+  try:
+    trajectories = _trajectories(3, 120)
+    # Mark every observation with its environment index, to see which items mix them.
+    marked = [t._replace(observation=np.concatenate(
+        [t.observation[:, :3], np.arange(3, dtype=np.float32)[:, None] + 100], axis=1))
+              for t in trajectories]
+    observer = replay.BatchedTrajectoryObserver(client, 3, 2, table='ours')
+    for t in marked:
+      observer(t)
+    observer.flush()
+    count = client.server_info()['ours'].current_size
+    boundaries = sum(int(np.sum(t.step_type == ts.StepType.LAST)) for t in trajectories)
+    # Every env step but the first of each environment's episode makes an item.
+    assert count == 3 * 120 - 3 - boundaries
+    for item in _read_all(client, 'ours', count):
+      step_type, observation = item[0], item[1]
+      assert observation[0, 3] == observation[1, 3]  # One environment per item.
+      assert step_type[0] != ts.StepType.LAST  # No item starts at an episode boundary.
+  finally:
+    server.stop()
+
+
+def test_vector_env_steps_like_batched_py_environment():
+  parse_gin()
+  ours = vector_env.VectorEnv([environments.make_environment(seed=i) for i in range(2)])
+  stock = batched_py_environment.BatchedPyEnvironment(
+      [environments.make_environment(seed=i) for i in range(2)], multithreading=False)
+  rng = np.random.default_rng(1)
+  a, b = ours.reset(), stock.reset()
+  for _ in range(150):  # Long enough for several episode ends and auto-resets.
+    for x, y in zip(tf.nest.flatten(a), tf.nest.flatten(b)):
+      np.testing.assert_array_equal(x, y)
+    action = rng.integers(0, 2, size=(2,)).astype(np.int64)
+    a, b = ours.step(action), stock.step(action)
+  ours.close()
+  stock.close()
+
+
+def test_episode_metrics_count_like_tf_agents_metrics():
+  parse_gin()
+  trajectories = _trajectories(2, 200)
+  ours = collect.EpisodeMetrics(2)
+  stock = [py_metrics.EnvironmentSteps(), py_metrics.NumberOfEpisodes(),
+           py_metrics.AverageReturnMetric(batch_size=2),
+           py_metrics.AverageEpisodeLengthMetric(batch_size=2)]
+  counted = 0
+  for t in trajectories:
+    counted += ours.update(t.step_type, t.next_step_type, t.reward)
+    for metric in stock:
+      metric(t)
+  assert counted == ours.env_steps == int(stock[0].result())
+  assert ours.episodes == int(stock[1].result()) > 5
+  assert ours.average_return == pytest.approx(float(stock[2].result()))
+  assert ours.average_length == pytest.approx(float(stock[3].result()))
+
+
+def test_compiled_policy_acts_like_the_policy():
+  parse_gin()
+  agent, specs = builders.make_agent_and_specs(ReplayConfig())
+  compiled = inference.CompiledPolicy(agent.policy, 5)
+  observation = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)
+  time_step = ts.restart(observation, batch_size=5)
+  action, _ = compiled(tf.nest.map_structure(np.asarray, time_step))
+  expected = agent.policy.action(tf.nest.map_structure(tf.constant, time_step)).action
+  np.testing.assert_array_equal(action, expected.numpy())
+  # Weights assigned later (a pull) are used without retracing.
+  for variable in agent.policy.variables():
+    variable.assign(tf.zeros_like(variable))
+  action, _ = compiled(tf.nest.map_structure(np.asarray, time_step))
+  expected = agent.policy.action(tf.nest.map_structure(tf.constant, time_step)).action
+  np.testing.assert_array_equal(action, expected.numpy())
+  assert specs.action_spec.dtype == action.dtype
+
+
+def test_random_policy_stays_within_the_action_spec():
+  parse_gin('gin/sac_inverted_pendulum.gin', ())
+  _, specs = builders.make_agent_and_specs(ReplayConfig())
+  policy = inference.RandomPolicy(specs.action_spec, (), 64, seed=0)
+  action, info = policy(None)
+  assert action.shape == (64,) + tuple(specs.action_spec.shape)
+  assert np.all(action >= specs.action_spec.minimum)
+  assert np.all(action <= specs.action_spec.maximum)
+  assert info == ()
+
+
+def test_compiled_learner_trains_with_xla(cartpole_server, tmp_path):
+  from tf_agents.train.utils import train_utils  # pylint: disable=g-import-not-at-top
+  from learner import compiled_learner  # pylint: disable=g-import-not-at-top
+  collect.run_actor(str(tmp_path), cartpole_server, task=0, max_env_steps=200)
+  config = ReplayConfig()
+  train_step = train_utils.create_train_step()
+  agent, specs = builders.make_agent_and_specs(config, train_step)
+  dataset = replay.make_dataset(cartpole_server, specs.collect_data_spec, 16, 2, 5000)
+  learner = compiled_learner.CompiledLearner(
+      str(tmp_path / 'learner'), train_step, agent, checkpoint_interval=-1,
+      summary_interval=5, use_xla=True)
+  before = [v.numpy().copy() for v in agent.collect_policy.variables()]
+  loss = learner.run(iterations=10, iterator=iter(dataset))
+  assert int(train_step.numpy()) == 10
+  assert np.isfinite(float(loss.loss))
+  after = [v.numpy() for v in agent.collect_policy.variables()]
+  assert any(not np.array_equal(x, y) for x, y in zip(before, after))
+  # The loss summaries come from Python (XLA cannot compile summary ops).
+  assert list((tmp_path / 'learner' / 'train').glob('events.out.tfevents.*'))
