@@ -44,8 +44,16 @@ class VariableClient:
 
   def push(self) -> None:
     """Inserts the current values; the table keeps only the newest item."""
-    self._client.insert([v.numpy() for v in self._flat_variables],
-                        priorities={constants.VARIABLE_TABLE: 1.0})
+    # Client.insert would retry for ever while the server is away; this fails fast instead.
+    writer = self._client.writer(max_sequence_length=1)
+    try:
+      writer.append([v.numpy() for v in self._flat_variables])
+      writer.create_item(table=constants.VARIABLE_TABLE, num_timesteps=1, priority=1.0)
+    finally:
+      try:
+        writer.close(retry_on_unavailable=False)
+      except RuntimeError as e:
+        raise tf.errors.UnavailableError(None, None, f'weight push failed: {e}') from None
 
   def pull(self) -> Optional[int]:
     """Loads the newest pushed values into the variables.
