@@ -17,21 +17,18 @@ from tests.conftest import GIN_DIR
 GIN_FILES = sorted(glob.glob(os.path.join(GIN_DIR, '*.gin')))
 
 
+def _pairs(config):
+  """(configurable, parameter) for every binding in one of gin's binding dicts."""
+  return {(selector.split('.')[-1], param)
+          for (_, selector), params in config.items() for param in params}
+
+
 def _bindings():
-  """(configurable, parameter) for every binding gin parsed."""
-  pairs = set()
-  for (_, selector), params in gin.config._CONFIG.items():  # pylint: disable=protected-access
-    name = selector.split('.')[-1]
-    pairs.update((name, param) for param in params)
-  return pairs
+  return _pairs(gin.config._CONFIG)  # pylint: disable=protected-access
 
 
 def _operative():
-  pairs = set()
-  for (_, selector), params in gin.config._OPERATIVE_CONFIG.items():  # pylint: disable=protected-access
-    name = selector.split('.')[-1]
-    pairs.update((name, param) for param in params)
-  return pairs
+  return _pairs(gin.config._OPERATIVE_CONFIG)  # pylint: disable=protected-access
 
 
 def test_every_gin_file_is_found():
