@@ -36,15 +36,19 @@ FAST_BINDINGS = (
 )
 
 
-def wait_until(predicate, timeout_s: float, what: str, interval_s: float = 0.2):
-  """Polls `predicate` until it returns a truthy value; fails the test after `timeout_s`."""
+def wait_until(predicate, timeout_s: float, what: str, interval_s: float = 0.2, detail=None):
+  """Polls `predicate` until it returns a truthy value; fails the test after `timeout_s`.
+
+  `detail`, if given, is called on failure and its text is added to the message.
+  """
   deadline = time.monotonic() + timeout_s
   while True:
     value = predicate()
     if value:
       return value
     if time.monotonic() > deadline:
-      pytest.fail(f'timed out after {timeout_s:g} s waiting for {what}')
+      extra = f'; {detail()}' if detail else ''
+      pytest.fail(f'timed out after {timeout_s:g} s waiting for {what}{extra}')
     time.sleep(interval_s)
 
 

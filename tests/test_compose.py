@@ -38,6 +38,7 @@ import portpicker
 import pytest
 
 from tests.conftest import REPO
+from tests.conftest import wait_until
 
 # The module's fixture builds the image and starts the project inside the first test's budget.
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(3000)]
@@ -181,15 +182,8 @@ def _docker(*args, timeout_s: float = 120.0) -> str:
 
 def _wait(compose: Compose, predicate, timeout_s: float, what: str):
   """Polls `predicate` every 2 s; fails with the last log lines after `timeout_s`."""
-  deadline = time.monotonic() + timeout_s
-  while True:
-    value = predicate()
-    if value:
-      return value
-    if time.monotonic() > deadline:
-      pytest.fail(f'timed out after {timeout_s:g} s waiting for {what}; last log lines:\n'
-                  f'{compose.tail()}')
-    time.sleep(2.0)
+  return wait_until(predicate, timeout_s, what, interval_s=2.0,
+                    detail=lambda: f'last log lines:\n{compose.tail()}')
 
 
 def _base_image() -> str:
