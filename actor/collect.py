@@ -129,6 +129,7 @@ class _Stats:
     self.env_steps = 0
     self.last_env_steps = 0
     self.last_time = time.monotonic()
+    self.last_reset_seconds = 0.0
     self.policy_lag = 0
     self.pulls = 0
 
@@ -215,7 +216,7 @@ def run_actor(root_dir: str, server_address: str, task: int, max_env_steps: int 
       steps_since_pull = config.variable_update_interval
       continue
     if time.monotonic() - last_log >= config.log_interval_s:
-      _log(collector.metrics, policy_client, summary_writer, stats, role)
+      _log(collector.metrics, env, policy_client, summary_writer, stats, role)
       last_log = time.monotonic()
 
   watchdog.stop()
@@ -231,7 +232,7 @@ def run_actor(root_dir: str, server_address: str, task: int, max_env_steps: int 
     pass
   observer.close()
   env.close()
-  _log(collector.metrics, policy_client, summary_writer, stats, role)
+  _log(collector.metrics, env, policy_client, summary_writer, stats, role)
   summary_writer.flush()
   logging.info('%s: %s after %d env steps', constants.ACTOR_STOPPED_LINE, role,
                stats.env_steps)
@@ -251,17 +252,30 @@ def _pull(policy_client: PolicyClient, collector: Collector, stats: _Stats) -> N
     policy_client.log_first_weights(step)
 
 
-def _log(metrics: EpisodeMetrics, policy_client: PolicyClient, summary_writer, stats: _Stats,
-         role: str) -> None:
+def _log(metrics: EpisodeMetrics, env: vector_env.VectorEnv, policy_client: PolicyClient,
+         summary_writer, stats: _Stats, role: str) -> None:
+  """Logs and summarizes the interval since the last call.
+
+  `env_resets` is the share of the interval's wall time spent resetting environments: a policy
+  that ends episodes early (an untrained Minitaur falls within tens of steps, and each reset
+  settles the robot for 100 simulation steps) lowers the env-step rate without any cost of
+  the actor's own.
+  """
   now = time.monotonic()
-  rate = (stats.env_steps - stats.last_env_steps) / max(now - stats.last_time, 1e-9)
+  elapsed = max(now - stats.last_time, 1e-9)
+  rate = (stats.env_steps - stats.last_env_steps) / elapsed
+  reset_share = (env.reset_seconds - stats.last_reset_seconds) / elapsed
   stats.last_env_steps, stats.last_time = stats.env_steps, now
+  stats.last_reset_seconds = env.reset_seconds
   average_return = metrics.average_return
   weights_step = policy_client.train_step
+  resets = f' env_resets={100 * reset_share:.0f}%' if env.uses_gym_directly else ''
   logging.info('%s: env_steps=%d env_steps/s=%.0f episodes=%d avg_return=%.2f '
-               'weights_step=%d policy_lag=%d', role, stats.env_steps, rate,
-               metrics.episodes, average_return, weights_step, stats.policy_lag)
+               'weights_step=%d policy_lag=%d%s', role, stats.env_steps, rate,
+               metrics.episodes, average_return, weights_step, stats.policy_lag, resets)
   with summary_writer.as_default():
+    if env.uses_gym_directly:
+      tf.summary.scalar('actor/env_reset_time_share', reset_share, step=stats.env_steps)
     tf.summary.scalar('actor/env_steps_per_sec', rate, step=stats.env_steps)
     tf.summary.scalar('actor/average_return', average_return, step=stats.env_steps)
     tf.summary.scalar('actor/average_episode_length', metrics.average_length,

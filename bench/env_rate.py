@@ -2,8 +2,9 @@
 
 This is the physical limit of one core for each task, the reference of the actor figures. It
 reports the gym environment's own `step` (the physical limit) and, for reference, the same
-environment behind the TF-Agents PyEnvironment wrappers that every actor (ours and the stock
-one) steps through.
+environment behind the TF-Agents PyEnvironment wrappers that the stock actor steps through, and
+in our actor's `VectorEnv`, which steps the gym environment under those wrappers directly. The
+random actions are drawn the same way (numpy, `RandomPolicy`) for the last two.
 
   python -m bench.env_rate [--envs=CartPole-v0,MinitaurBulletEnv-v0,HalfCheetahBulletEnv-v0]
 """
@@ -32,7 +33,7 @@ def _steps_per_s(step, reset, window_s: float) -> float:
 
 
 def measure(env_name: str, window_s: float):
-  """Returns (raw gym steps/s, PyEnvironment steps/s) for `env_name`."""
+  """Returns steps/s of `env_name`: raw gym, behind PyEnvironment, in our VectorEnv (1 env)."""
   from common import environments  # pylint: disable=g-import-not-at-top
   environments.check_env_id(env_name)
   env = environments.make_environment(env_name=env_name, seed=0)
@@ -54,8 +55,16 @@ def measure(env_name: str, window_s: float):
     return False  # PyEnvironments reset themselves.
 
   wrapped = _steps_per_s(py_step, env.reset, window_s)
+  from actor import vector_env  # pylint: disable=g-import-not-at-top
+  batch = vector_env.VectorEnv([env])
+
+  def vector_step():
+    batch.step(random_policy(None)[0])
+    return False  # Resets itself, like the PyEnvironment.
+
+  ours = _steps_per_s(vector_step, batch.reset, window_s)
   env.close()
-  return raw, wrapped
+  return raw, wrapped, ours
 
 
 def main(argv=None):
@@ -67,11 +76,14 @@ def main(argv=None):
   args = parser.parse_args(argv)
   raw_rates = {}
   for env_name in args.envs.split(','):
-    raw, wrapped = measure(env_name, args.window_s)
+    raw, wrapped, ours = measure(env_name, args.window_s)
     raw_rates[env_name] = raw
     harness.emit(harness.make_record('raw env.step rate', raw, 'steps/s', env_name,
                                      window_s=args.window_s))
     harness.emit(harness.make_record('env.step through TF-Agents PyEnvironment', wrapped,
+                                     'steps/s', env_name, stock=raw, versus='raw env.step',
+                                     window_s=args.window_s))
+    harness.emit(harness.make_record('env.step through our VectorEnv (1 env)', ours,
                                      'steps/s', env_name, stock=raw, versus='raw env.step',
                                      window_s=args.window_s))
   if args.json_out:
