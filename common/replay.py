@@ -94,10 +94,11 @@ class BatchedTrajectoryObserver:
   episode with `end_episode()`, a blocking round trip to the server; this one takes the whole
   batch as flat numpy columns (`write`), appends each environment's slice to that environment's
   Reverb writer as a flat list, builds items from the cell references it keeps, and ends episodes
-  by its own step count. It blocks only when an environment's writer has more than
-  `max_pending_items` items the server has not confirmed (checked at each episode end and every
-  `max_pending_items` steps): that is the back-pressure of a rate limiter holding inserts, which
-  bounds the writer's memory and keeps a SampleToInsertRatio honest. bench/replay_bench.py measures both.
+  by its own step count. At each episode end and every `max_pending_items / 2` steps it waits
+  until the environment's writer has at most `max_pending_items / 2` items the server has not
+  confirmed, so no writer ever holds more than `max_pending_items`: that is the back-pressure of
+  a rate limiter holding inserts, which bounds the writer's memory and keeps a
+  SampleToInsertRatio honest. bench/replay_bench.py measures both.
   """
 
   def __init__(self, py_client: reverb.Client, num_envs: int, sequence_length: int,
@@ -115,6 +116,10 @@ class BatchedTrajectoryObserver:
     self._client = py_client
     self._is_running = is_running
     self._max_pending = max_pending_items
+    # Checked every half of the bound and drained to the other half, so that a writer never
+    # holds more than `max_pending_items` unconfirmed items (Reverb logs a warning per step
+    # above about 50).
+    self._check_interval = max(1, max_pending_items // 2)
     self._since_check = np.zeros(num_envs, np.int64)
     self._num_envs = num_envs
     self._sequence_length = sequence_length
@@ -162,22 +167,24 @@ class BatchedTrajectoryObserver:
       self._since_check[i] += 1
       if boundary[i]:
         self._cached[i] = 0  # The next item starts with the next episode's steps.
-      if boundary[i] or self._since_check[i] >= self._max_pending:
+      if boundary[i] or self._since_check[i] >= self._check_interval:
         self._wait_for_server(self._writers[i])
         self._since_check[i] = 0
     return created
 
   def _wait_for_server(self, writer) -> None:
-    """Returns at once unless more than max_pending items wait; then waits, logging, stoppable."""
+    """Returns at once unless over half of max_pending items wait; else waits, logging, stoppable."""
     start = last_log = time.monotonic()
     while self._is_running():
       try:
-        writer.flush(block_until_num_items=self._max_pending, timeout_ms=1000)
+        writer.flush(block_until_num_items=self._max_pending - self._check_interval,
+                     timeout_ms=1000)
         return
       except reverb.errors.DeadlineExceededError:
         if time.monotonic() - last_log >= 10:
           logging.info('replay writer: %d+ items unconfirmed for %.0f s (the table\'s rate '
-                       'limiter holds inserts); waiting', self._max_pending,
+                       'limiter holds inserts); waiting',
+                       self._max_pending - self._check_interval,
                        time.monotonic() - start)
           last_log = time.monotonic()
 
