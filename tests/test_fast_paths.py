@@ -6,6 +6,9 @@ acts like the policy; CompiledLearner trains with use_xla. Real Reverb servers, 
 environments and real agents throughout.
 """
 
+import collections
+import threading
+
 import numpy as np
 import pytest
 import reverb
@@ -24,6 +27,7 @@ from common import environments
 from common import replay
 from common.config import ReplayConfig
 from tests.conftest import parse_gin
+from tests.conftest import wait_until
 
 
 def _fifo_table(name, signature):
@@ -114,18 +118,84 @@ def test_batched_observer_keeps_each_environment_in_its_own_items(port):
     server.stop()
 
 
-def test_vector_env_steps_like_batched_py_environment():
+def test_observer_follows_a_rate_limiter_with_few_items_pending(port, capfd):
+  """A limiter that admits inserts only as samples come keeps the writer at its pace.
+
+  The writer waits instead of piling up items (at most max_pending_items in flight; Reverb logs
+  a warning on every step once a writer holds about 50), and stops waiting when told to.
+  """
   parse_gin()
-  ours = vector_env.VectorEnv([environments.make_environment(seed=i) for i in range(2)])
+  _, specs = builders.make_agent_and_specs(ReplayConfig())
+  held = reverb.Table('held', sampler=reverb.selectors.Uniform(), remover=reverb.selectors.Fifo(),
+                      max_size=10_000, signature=specs.replay_signature,
+                      rate_limiter=reverb.rate_limiters.SampleToInsertRatio(
+                          samples_per_insert=1.0, min_size_to_sample=1, error_buffer=4.0))
+  server = reverb.Server([held], port=port)
+  client = reverb.Client(f'localhost:{port}')
+  running = threading.Event()
+  running.set()
+  sampling = threading.Event()
+
+  def sample_slowly():  # One sample per 10 ms: the pace the limiter lets inserts follow.
+    while not sampling.wait(0.01):
+      next(client.sample('held', num_samples=1, emit_timesteps=False))
+
+  sampler = threading.Thread(target=sample_slowly)
+  try:
+    trajectories = _trajectories(1, 400)
+    observer = replay.BatchedTrajectoryObserver(client, 1, 2, table='held', max_pending_items=32,
+                                                is_running=running.is_set)
+    written = []
+    writer = threading.Thread(target=lambda: written.extend(
+        observer.write(tf.nest.flatten(t), t.is_boundary()) for t in trajectories))
+    writer.start()
+    wait_until(lambda: client.server_info()['held'].current_size > 0, 30, 'first inserts')
+    writer.join(timeout=3)
+    assert writer.is_alive(), 'the writer should wait for the rate limiter'
+    assert client.server_info()['held'].current_size < 20
+    sampler.start()
+    wait_until(lambda: len(written) == len(trajectories), 60, 'the writer at the sampler\'s pace')
+    assert 'alarmingly high' not in capfd.readouterr().err
+  finally:
+    running.clear()
+    sampling.set()
+    writer.join(timeout=30)
+    if sampler.is_alive():
+      sampler.join(timeout=30)
+    server.stop()
+
+
+@pytest.mark.parametrize('gin_file,bindings,steps', [
+    # Discrete actions; episodes end by gym's done (terminal or gym's own 200-step limit).
+    ('gin/dqn_cartpole.gin', [], 300),
+    # A gin episode cap: TF-Agents' TimeLimit cuts episodes with discount 1.
+    ('gin/dqn_cartpole.gin', ['make_environment.max_episode_steps = 7'], 60),
+    # Continuous actions and a PyBullet task.
+    ('gin/sac_inverted_pendulum.gin', ['make_environment.max_episode_steps = 40'], 150),
+])
+def test_vector_env_steps_like_batched_py_environment(gin_file, bindings, steps):
+  parse_gin(gin_file, bindings)
+  ours = vector_env.VectorEnv([environments.make_environment(seed=i) for i in range(3)])
+  assert ours.uses_gym_directly
   stock = batched_py_environment.BatchedPyEnvironment(
-      [environments.make_environment(seed=i) for i in range(2)], multithreading=False)
+      [environments.make_environment(seed=i) for i in range(3)], multithreading=False)
+  spec = ours.action_spec()
   rng = np.random.default_rng(1)
   a, b = ours.reset(), stock.reset()
-  for _ in range(150):  # Long enough for several episode ends and auto-resets.
+  seen = collections.Counter()
+  for _ in range(steps):  # Long enough for several episode ends and auto-resets.
     for x, y in zip(tf.nest.flatten(a), tf.nest.flatten(b)):
+      assert x.dtype == y.dtype and x.shape == y.shape
       np.testing.assert_array_equal(x, y)
-    action = rng.integers(0, 2, size=(2,)).astype(np.int64)
+    seen.update(zip(a.step_type.tolist(), a.discount.tolist()))
+    if np.issubdtype(spec.dtype, np.integer):
+      action = rng.integers(spec.minimum, spec.maximum + 1, size=(3,)).astype(np.int64)
+    else:
+      action = rng.uniform(spec.minimum, spec.maximum, size=(3,) + spec.shape).astype(np.float32)
     a, b = ours.step(action), stock.step(action)
+  # Both kinds of episode end and the restarts after them were compared.
+  assert seen[(int(ts.StepType.FIRST), 1.0)] > 3
+  assert seen[(int(ts.StepType.LAST), 0.0)] + seen[(int(ts.StepType.LAST), 1.0)] > 3
   ours.close()
   stock.close()
 
