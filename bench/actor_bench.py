@@ -5,10 +5,10 @@ Per task, with an in-process replay server holding the task's tables:
   1. our actor (`python -m actor.main`, the shipped gin file) collects with the random policy
      (no weights pushed yet), then with the learned policy after one weight push: "alone";
   2. a learner (`python -m learner.main`) starts training from the table and pushes weights
-     every `push_interval`, while our actor keeps collecting: "beside a learner";
-  3. our actor stops and the stock collect job (bench/stock_collect.py: TF-Agents Actor,
-     PyTFEagerPolicy, ReverbAddTrajectoryObserver, a weight pull after every step) collects
-     in the same setup, beside the same learner.
+     every `push_interval`; our actor and the stock collect job (bench/stock_collect.py:
+     TF-Agents Actor, PyTFEagerPolicy, ReverbAddTrajectoryObserver, a weight pull after every
+     step) then take turns beside it, `--rounds` windows each, the other one paused with
+     SIGSTOP: "beside a learner", the median of each one's windows.
 
 Rates are items inserted into the replay table per second over a window, measured at the server
 for both actors (an item per env step, less one per episode: the ratios are unaffected). The raw
@@ -16,11 +16,14 @@ env rate is measured here, just before the actor's windows (or read from bench/e
 --json_out with --raw_rates), so that the load of a shared machine is about the same for both.
 
   python -m bench.actor_bench [--tasks=dqn_cartpole_fast,sac_minitaur,sac_halfcheetah] [--window_s=4]
+      [--rounds=3]
 """
 
 import argparse
 import json
 import os
+import re
+import statistics
 import tempfile
 
 from bench import env_rate
@@ -41,13 +44,23 @@ BINDINGS = (
 # Targets of our actor beside a learner, as a multiple of the stock collect job there.
 BESIDE_TARGET = {'dqn_cartpole': 5.0, 'dqn_cartpole_fast': 5.0, 'sac_minitaur': 2.0, 'sac_halfcheetah': 4.0}
 LEARNED_TARGET = 0.8  # Of the random-policy rate, and of the raw env rate (SAC tasks).
+_RESETS = re.compile(r'env_resets=(\d+)%')
 
 
 def _gin_args(task):
   return [f'--gin_file={harness.GIN[task]}'] + [f'--gin_bindings={b}' for b in BINDINGS]
 
 
-def bench_task(task: str, window_s: float, raw_rates: dict, startup_timeout_s: float):
+def _window_with_resets(server, actor, window_s: float):
+  """(items/s over the window, the actor's mean `env_resets` share logged in it, or None)."""
+  logged = len(actor.log_text())
+  rate = harness.rate(server.inserted, window_s)
+  shares = [float(m) / 100 for m in _RESETS.findall(actor.log_text()[logged:])]
+  return rate, (sum(shares) / len(shares) if shares else None)
+
+
+def bench_task(task: str, window_s: float, raw_rates: dict, startup_timeout_s: float,
+               rounds: int = 3):
   env_name = harness.TASK_ENV[task]
   harness.load_task(task, BINDINGS)
   from common.config import ActorConfig  # pylint: disable=g-import-not-at-top
@@ -71,13 +84,13 @@ def bench_task(task: str, window_s: float, raw_rates: dict, startup_timeout_s: f
         os.path.join(root, 'stock.log'))
     children.append(stock)
     harness.wait_for(lambda: server.inserted() > 0, startup_timeout_s, f'{task}: our actor')
-    rates = {}
+    rates, resets = {}, {}
     harness.rate(server.inserted, 1.0)  # Past the first policy traces.
-    rates['random'] = harness.rate(server.inserted, window_s)
+    rates['random'], resets['random'] = _window_with_resets(server, ours, window_s)
     server.push_weights()
     ours.wait_line('first weights arrived', startup_timeout_s)
     harness.rate(server.inserted, 1.0)
-    rates['learned'] = harness.rate(server.inserted, window_s)
+    rates['learned'], resets['learned'] = _window_with_resets(server, ours, window_s)
     harness.log(f'{task}: ours alone random={rates["random"]:.0f} '
                 f'learned={rates["learned"]:.0f} items/s; starting the learner')
     learner = harness.Child('learner.main', _gin_args(task) + [
@@ -85,19 +98,31 @@ def bench_task(task: str, window_s: float, raw_rates: dict, startup_timeout_s: f
         os.path.join(root, 'learner.log'), gpu=True)
     children.append(learner)
     learner.wait_line('learner: train_step=', startup_timeout_s)
-    rates['beside'] = harness.rate(server.inserted, window_s)
-    ours.stop()
+    # Both actors beside the same learner, one at a time: the other is paused (SIGSTOP), and
+    # the windows alternate so that both see the learner in the same phases (tracing, the
+    # first pushes, steady training). Each figure is the median of its windows.
     with open(go_file, 'w'):
       pass
     stock.wait_line(stock_collect.COLLECTING_LINE, startup_timeout_s)
-    harness.rate(server.inserted, 1.0)
-    rates['stock'] = harness.rate(server.inserted, window_s)
+    harness.rate(server.inserted, 1.0)  # Past the stock policy's first traces.
+    beside, stock_rates = [], []
+    for _ in range(rounds):
+      for running, paused, out in ((ours, stock, beside), (stock, ours, stock_rates)):
+        paused.pause()
+        running.resume()
+        harness.rate(server.inserted, 1.0)  # Settle: in-flight items of the paused one land.
+        out.append(harness.rate(server.inserted, window_s))
+    rates['beside'] = statistics.median(beside)
+    rates['stock'] = statistics.median(stock_rates)
     harness.log(f'{task}: beside the learner ours={rates["beside"]:.0f} '
-                f'stock={rates["stock"]:.0f} items/s')
+                f'stock={rates["stock"]:.0f} items/s (medians of '
+                f'{", ".join(f"{r:.0f}" for r in beside)} and '
+                f'{", ".join(f"{r:.0f}" for r in stock_rates)})')
   finally:
     harness.stop_all(children)
     server.stop()
   detail = dict(num_envs=num_envs, window_s=window_s, cores=os.cpu_count())
+  beside_detail = dict(detail, rounds=rounds, ours_windows=beside, stock_windows=stock_rates)
   sac = task.startswith('sac_')
   harness.emit(harness.make_record(
       'actor env steps/s, random policy, alone', rates['random'], 'env steps/s', task, **detail))
@@ -107,10 +132,19 @@ def bench_task(task: str, window_s: float, raw_rates: dict, startup_timeout_s: f
   harness.emit(harness.make_record(
       'actor learned / random policy rate', rates['learned'], 'env steps/s', task,
       stock=rates['random'], versus='our random policy',
-      target=LEARNED_TARGET if sac else None, **detail))
+      target=LEARNED_TARGET if sac else None, reset_share_learned=resets['learned'],
+      reset_share_random=resets['random'], **detail))
+  if None not in resets.values() and max(resets.values()) < 1:
+    # The same two windows with the time spent in environment resets taken out: how much the
+    # learned policy costs the actor, apart from how often it ends episodes.
+    harness.emit(harness.make_record(
+        'actor learned / random policy rate, env resets excluded',
+        rates['learned'] / (1 - resets['learned']), 'env steps/s', task,
+        stock=rates['random'] / (1 - resets['random']), versus='our random policy',
+        reset_share_learned=resets['learned'], reset_share_random=resets['random'], **detail))
   harness.emit(harness.make_record(
       'actor env steps/s beside learner + server', rates['beside'], 'env steps/s', task,
-      stock=rates['stock'], target=BESIDE_TARGET[task], **detail))
+      stock=rates['stock'], target=BESIDE_TARGET[task], **beside_detail))
 
 
 def main(argv=None):
@@ -119,13 +153,15 @@ def main(argv=None):
   parser.add_argument('--window_s', type=float, default=4.0)
   parser.add_argument('--raw_rates', default='', help='JSON from bench.env_rate --json_out.')
   parser.add_argument('--startup_timeout_s', type=float, default=180.0)
+  parser.add_argument('--rounds', type=int, default=3,
+                      help='Alternating windows of ours and the stock job beside the learner.')
   args = parser.parse_args(argv)
   raw_rates = {}
   if args.raw_rates and os.path.exists(args.raw_rates):
     with open(args.raw_rates) as f:
       raw_rates = json.load(f)
   for task in args.tasks.split(','):
-    bench_task(task, args.window_s, raw_rates, args.startup_timeout_s)
+    bench_task(task, args.window_s, raw_rates, args.startup_timeout_s, args.rounds)
 
 
 if __name__ == '__main__':

@@ -300,8 +300,18 @@ class Child:
       return False
     wait_for(_seen, timeout_s, f'{text!r} in {self.log_path}')
 
+  def pause(self) -> None:
+    """SIGSTOP: the process holds its state and connections but takes no CPU."""
+    if self.process.poll() is None:
+      self.process.send_signal(signal.SIGSTOP)
+
+  def resume(self) -> None:
+    if self.process.poll() is None:
+      self.process.send_signal(signal.SIGCONT)
+
   def stop(self, timeout_s: float = 30.0) -> int:
     if self.process.poll() is None:
+      self.resume()  # A stopped process acts on SIGTERM only once continued.
       self.process.send_signal(signal.SIGTERM)
       try:
         self.process.wait(timeout=timeout_s)
@@ -315,6 +325,7 @@ class Child:
 def stop_all(children: List[Child]) -> None:
   for child in children:
     if child.process.poll() is None:
+      child.resume()
       child.process.send_signal(signal.SIGTERM)
   for child in children:
     child.stop()
