@@ -40,8 +40,7 @@ def check_env_id(env_name: str) -> None:
 def make_environment(env_name: str = gin.REQUIRED,
                      max_episode_steps: Optional[int] = None,
                      seed: Optional[int] = None,
-                     num_envs: int = 1,
-                     render: bool = False) -> py_environment.PyEnvironment:
+                     num_envs: int = 1) -> py_environment.PyEnvironment:
   """Makes the task's Python environment.
 
   Args:
@@ -49,7 +48,6 @@ def make_environment(env_name: str = gin.REQUIRED,
     max_episode_steps: Optional episode cap (gin); None keeps the gym registration's limit.
     seed: Seed of the first environment; environment i gets `seed + i`.
     num_envs: If > 1, a BatchedPyEnvironment of that many copies stepped in lockstep.
-    render: For PyBullet tasks, build the renderer (for videos).
 
   Returns:
     A PyEnvironment (batched when num_envs > 1).
@@ -60,10 +58,7 @@ def make_environment(env_name: str = gin.REQUIRED,
   check_env_id(env_name)
 
   def _one(index: int) -> py_environment.PyEnvironment:
-    kwargs = {'max_episode_steps': max_episode_steps or 0}
-    if 'Bullet' in env_name and render:
-      kwargs['gym_kwargs'] = {'render': False}
-    env = suite_gym.load(env_name, **kwargs)
+    env = suite_gym.load(env_name, max_episode_steps=max_episode_steps or 0)
     if seed is not None:
       env.seed(seed + index)
     return env
