@@ -73,13 +73,15 @@ class EpisodeMetrics:
     self.env_steps += counted
     return counted
 
+  # Means in float32 over float64 sums, as the TF-Agents metrics' result() computes them, so
+  # that eval's figures equal theirs to the bit.
   @property
   def average_return(self) -> float:
-    return float(np.mean(self._returns)) if self._returns else 0.0
+    return float(np.mean(self._returns, dtype=np.float32)) if self._returns else 0.0
 
   @property
   def average_length(self) -> float:
-    return float(np.mean(self._lengths)) if self._lengths else 0.0
+    return float(np.mean(self._lengths, dtype=np.float32)) if self._lengths else 0.0
 
 
 class Collector:

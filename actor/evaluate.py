@@ -12,13 +12,16 @@ import time
 from typing import Optional
 
 from absl import logging
+import numpy as np
 import tensorflow as tf
-from tf_agents.drivers import py_driver
-from tf_agents.metrics import py_metrics
-from tf_agents.policies import py_tf_eager_policy
+from tf_agents.trajectories import time_step as ts
 
+from actor import collect
+from actor import inference
+from actor import vector_env
 from actor.collect import CONNECTION_ERRORS
 from actor.policy_client import PolicyClient
+from common import agents
 from common import builders
 from common import config as config_lib
 from common import connection
@@ -33,14 +36,26 @@ CSV_FIELDS = ('train_step', 'env_steps', 'timestamp', 'average_return',
               'average_episode_length', 'num_episodes')
 
 
-def evaluate_policy(env, policy, num_episodes: int):
-  """Runs `num_episodes` episodes; returns (average return, average episode length)."""
-  average_return = py_metrics.AverageReturnMetric(buffer_size=num_episodes)
-  average_length = py_metrics.AverageEpisodeLengthMetric(buffer_size=num_episodes)
-  driver = py_driver.PyDriver(env, policy, [average_return, average_length],
-                              max_episodes=num_episodes)
-  driver.run(env.reset())
-  return float(average_return.result()), float(average_length.result())
+def evaluate_policy(env: vector_env.VectorEnv, policy, num_episodes: int):
+  """Runs `num_episodes` episodes; returns (average return, average episode length).
+
+  `env` is a VectorEnv of one environment and `policy` a batched callable such as
+  `inference.CompiledPolicy(tf_policy, 1)`. It plays and counts exactly like TF-Agents' PyDriver
+  with `max_episodes=num_episodes` and the AverageReturn and AverageEpisodeLength metrics (reset
+  first, stop after the boundary step that ends the last episode), so the episodes and figures
+  are the same as that stock loop's; tests/test_fast_paths.py checks it. It avoids the stock
+  loop's per-step costs (PyTFEagerPolicy dispatch, TF-Agents wrappers, trajectory nests).
+  """
+  metrics = collect.EpisodeMetrics(1, window=num_episodes)
+  time_step = env.reset()
+  episodes = 0
+  while episodes < num_episodes:
+    action, _ = policy(time_step)
+    next_time_step = env.step(action)
+    metrics.update(time_step.step_type, next_time_step.step_type, next_time_step.reward)
+    episodes += int(np.sum(time_step.step_type == ts.StepType.LAST))
+    time_step = next_time_step
+  return metrics.average_return, metrics.average_length
 
 
 def append_csv_row(path: str, row: dict) -> None:
@@ -79,8 +94,8 @@ def run_eval(root_dir: str, server_address: str, max_evals: int = 0,
   policy_client = PolicyClient(server_address, ReplayConfig(), role, server_timeout_s,
                                stop_event)
   policy_client.connect()
-  env = environments.make_environment(seed=eval_config.seed)
-  greedy = py_tf_eager_policy.PyTFEagerPolicy(policy_client.agent.policy, use_tf_function=True)
+  env = vector_env.VectorEnv([environments.make_environment(seed=eval_config.seed)])
+  greedy = inference.CompiledPolicy(agents.greedy_policy(policy_client.agent), 1)
   eval_dir = os.path.join(root_dir, constants.EVAL_DIR)
   os.makedirs(eval_dir, exist_ok=True)
   config_lib.record_run_config(eval_dir, {'root_dir': root_dir, 'max_evals': max_evals,

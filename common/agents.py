@@ -14,6 +14,7 @@ from tf_agents.agents.sac import tanh_normal_projection_network
 from tf_agents.agents.ddpg import critic_network
 from tf_agents.networks import actor_distribution_network
 from tf_agents.networks import q_network
+from tf_agents.policies import greedy_policy as greedy_policy_lib
 from tf_agents.utils import common as tfa_common
 
 from common import constants
@@ -109,6 +110,18 @@ def make_agent(time_step_spec, action_spec, train_step=None,
   agent = agent_fn(time_step_spec, action_spec, train_step)
   agent.initialize()
   return agent
+
+
+def greedy_policy(agent):
+  """The agent's deterministic policy: what eval plays and the learner exports.
+
+  DQN's `agent.policy` is already greedy (argmax Q). SAC's `agent.policy` is the same
+  stochastic actor policy as its collect policy, so it is wrapped to play the mode.
+  """
+  policy = agent.policy
+  if not isinstance(policy, greedy_policy_lib.GreedyPolicy):
+    policy = greedy_policy_lib.GreedyPolicy(policy)
+  return policy
 
 
 def policy_variables(agent, train_step):

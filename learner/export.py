@@ -12,9 +12,10 @@ import shutil
 
 from absl import logging
 import tensorflow as tf
-from tf_agents.policies import greedy_policy
 from tf_agents.policies import policy_saver
 from tf_agents.train import interval_trigger
+
+from common import agents
 
 GREEDY_POLICY = 'greedy_policy'
 COLLECT_POLICY = 'collect_policy'
@@ -35,11 +36,8 @@ class PolicyExportTrigger(interval_trigger.IntervalTrigger):
   def __init__(self, policy_dir: str, agent, train_step: tf.Variable, interval: int):
     self._policy_dir = policy_dir
     self._train_step = train_step
-    policy = agent.policy
-    if not isinstance(policy, greedy_policy.GreedyPolicy):
-      policy = greedy_policy.GreedyPolicy(policy)
     self._savers = {
-        GREEDY_POLICY: policy_saver.PolicySaver(policy, batch_size=None,
+        GREEDY_POLICY: policy_saver.PolicySaver(agents.greedy_policy(agent), batch_size=None,
                                                 train_step=train_step),
         COLLECT_POLICY: policy_saver.PolicySaver(agent.collect_policy, batch_size=None,
                                                  train_step=train_step),

@@ -13,15 +13,19 @@ import numpy as np
 import pytest
 import reverb
 import tensorflow as tf
+from tf_agents.drivers import py_driver
 from tf_agents.environments import batched_py_environment
 from tf_agents.metrics import py_metrics
+from tf_agents.policies import py_tf_eager_policy
 from tf_agents.replay_buffers import reverb_utils
 from tf_agents.trajectories import time_step as ts
 from tf_agents.trajectories import trajectory as trajectory_lib
 
 from actor import collect
+from actor import evaluate
 from actor import inference
 from actor import vector_env
+from common import agents
 from common import builders
 from common import environments
 from common import replay
@@ -214,8 +218,30 @@ def test_episode_metrics_count_like_tf_agents_metrics():
       metric(t)
   assert counted == ours.env_steps == int(stock[0].result())
   assert ours.episodes == int(stock[1].result()) > 5
-  assert ours.average_return == pytest.approx(float(stock[2].result()))
-  assert ours.average_length == pytest.approx(float(stock[3].result()))
+  assert ours.average_return == float(stock[2].result())
+  assert ours.average_length == float(stock[3].result())
+
+
+@pytest.mark.parametrize('gin_file', ['gin/dqn_cartpole.gin', 'gin/sac_inverted_pendulum.gin'])
+def test_evaluate_policy_plays_like_the_stock_driver(gin_file):
+  """Same episodes and figures as PyDriver + PyTFEagerPolicy + metrics, evaluation after evaluation."""
+  parse_gin(gin_file, ['make_environment.max_episode_steps = 60'])
+  agent, _ = builders.make_agent_and_specs(ReplayConfig())
+  ours_env = vector_env.VectorEnv([environments.make_environment(seed=5)])
+  greedy = agents.greedy_policy(agent)
+  ours_policy = inference.CompiledPolicy(greedy, 1)
+  stock_env = environments.make_environment(seed=5)
+  stock_policy = py_tf_eager_policy.PyTFEagerPolicy(greedy, use_tf_function=True)
+  lengths = []
+  for _ in range(3):  # Consecutive evaluations share the environment and its random state.
+    ours = evaluate.evaluate_policy(ours_env, ours_policy, 4)
+    average_return = py_metrics.AverageReturnMetric(buffer_size=4)
+    average_length = py_metrics.AverageEpisodeLengthMetric(buffer_size=4)
+    py_driver.PyDriver(stock_env, stock_policy, [average_return, average_length],
+                       max_episodes=4).run(stock_env.reset())
+    assert ours == (float(average_return.result()), float(average_length.result()))
+    lengths.append(ours[1])
+  assert len(set(lengths)) > 1 or lengths[0] == 60  # Episodes differ between evaluations.
 
 
 def test_compiled_policy_acts_like_the_policy():
