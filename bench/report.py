@@ -24,7 +24,7 @@ def render(result: dict, path: str) -> str:
       f'Machine: {machine["host"]}, {machine["usable_cores"]} usable cores '
       f'({machine["cpu_model"]}), {machine.get("memory_gib")} GiB, GPUs: {gpus}.  ',
       f'Load average (1 min) before the suite: {machine["load_average"][0]:.1f}, after: '
-      f'{result["load_average_after"][0]:.1f} (other work shared the machine).',
+      f'{result["load_average_after"][0]:.1f} (the suite\'s own load is in the second).',
       '',
       harness.TABLE_HEADER,
   ]
