@@ -70,6 +70,9 @@ def bench_task(task: str, window_s: float, raw_rates: dict, startup_timeout_s: f
     raw = env_rate.measure(env_name, window_s)[0]
   root = tempfile.mkdtemp(prefix=f'bench_actor_{task}_')
   server = harness.ReplayServer()
+  # env.step under the actions of the weights the actor will get (server.push_weights).
+  policy_raw = (env_rate.policy_action_rate(server.agent, window_s)
+                if task.startswith('sac_') else None)
   children = []
   try:
     address = server.address
@@ -129,6 +132,13 @@ def bench_task(task: str, window_s: float, raw_rates: dict, startup_timeout_s: f
   harness.emit(harness.make_record(
       'actor env steps/s, learned policy, alone', rates['learned'], 'env steps/s', task,
       stock=raw, versus='raw env.step', target=LEARNED_TARGET if sac else None, **detail))
+  if policy_raw:
+    # The same, against env.step under the untrained policy's own actions (the weights the
+    # actor runs here), which cost the physics more than uniform random actions.
+    harness.emit(harness.make_record(
+        'actor env steps/s, learned policy, alone, vs env.step under its actions',
+        rates['learned'], 'env steps/s', task, stock=policy_raw,
+        versus='raw env.step, same policy\'s actions', **detail))
   harness.emit(harness.make_record(
       'actor learned / random policy rate', rates['learned'], 'env steps/s', task,
       stock=rates['random'], versus='our random policy',

@@ -67,6 +67,35 @@ def measure(env_name: str, window_s: float):
   return raw, wrapped, ours
 
 
+def policy_action_rate(agent, window_s: float, seed: int = 0) -> float:
+  """env.step/s of the loaded task under `agent`'s collect policy's actions (only env.step timed).
+
+  Physics cost depends on the actions: an untrained SAC policy's actions drive the PyBullet
+  bodies harder than uniform random ones. This is the raw rate to hold an actor that runs that
+  policy against. Episode ends reset the environment, untimed.
+  """
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from actor import inference  # pylint: disable=g-import-not-at-top
+  from common import environments  # pylint: disable=g-import-not-at-top
+  from tf_agents.trajectories import time_step as ts  # pylint: disable=g-import-not-at-top
+  policy = inference.CompiledPolicy(agent.collect_policy, 1)
+  gym_env = environments.make_environment(seed=seed).gym
+  observation = gym_env.reset()
+  stepping, steps, start = 0.0, 0, time.monotonic()
+  while time.monotonic() - start < window_s:
+    time_step = ts.TimeStep(np.ones(1, np.int32), np.zeros(1, np.float32),
+                            np.ones(1, np.float32), np.asarray(observation, np.float32)[None])
+    action = policy(time_step)[0][0]
+    began = time.perf_counter()
+    observation, _, done, _ = gym_env.step(action)
+    stepping += time.perf_counter() - began
+    steps += 1
+    if done:
+      observation = gym_env.reset()
+  gym_env.close()
+  return steps / stepping
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--envs', default=DEFAULT_ENVS)
