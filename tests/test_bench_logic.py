@@ -1,0 +1,52 @@
+"""The benchmark suite's pure logic: targets, the regression comparison, the profile split.
+
+The benchmarks themselves measure speed and run outside the tests (`python -m bench.run`).
+"""
+
+from bench import actor_profile
+from bench import harness
+from bench import run
+
+
+def test_record_states_ratio_target_and_shortfall():
+  met = harness.make_record('actor', 300.0, 'env steps/s', 'sac_minitaur', stock=100.0,
+                            target=2.0)
+  assert met['ratio'] == 3.0 and met['met'] is True and met['versus'] == 'stock TF-Agents'
+  short = harness.make_record('actor', 150.0, 'env steps/s', 'sac_minitaur', stock=100.0,
+                              target=2.0)
+  assert short['met'] is False and short['shortfall'] == '75% of target'
+  # Lower is better (time to solve): the ratio must stay under the target.
+  late = harness.make_record('solve', 30.0, 's', 'dqn_cartpole', stock=42.0, target=0.5,
+                             higher_is_better=False)
+  assert late['met'] is False and late['ratio'] == 30.0 / 42.0
+
+
+def test_comparison_reports_changes_beyond_the_tolerance_in_the_right_direction():
+  old = [harness.make_record('rate', 100.0, 'steps/s', 'a'),
+         harness.make_record('time', 10.0, 's', 'a', higher_is_better=False),
+         harness.make_record('steady', 50.0, 'steps/s', 'a')]
+  new = [harness.make_record('rate', 60.0, 'steps/s', 'a'),
+         harness.make_record('time', 5.0, 's', 'a', higher_is_better=False),
+         harness.make_record('steady', 55.0, 'steps/s', 'a'),
+         harness.make_record('new figure', 1.0, 'steps/s', 'a')]
+  lines = run.compare(new, old, tolerance=0.25)
+  assert len(lines) == 3  # A figure with no predecessor is not compared.
+  assert lines[0].strip().startswith('POSSIBLE REGRESSION') and 'rate' in lines[0]
+  assert lines[1].strip().startswith('improved') and 'time' in lines[1]
+  assert lines[2].strip().startswith('ok') and 'steady' in lines[2]
+
+
+def test_profile_split_assigns_collect_loop_samples_to_their_part():
+  loop = 'main (actor/main.py:40);run_actor (actor/collect.py:200);run (actor/collect.py:110)'
+  raw = '\n'.join([
+      f'{loop};step (actor/vector_env.py:150);step (pybullet_envs/x.py:9) 50',
+      f'{loop};step (actor/vector_env.py:150);_reset_slot (actor/vector_env.py:120) 20',
+      f'{loop};__call__ (actor/inference.py:60) 15',
+      f'{loop};write (common/replay.py:160) 10',
+      f'{loop};update (actor/collect.py:65) 3',
+      f'{loop} 2',
+      'thread (threading.py:1);watch (common/watchdog.py:50) 99',  # Outside the loop.
+  ])
+  parts = actor_profile.classify(raw)
+  assert parts == {'environment steps': 50, 'environment resets': 20, 'policy inference': 15,
+                   'replay writes': 10, 'metrics': 3, 'loop and trajectory': 2}
