@@ -6,7 +6,6 @@ Every test gets a fresh gin config. Waits are bounded polls (`wait_until`), neve
 import os
 import subprocess
 import sys
-import time
 
 import common  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
 
@@ -14,6 +13,8 @@ import gin
 import portpicker
 import pytest
 import reverb
+
+from bench import harness
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GIN_DIR = os.path.join(REPO, 'gin')
@@ -37,19 +38,15 @@ FAST_BINDINGS = (
 
 
 def wait_until(predicate, timeout_s: float, what: str, interval_s: float = 0.2, detail=None):
-  """Polls `predicate` until it returns a truthy value; fails the test after `timeout_s`.
+  """`bench.harness.wait_for` that fails the test instead of raising.
 
   `detail`, if given, is called on failure and its text is added to the message.
   """
-  deadline = time.monotonic() + timeout_s
-  while True:
-    value = predicate()
-    if value:
-      return value
-    if time.monotonic() > deadline:
-      extra = f'; {detail()}' if detail else ''
-      pytest.fail(f'timed out after {timeout_s:g} s waiting for {what}{extra}')
-    time.sleep(interval_s)
+  try:
+    return harness.wait_for(predicate, timeout_s, what, interval_s)
+  except TimeoutError as e:
+    extra = f'; {detail()}' if detail else ''
+    pytest.fail(f'{e}{extra}')
 
 
 def parse_gin(gin_file: str = CARTPOLE_GIN, bindings=FAST_BINDINGS) -> None:
