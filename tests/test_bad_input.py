@@ -174,32 +174,31 @@ def _server(bindings=FAST_BINDINGS):
   return reverb.Server(builders.make_tables(specs, config), port=port), port
 
 
-def test_actor_built_for_another_environment(fresh_root, tf_budget_s):
+def _refused_by_cartpole_server(module, bindings, root_dir, budget_s, *expected):
+  """`_assert_refused` for `module` built with `bindings`, against a CartPole server."""
   server, port = _server()
   try:
-    line = _assert_refused(
-        'actor.main', GIN + ["--gin_bindings=make_environment.env_name = 'Acrobot-v1'",
-                             f'--replay_server_address=localhost:{port}',
-                             '--server_timeout_s=10'],
-        fresh_root, tf_budget_s, "table 'uniform_table' signature mismatch",
-        'start every process with the same --gin_file')
+    return _assert_refused(
+        module, GIN + [f'--gin_bindings={b}' for b in bindings] + [
+            f'--replay_server_address=localhost:{port}', '--server_timeout_s=10'],
+        root_dir, budget_s, *expected)
   finally:
     server.stop()
+
+
+def test_actor_built_for_another_environment(fresh_root, tf_budget_s):
+  line = _refused_by_cartpole_server(
+      'actor.main', ["make_environment.env_name = 'Acrobot-v1'"], fresh_root, tf_budget_s,
+      "table 'uniform_table' signature mismatch", 'start every process with the same --gin_file')
   # The server's CartPole observations and this actor's Acrobot ones, side by side.
   assert 'server has [int32[2], float32[2, 4]' in line
   assert 'this process expects [int32[2], float32[2, 6]' in line
 
 
 def test_learner_built_for_another_network(fresh_root, tf_budget_s):
-  server, port = _server()
-  try:
-    line = _assert_refused(
-        'learner.main', GIN + ['--gin_bindings=dqn_agent.fc_layer_params = (32,)',
-                               f'--replay_server_address=localhost:{port}',
-                               '--server_timeout_s=10'],
-        fresh_root, tf_budget_s, "table 'variables' signature mismatch")
-  finally:
-    server.stop()
+  line = _refused_by_cartpole_server(
+      'learner.main', ['dqn_agent.fc_layer_params = (32,)'], fresh_root, tf_budget_s,
+      "table 'variables' signature mismatch")
   assert 'float32[4, 100]' in line and 'float32[4, 32]' in line
 
 
