@@ -74,7 +74,7 @@ def main(argv=None):
     harness.rate(server.inserted, 2.0)  # Past the policy's first traces.
     before, start = server.inserted(), time.monotonic()
     subprocess.run([py_spy, 'record', '-r', str(args.rate_hz), '-f', 'raw', '-d',
-                    str(args.seconds), '-p', str(actor.process.pid), '-o', raw_out],
+                    str(args.seconds), '-p', str(actor.pid), '-o', raw_out],
                    check=True, capture_output=True, timeout=args.seconds + 120)
     rate = (server.inserted() - before) / (time.monotonic() - start)
   finally:

@@ -9,7 +9,6 @@ and appends it to the JSON-lines file named by $BENCH_RECORDS, which `bench.run`
 import json
 import os
 import platform
-import signal
 import socket
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import time
 from typing import Callable, Dict, List, Optional, Sequence
 
 import common  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
+from launcher import processes
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GIN = {
@@ -271,61 +271,24 @@ def rate(counter: Callable[[], float], window_s: float) -> float:
   return (n1 - n0) / (t1 - t0)
 
 
-class Child:
+class Child(processes.Process):
   """A child process (`python -m module args`), output to a log file, stopped with SIGTERM."""
 
   def __init__(self, module: str, args: Sequence[str], log_path: str, gpu: bool = False):
-    env = dict(os.environ, PYTHONUNBUFFERED='1')
-    env.pop(RECORDS_ENV, None)
-    if not gpu:
-      env['CUDA_VISIBLE_DEVICES'] = ''
-    self.log_path = log_path
-    self._log = open(log_path, 'w')  # pylint: disable=consider-using-with
-    self.process = subprocess.Popen([sys.executable, '-m', module, *args], cwd=REPO,
-                                    stdout=self._log, stderr=subprocess.STDOUT, env=env)
-
-  def log_text(self) -> str:
-    with open(self.log_path, errors='replace') as f:
-      return f.read()
+    super().__init__([sys.executable, '-m', module, *args], module, log_path=log_path,
+                     cpu_only=not gpu, env={RECORDS_ENV: ''}, new_session=False)
 
   def wait_line(self, text: str, timeout_s: float) -> None:
     """Waits until `text` appears in the log; raises if the child exits or the time runs out."""
     def _seen():
       if text in self.log_text():
         return True
-      if self.process.poll() is not None:
-        raise RuntimeError(f'{self.process.args[2]} exited with {self.process.returncode} '
-                           f'before logging {text!r}; log: {self.log_path}\n'
-                           + self.log_text()[-2000:])
+      if self.poll() is not None:
+        raise RuntimeError(f'{self.name} exited with {self.returncode} before logging '
+                           f'{text!r}; log: {self.log_path}\n' + self.log_text()[-2000:])
       return False
     wait_for(_seen, timeout_s, f'{text!r} in {self.log_path}')
 
-  def pause(self) -> None:
-    """SIGSTOP: the process holds its state and connections but takes no CPU."""
-    if self.process.poll() is None:
-      self.process.send_signal(signal.SIGSTOP)
-
-  def resume(self) -> None:
-    if self.process.poll() is None:
-      self.process.send_signal(signal.SIGCONT)
-
-  def stop(self, timeout_s: float = 30.0) -> int:
-    if self.process.poll() is None:
-      self.resume()  # A stopped process acts on SIGTERM only once continued.
-      self.process.send_signal(signal.SIGTERM)
-      try:
-        self.process.wait(timeout=timeout_s)
-      except subprocess.TimeoutExpired:
-        self.process.kill()
-        self.process.wait(timeout=10)
-    self._log.close()
-    return self.process.returncode
-
 
 def stop_all(children: List[Child]) -> None:
-  for child in children:
-    if child.process.poll() is None:
-      child.resume()
-      child.process.send_signal(signal.SIGTERM)
-  for child in children:
-    child.stop()
+  processes.stop_all(children, grace_s=30.0)

@@ -66,6 +66,10 @@ def load_and_check_config() -> None:
 _STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
+_PARENT_PID_ENV = 'REVERB_FLEET_PARENT_PID'  # Set by launcher.processes (die_with_parent).
+_PR_SET_PDEATHSIG = 1
+
+
 def block_stop_signals() -> None:
   """Blocks SIGTERM and SIGINT in this thread and every thread started after it.
 
@@ -73,8 +77,34 @@ def block_stop_signals() -> None:
   then receives them on a thread of its own: a Python signal handler runs only when the main
   thread returns to the interpreter, which it never does while blocked inside a Reverb call
   on a dead server, so a stop request would go unseen.
+
+  A process started with $REVERB_FLEET_PARENT_PID (a launcher's child) also asks the kernel for
+  SIGTERM when that parent dies, by any signal, so that no child outlives its launcher.
   """
   signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+  stop_with_parent()
+
+
+def stop_with_parent() -> None:
+  """SIGTERM to this process when the parent named by $REVERB_FLEET_PARENT_PID dies.
+
+  Linux only (prctl PR_SET_PDEATHSIG); elsewhere, and without the variable, nothing happens.
+  If the parent is already gone (it died before this call), the signal is sent at once.
+  """
+  import os  # pylint: disable=g-import-not-at-top
+  parent = os.environ.get(_PARENT_PID_ENV)
+  if not parent or not sys.platform.startswith('linux'):
+    return
+  import ctypes  # pylint: disable=g-import-not-at-top
+  try:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+  except (OSError, AttributeError) as e:
+    logging.warning('cannot ask to stop with the parent process %s: %s', parent, e)
+    return
+  if str(os.getppid()) != parent:
+    logging.warning('the launcher (pid %s) is gone: stopping', parent)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def stop_event_on_signals() -> threading.Event:

@@ -38,15 +38,8 @@ import time
 from typing import List, Optional, Sequence
 
 from common import constants
+from launcher import processes
 
-# ROLE -> the python -m command it runs.
-PROCESS_ROLES = {
-    'replay_server': ['replay_server.main'],
-    'learner': ['learner.main'],
-    'actor': ['actor.main', '--mode=collect'],
-    'eval': ['actor.main', '--mode=eval'],
-    'tensorboard': ['tensorboard.main'],
-}
 DEFAULT_ADDRESS = f'localhost:{constants.DEFAULT_PORT}'
 RESOLV_CONF = '/etc/resolv.conf'
 _DNS_PORT = 53
@@ -240,17 +233,17 @@ def command(role: str, args: Sequence[str], task: Optional[int] = None) -> List[
   """The argv a process role runs (without the interpreter).
 
   Args:
-    role: One of PROCESS_ROLES.
+    role: One of `processes.ROLES`.
     args: The flags given after the role.
     task: For `actor` without --task in `args`: the task id to add.
 
   Raises:
     ContainerError: unknown role, or an actor with neither --task nor `task`.
   """
-  if role not in PROCESS_ROLES:
+  if role not in processes.ROLES:
     raise ContainerError(f'unknown role {role!r}: use one of '
-                         f'{", ".join(list(PROCESS_ROLES) + ["healthcheck", "status"])}')
-  argv = ['-m'] + PROCESS_ROLES[role] + split_gin_bindings(args)
+                         f'{", ".join(list(processes.ROLES) + ["healthcheck", "status"])}')
+  argv = processes.module_argv(role) + split_gin_bindings(args)
   if role == 'actor' and not has_flag(args, 'task'):
     if task is None:
       raise ContainerError('an actor needs --task=N, or a container name to derive it from')

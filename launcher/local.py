@@ -6,16 +6,14 @@ task's target return (`EvalConfig.target_return`), and every child gets SIGTERM 
 learner and the replay server write their final checkpoints.
 """
 
-import dataclasses
 import os
 import re
 import shutil
 import signal
-import subprocess
 import sys
 import threading
 import time
-from typing import Callable, List, Optional, Sequence, TextIO
+from typing import Callable, List, Optional, Sequence, TextIO, Tuple
 
 from absl import logging
 
@@ -24,35 +22,46 @@ from common import connection
 from common import constants
 from common import replay
 from common.config import EvalConfig
+from launcher import processes
 
 _STEP_PATTERNS = (re.compile(r'train_step=(\d+)'), re.compile(r'Step: (\d+),'))
 
 
-@dataclasses.dataclass
-class Child:
-  role: str
-  argv: List[str]
-  process: Optional[subprocess.Popen] = None
-  reader: Optional[threading.Thread] = None
-
-
 def commands(gin_files: Sequence[str], gin_bindings: Sequence[str], root_dir: str, port: int,
              num_actors: int, max_train_steps: int = 0,
-             server_timeout_s: float = 300.0) -> List[Child]:
-  """The children of a local run, each with the command line a user would type."""
-  python = [sys.executable, '-m']
-  shared = [f'--gin_file={f}' for f in gin_files] + [f'--gin_bindings={b}' for b in gin_bindings]
-  shared.append(f'--root_dir={root_dir}')
-  address = f'--replay_server_address=localhost:{port}'
-  timeout = f'--server_timeout_s={server_timeout_s:g}'
-  children = [Child('replay_server', python + ['replay_server.main', f'--port={port}'] + shared)]
-  children.append(Child('learner', python + ['learner.main', address, timeout,
-                                            f'--max_train_steps={max_train_steps}'] + shared))
+             server_timeout_s: float = 300.0) -> List[Tuple[str, List[str]]]:
+  """(name, argv) of each child of a local run, with the command line a user would type."""
+  shared = dict(gin_files=gin_files, gin_bindings=gin_bindings, root_dir=root_dir)
+  client = dict(shared, address=f'localhost:{port}', server_timeout_s=server_timeout_s)
+  children = [('replay_server', processes.role_argv('replay_server', port=port, **shared)),
+              ('learner', processes.role_argv('learner', **client,
+                                              extra=[f'--max_train_steps={max_train_steps}']))]
   for task in range(num_actors):
-    children.append(Child(f'actor/{task}', python + ['actor.main', address, timeout,
-                                                      f'--task={task}'] + shared))
-  children.append(Child('eval', python + ['actor.main', '--mode=eval', address, timeout] + shared))
+    children.append((f'actor/{task}', processes.role_argv('actor', task=task, **client)))
+  children.append(('eval', processes.role_argv('eval', **client)))
   return children
+
+
+def outcome(target: Optional[float], last_eval: Optional[dict], elapsed_s: float,
+            budget_s: float, max_train_steps: int, learner_finished: bool,
+            failure: Optional[str]) -> Optional[Tuple[int, str]]:
+  """Whether a run is over, as (exit status, reason), or None while it goes on.
+
+  The rules every launcher applies: a failed process ends the run with 1; reaching the target
+  return ends it with 0; the time budget, or the learner finishing its train steps, ends it with
+  0 when the task has no target and 1 when it has one (the target was missed).
+  """
+  if failure:
+    return 1, failure
+  if target is not None and last_eval and last_eval['average_return'] >= target:
+    return 0, (f'eval return {last_eval["average_return"]:.1f} >= target {target:g} at train '
+               f'step {int(last_eval["train_step"])}, {int(last_eval["env_steps"])} env steps, '
+               f'{elapsed_s:.0f} s')
+  if budget_s and elapsed_s >= budget_s:
+    return (1 if target is not None else 0), f'time budget of {budget_s:g} s used up'
+  if learner_finished:
+    return (1 if target is not None else 0), f'learner finished its {max_train_steps} train steps'
+  return None
 
 
 class StatusLine:
@@ -72,8 +81,15 @@ class StatusLine:
 
   def __init__(self, out: TextIO, address: str, eval_csv: str, budget_s: float,
                max_train_steps: int, plain_interval_s: float = 30.0, window_s: float = 10.0,
-               clock: Callable[[], float] = time.monotonic, width: Optional[int] = None):
-    """Args: `clock` (seconds) and `width` (columns; None asks the terminal) are for tests."""
+               clock: Callable[[], float] = time.monotonic, width: Optional[int] = None,
+               sampler: Optional[Callable[[], Tuple]] = None):
+    """Args: `clock` (seconds) and `width` (columns; None asks the terminal) are for tests.
+
+    `sampler`, when given, replaces the local reads of the server and the eval CSV: it returns
+    (replay size or None, items inserted or None, newest eval row or None), as the Ray launcher
+    gets them from inside the cluster.
+    """
+    self._sampler = sampler
     self._out = out
     isatty = getattr(out, 'isatty', None)
     self._tty = bool(isatty and isatty())
@@ -125,17 +141,23 @@ class StatusLine:
 
   def sample(self) -> None:
     """Reads the replay table's size and insert count and the newest eval row."""
-    info = connection.probe(self._address, timeout_s=1)
+    if self._sampler is not None:
+      size, inserted, last_eval = self._sampler()
+    else:
+      info = connection.probe(self._address, timeout_s=1)
+      table = info.get(constants.REPLAY_TABLE) if info else None
+      size = table.current_size if table is not None else None
+      inserted = replay.inserted_items(table) if table is not None else None
+      rows = evaluate.read_csv(self._eval_csv)
+      last_eval = rows[-1] if rows else None
     now = self._clock()
-    table = info.get(constants.REPLAY_TABLE) if info else None
     with self._lock:
-      self._size = table.current_size if table is not None else None
-      if table is not None:
-        self._inserts.append((now, replay.inserted_items(table)))
+      self._size = size
+      if inserted is not None:
+        self._inserts.append((now, inserted))
       self._inserts = [p for p in self._inserts if now - p[0] <= self._window_s]
-    rows = evaluate.read_csv(self._eval_csv)
-    if rows:
-      self.last_eval = rows[-1]
+    if last_eval:
+      self.last_eval = last_eval
 
   def env_steps_per_s(self) -> Optional[float]:
     """Replay inserts per second over the window; None until two samples span time."""
@@ -220,89 +242,56 @@ def _duration(seconds: float) -> str:
   return f'{minutes}m{seconds:02d}s'
 
 
-def _pump(child: Child, status: StatusLine) -> None:
-  for raw in child.process.stdout:
-    line = raw.rstrip('\n')
-    status.observe_line(child.role, line)
-    status.print_child_line(f'[{child.role}] {line}')
-
-
-def _stop_all(children: Sequence[Child], grace_s: float = 60.0) -> None:
-  for child in children:
-    if child.process and child.process.poll() is None:
-      child.process.send_signal(signal.SIGTERM)
-  deadline = time.monotonic() + grace_s
-  for child in children:
-    if not child.process:
-      continue
-    try:
-      child.process.wait(timeout=max(deadline - time.monotonic(), 0.1))
-    except subprocess.TimeoutExpired:
-      logging.warning('local: %s ignored SIGTERM for %.0f s; killing it', child.role, grace_s)
-      child.process.kill()
-      child.process.wait()
-  for child in children:
-    if child.reader:
-      child.reader.join(timeout=5)
-
-
 def run_local(gin_files: Sequence[str], gin_bindings: Sequence[str], root_dir: str, port: int,
               num_actors: int, budget_s: float = 0.0, max_train_steps: int = 0,
               server_timeout_s: float = 300.0, out: TextIO = sys.stdout) -> int:
   """Runs the whole system locally until the target return, the budget, or Ctrl-C.
 
-  The gin config must already be loaded (to read `EvalConfig.target_return`).
+  The gin config must already be loaded (to read `EvalConfig.target_return`). The children
+  stop with the launcher whatever ends it, kill -9 included (`die_with_parent`).
 
   Returns:
     0 when the target return was reached (or, with no target, the budget or the train-step
     budget ran out); 1 when a child failed or the budget ran out first; 130 on Ctrl-C.
   """
   target = EvalConfig().target_return
-  children = commands(gin_files, gin_bindings, root_dir, port, num_actors, max_train_steps,
-                      server_timeout_s)
   status = StatusLine(out, f'localhost:{port}', os.path.join(root_dir, constants.EVAL_CSV),
                       budget_s, max_train_steps)
   interrupted = threading.Event()
   previous = signal.signal(signal.SIGINT, lambda *_: interrupted.set())
   signal.signal(signal.SIGTERM, lambda *_: interrupted.set())
-  env = dict(os.environ, PYTHONUNBUFFERED='1')
   start = time.monotonic()
   status.print_child_line(f'[local] root_dir={root_dir} port={port} actors={num_actors} '
                           f'target_return={target} budget_s={budget_s or "none"}')
-  for child in children:
-    child.process = subprocess.Popen(child.argv, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True, env=env,
-                                     start_new_session=True)
-    child.reader = threading.Thread(target=_pump, args=(child, status), daemon=True)
-    child.reader.start()
 
+  def _printer(name):
+    def _print(line):
+      status.observe_line(name, line)
+      status.print_child_line(f'[{name}] {line}')
+    return _print
+
+  children = [processes.Process(argv, name, on_line=_printer(name), die_with_parent=True)
+              for name, argv in commands(gin_files, gin_bindings, root_dir, port, num_actors,
+                                         max_train_steps, server_timeout_s)]
+  learner = children[1]
   code, reason = None, ''
   try:
     while code is None:
       time.sleep(1.0)
       status.refresh()
-      failed = [c for c in children if c.process.poll() not in (None, 0)]
+      failed = [c for c in children if c.poll() not in (None, 0)]
       if interrupted.is_set():
         code, reason = 130, 'interrupted'
-      elif failed:
-        code, reason = 1, (f'{failed[0].role} exited with status '
-                           f'{failed[0].process.returncode}')
-      elif target is not None and status.last_eval and (
-          status.last_eval['average_return'] >= target):
-        code, reason = 0, (f'eval return {status.last_eval["average_return"]:.1f} >= target '
-                           f'{target:g} at train step {int(status.last_eval["train_step"])}, '
-                           f'{int(status.last_eval["env_steps"])} env steps, '
-                           f'{time.monotonic() - start:.0f} s')
-      elif budget_s and time.monotonic() - start >= budget_s:
-        code = 1 if target is not None else 0
-        reason = f'time budget of {budget_s:g} s used up'
-      elif children[1].process.poll() == 0:
-        code = 1 if target is not None else 0
-        reason = f'learner finished its {max_train_steps} train steps'
+        break
+      result = outcome(target, status.last_eval, time.monotonic() - start, budget_s,
+                       max_train_steps, learner.poll() == 0,
+                       failed and f'{failed[0].name} exited with status {failed[0].returncode}')
+      if result:
+        code, reason = result
   finally:
     status.close()
     status.print_child_line(f'[local] stopping: {reason or "error"}')
-    _stop_all(children)
+    processes.stop_all(children)
     signal.signal(signal.SIGINT, previous)
   status.print_child_line(f'[local] done ({reason}); exit status {code}')
   return code

@@ -4,8 +4,6 @@ Every test gets a fresh gin config. Waits are bounded polls (`wait_until`), neve
 """
 
 import os
-import subprocess
-import sys
 
 import common  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
 
@@ -15,6 +13,7 @@ import pytest
 import reverb
 
 from bench import harness
+from launcher import processes
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GIN_DIR = os.path.join(REPO, 'gin')
@@ -86,21 +85,7 @@ def cartpole_server(root_dir, port):
   server.stop()
 
 
-def start_main(module: str, *args: str, log_path: str) -> subprocess.Popen:
-  """Starts `python -m module args...` from the repo root, output to `log_path`."""
-  env = dict(os.environ, PYTHONUNBUFFERED='1', CUDA_VISIBLE_DEVICES='')
-  log = open(log_path, 'w')  # pylint: disable=consider-using-with
-  return subprocess.Popen([sys.executable, '-m', module, *args], cwd=REPO, stdout=log,
-                          stderr=subprocess.STDOUT, env=env)
-
-
-def stop_process(process: subprocess.Popen, timeout_s: float = 60.0) -> int:
-  """SIGTERM, then a bounded wait (SIGKILL after `timeout_s`); returns the exit status."""
-  if process.poll() is None:
-    process.terminate()
-    try:
-      process.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-      process.kill()
-      process.wait(timeout=10)
-  return process.returncode
+def start_role(role: str, *, log_path: str, name: str = '', **flags) -> processes.Process:
+  """Starts one role's main (`processes.role_argv(role, **flags)`), output to `log_path`."""
+  return processes.Process(processes.role_argv(role, **flags), name or role, log_path=log_path,
+                           new_session=False)

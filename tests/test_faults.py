@@ -11,7 +11,6 @@ Marked `slow`.
 import os
 import re
 import shutil
-import signal
 import time
 
 import portpicker
@@ -24,8 +23,8 @@ from replay_server import server as server_lib
 from tests.conftest import CARTPOLE_GIN
 from tests.conftest import FAST_BINDINGS
 from tests.conftest import parse_gin
-from tests.conftest import start_main
-from tests.conftest import stop_process
+from launcher import processes as processes_lib
+from tests.conftest import start_role
 from tests.conftest import wait_until
 
 pytestmark = pytest.mark.slow
@@ -79,23 +78,22 @@ class Run:
 
   def start(self, role: str, *extra: str):
     self.starts[role] = self.starts.get(role, -1) + 1
-    args = [f'--gin_file={CARTPOLE_GIN}', f'--root_dir={self.root_dir}']
-    args += [f'--gin_bindings={b}' for b in self.bindings]
+    flags = dict(gin_files=[CARTPOLE_GIN], gin_bindings=self.bindings, root_dir=self.root_dir,
+                 log_path=self.log_path(role), name=role)
     if role == 'server':
-      module = 'replay_server.main'
-      args += [f'--port={self.port}', '--checkpoint_interval_s=4']
+      process = start_role('replay_server', port=self.port,
+                           extra=['--checkpoint_interval_s=4', *extra], **flags)
     else:
-      module = 'learner.main' if role == 'learner' else 'actor.main'
-      args += [f'--replay_server_address={self.address}', '--server_timeout_s=300']
+      client = dict(flags, address=self.address, server_timeout_s=300, extra=extra)
       if role.startswith('actor'):
-        args.append(f'--task={role[len("actor"):]}')
-    self.processes[role] = start_main(module, *args, *extra, log_path=self.log_path(role))
-    return self.processes[role]
+        process = start_role('actor', task=int(role[len('actor'):]), **client)
+      else:
+        process = start_role(role, **client)
+    self.processes[role] = process
+    return process
 
   def kill(self, role: str) -> None:
-    process = self.processes[role]
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=30)
+    self.processes[role].kill()
 
   def alive(self, *roles) -> bool:
     return all(self.processes[r].poll() is None for r in roles)
@@ -127,12 +125,9 @@ class Run:
     return sorted(int(m.group(1)) for n in os.listdir(directory)
                   if (m := re.fullmatch(r'ckpt-(\d+)\.index', n)))
 
-  def stop_all(self) -> None:
+  def stop_all(self):
     """SIGTERM to all at once, then a bounded wait for each; returns the exit statuses."""
-    for process in self.processes.values():
-      if process.poll() is None:
-        process.terminate()
-    return {role: stop_process(p, timeout_s=60) for role, p in self.processes.items()}
+    return processes_lib.stop_all(self.processes.values(), grace_s=60)
 
 
 @pytest.fixture(scope='module')
@@ -238,13 +233,13 @@ def test_kill_replay_server(run):
 
 
 def test_sigterm_learner_and_server_write_a_checkpoint(run):
-  stop_process(run.processes['learner'])
+  run.processes['learner'].stop()
   assert run.processes['learner'].returncode == 0, run.log('learner')[-3000:]
   final = _last_int(r'learner stopped at train step (\d+)', run.log('learner'))
   assert final is not None and final in run.learner_checkpoints()
   checkpoints_dir = os.path.join(run.root_dir, constants.REPLAY_CHECKPOINT_DIR)
   before = set(server_lib.complete_checkpoints(checkpoints_dir))
-  stop_process(run.processes['server'])
+  run.processes['server'].stop()
   assert run.processes['server'].returncode == 0, run.log('server')[-3000:]
   final_path = re.findall(r'replay_server stopped: final checkpoint (\S+)', run.log('server'))
   assert final_path and final_path[-1] in set(
@@ -259,7 +254,7 @@ def test_actors_blocked_on_a_dead_server_still_stop_on_sigterm(run):
   for actor in ('actor0', 'actor1'):
     run.processes[actor].terminate()
   for actor in ('actor0', 'actor1'):
-    assert run.processes[actor].wait(timeout=60) == 0
+    assert run.processes[actor].wait(60) == 0
     assert 'Received SIGTERM' in run.log(actor)
   print(f'\nSIGTERM to blocked actors -> exited in {time.monotonic() - start:.1f} s')
 
@@ -326,7 +321,7 @@ def test_stalls_are_logged_with_the_table_and_rate_limiter_state(tmp_path):
     # The learner repeats it rather than going quiet.
     wait_until(lambda: len(re.findall('no replay sample for', stall.log('learner'))) >= 3, 60,
                'repeated stall lines')
-    stop_process(stall.processes['learner'])
+    stall.processes['learner'].stop()
     # With no learner sampling, the ratio limiter blocks the actor's inserts past
     # min_size + error buffer.
     stall.start('actor0')

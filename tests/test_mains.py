@@ -16,13 +16,12 @@ from replay_server import server as server_lib
 from tests.conftest import CARTPOLE_GIN
 from tests.conftest import FAST_BINDINGS
 from tests.conftest import REPO
-from tests.conftest import start_main
-from tests.conftest import stop_process
+from tests.conftest import start_role
 from tests.conftest import wait_until
 
 pytestmark = pytest.mark.slow
 
-GIN_ARGS = [f'--gin_file={CARTPOLE_GIN}'] + [f'--gin_bindings={b}' for b in FAST_BINDINGS]
+GIN = dict(gin_files=[CARTPOLE_GIN], gin_bindings=FAST_BINDINGS)
 
 
 def _log(path):
@@ -31,19 +30,16 @@ def _log(path):
 
 
 def _start(role, root_dir, port, tmp_path):
-  address = f'--replay_server_address=localhost:{port}'
-  common = GIN_ARGS + [f'--root_dir={root_dir}']
   log = str(tmp_path / f'{role}.log')
   if role == 'server':
-    return start_main('replay_server.main', f'--port={port}', '--checkpoint_interval_s=0',
-                      *common, log_path=log)
+    return start_role('replay_server', port=port, root_dir=root_dir, log_path=log,
+                      extra=['--checkpoint_interval_s=0'], **GIN)
+  client = dict(GIN, root_dir=root_dir, address=f'localhost:{port}', log_path=log)
   if role == 'learner':
-    return start_main('learner.main', address, '--max_train_steps=100', *common, log_path=log)
+    return start_role('learner', extra=['--max_train_steps=100'], **client)
   if role == 'actor':
-    return start_main('actor.main', address, '--task=0', '--max_env_steps=100000', *common,
-                      log_path=log)
-  return start_main('actor.main', '--mode=eval', address, '--max_evals=2', *common,
-                    log_path=log)
+    return start_role('actor', task=0, extra=['--max_env_steps=100000'], **client)
+  return start_role('eval', extra=['--max_evals=2'], **client)
 
 
 @pytest.mark.parametrize('order', [('server', 'learner', 'actor', 'eval'),
@@ -60,8 +56,8 @@ def test_three_kinds_of_process_train_in_any_start_order(order, root_dir, port, 
               tmp_path / f'{w}.log'), 240, f'{waiting} to wait for the server')
       processes[role] = _start(role, root_dir, port, tmp_path)
     # The learner reaches its budget and exits 0 on its own.
-    assert processes['learner'].wait(timeout=600) == 0, _log(tmp_path / 'learner.log')
-    assert processes['eval'].wait(timeout=300) == 0, _log(tmp_path / 'eval.log')
+    assert processes['learner'].wait(600) == 0, _log(tmp_path / 'learner.log')
+    assert processes['eval'].wait(300) == 0, _log(tmp_path / 'eval.log')
     learner_log = _log(tmp_path / 'learner.log')
     assert 'learner stopped at train step 100' in learner_log
     rows = evaluate.read_csv(os.path.join(root_dir, constants.EVAL_CSV))
@@ -72,7 +68,7 @@ def test_three_kinds_of_process_train_in_any_start_order(order, root_dir, port, 
         lambda: 'weights_step=1' in _log(tmp_path / 'actor.log') and _log(tmp_path / 'actor.log'),
         120, 'the actor to log pulled weights')
   finally:
-    codes = {role: stop_process(p) for role, p in processes.items()}
+    codes = {role: p.stop() for role, p in processes.items()}
   # SIGTERM: the actor and the server stop cleanly; the server writes a final checkpoint.
   assert codes['actor'] == 0, _log(tmp_path / 'actor.log')
   assert codes['server'] == 0, _log(tmp_path / 'server.log')
