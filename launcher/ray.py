@@ -1,0 +1,156 @@
+r"""Runs the fleet on a Ray cluster: the replay server, the learner, N actors and eval.
+
+  python -m launcher.ray --address=HEAD:6379 --gin_file=gin/dqn_cartpole.gin --num_actors=16 \
+      --root_dir=/data/runs/cp [--server_resource=reverb_server --learner_resource=reverb_learner]
+  python -m launcher.ray --address=local ...        # a throwaway one-machine cluster, to try it
+  python -m launcher.ray attach --address=HEAD:6379 # the status view of a running fleet again
+  python -m launcher.ray scale  --address=HEAD:6379 --num_actors=32
+  python -m launcher.ray status --address=HEAD:6379 # where each role runs, its restarts
+  python -m launcher.ray stop   --address=HEAD:6379
+
+The fleet is detached (see launcher/cluster.py): Ctrl-C on `run` stops it, Ctrl-C on `attach`
+only detaches, and a `run` command that dies leaves a fleet that still ends at its budget.
+`--name` tells fleets on one cluster apart.
+"""
+
+import common  # pylint: disable=unused-import  (sets TF_USE_LEGACY_KERAS first)
+
+import json
+import signal
+import sys
+import threading
+
+from absl import app
+from absl import flags
+
+from common import config
+from common import main_utils
+from common.config import EvalConfig
+from common.errors import UserError
+
+_COMMANDS = ('run', 'attach', 'scale', 'status', 'stop')
+
+flags.DEFINE_string('address', 'local', 'Ray cluster address (HEAD:PORT, or auto); local: a '
+                    'throwaway cluster on this machine that lives as long as this command.')
+flags.DEFINE_string('name', 'fleet', 'Name of the fleet on the cluster.')
+flags.DEFINE_multi_string('gin_file', ['gin/dqn_cartpole.gin'], 'Gin files (see gin/); read '
+                          'here and shipped to the nodes.')
+flags.DEFINE_multi_string('gin_bindings', [], 'Extra gin bindings, passed to every process.')
+flags.DEFINE_string('root_dir', 'runs/dqn_cartpole', 'Run directory, on each node\'s own disk '
+                    '(or a shared filesystem).')
+flags.DEFINE_integer('num_actors', 2, 'Collect actors (run), or the new count (scale).')
+flags.DEFINE_float('budget_s', 1800.0, 'Wall-clock budget in seconds (0: none).')
+flags.DEFINE_integer('max_train_steps', 0, 'Learner train-step budget (0: none).')
+flags.DEFINE_float('server_timeout_s', 300.0, 'Passed to every client role.')
+flags.DEFINE_integer('port', 0, 'Replay server port (0: a free one on its node, kept across '
+                     'its restarts).')
+flags.DEFINE_float('learner_gpus', 0, 'GPUs the learner asks Ray for; MirroredStrategy runs '
+                   'over them.')
+flags.DEFINE_float('actor_cpus', 1, 'Logical CPUs each actor and eval ask Ray for.')
+flags.DEFINE_string('server_resource', '', 'Custom Ray resource of the node that runs the replay '
+                    'server (empty: the node running this command).')
+flags.DEFINE_string('learner_resource', '', 'Custom Ray resource of the node that runs the '
+                    'learner (empty: the node running this command).')
+flags.DEFINE_float('checkpoint_interval_s', 60.0, 'Seconds between replay checkpoints.')
+flags.DEFINE_bool('detach', False, 'run: start the fleet and return at once.')
+FLAGS = flags.FLAGS
+
+
+def _spec(cluster):
+  """The fleet's spec from the flags and the gin config (checked here first)."""
+  import ray  # pylint: disable=g-import-not-at-top
+  if FLAGS.num_actors < 0:
+    raise UserError(f'--num_actors must be >= 0, not {FLAGS.num_actors}')
+  return cluster.FleetSpec(
+      name=FLAGS.name, gin_files=cluster.gin_texts(FLAGS.gin_file),
+      gin_bindings=tuple(FLAGS.gin_bindings), root_dir=FLAGS.root_dir,
+      num_actors=FLAGS.num_actors, budget_s=FLAGS.budget_s,
+      max_train_steps=FLAGS.max_train_steps, target_return=EvalConfig().target_return,
+      server_timeout_s=FLAGS.server_timeout_s, port=FLAGS.port,
+      server_resource=FLAGS.server_resource, learner_resource=FLAGS.learner_resource,
+      launch_node_id=ray.get_runtime_context().get_node_id(),
+      learner_gpus=FLAGS.learner_gpus, actor_cpus=FLAGS.actor_cpus,
+      checkpoint_interval_s=FLAGS.checkpoint_interval_s)
+
+
+def _controller(cluster):
+  try:
+    return cluster.controller(FLAGS.name)
+  except ValueError:
+    raise UserError(f'no fleet named {FLAGS.name!r} runs on the cluster at {FLAGS.address}: '
+                    'start one with `python -m launcher.ray`, or pass its --name') from None
+
+
+def _interrupt_event() -> threading.Event:
+  event = threading.Event()
+  signal.signal(signal.SIGINT, lambda *_: event.set())
+  signal.signal(signal.SIGTERM, lambda *_: event.set())
+  return event
+
+
+def main(argv):
+  command = argv[1] if len(argv) > 1 else 'run'
+
+  def _run():
+    if command not in _COMMANDS or len(argv) > 2:
+      raise UserError(f'unknown command {" ".join(argv[1:])!r}: use one of '
+                      f'{", ".join(_COMMANDS)}')
+    # pylint: disable=g-import-not-at-top  (Ray only after the argument checks)
+    import ray
+    from launcher import cluster
+    if command == 'run':
+      config.load_gin(FLAGS.gin_file, FLAGS.gin_bindings)  # Bad input ends here, before Ray.
+      config.validated_configs()
+    needed = 2 + FLAGS.num_actors + 1  # Server, learner, actors and eval, 1 logical CPU each.
+    try:
+      cluster.connect(FLAGS.address, num_cpus=int(needed * max(FLAGS.actor_cpus, 1)))
+    except ConnectionError as e:
+      raise UserError(f'no Ray cluster answers at {FLAGS.address} ({e}): start one with '
+                      '`ray start --head`, or pass --address=local') from None
+    if command == 'run':
+      if FLAGS.address == 'local' and FLAGS.detach:
+        raise UserError('--detach needs a cluster that outlives this command: start one with '
+                        '`ray start --head` and pass its --address')
+      spec = _spec(cluster)
+      missing = cluster.missing_resources(spec)
+      if missing:
+        raise UserError(f'no node of the cluster offers the resource {missing[0]!r}: start '
+                        f'that node with `ray start --resources=\'{{"{missing[0]}": 1}}\'`, or '
+                        'leave the flag empty to use this node')
+      try:
+        cluster.controller(FLAGS.name)
+        raise UserError(f'a fleet named {FLAGS.name!r} already runs on this cluster: attach to '
+                        'it, stop it, or pick another --name')
+      except ValueError:
+        pass
+      handle = cluster.start_fleet(spec)
+      print(f'[ray] fleet {FLAGS.name} started on {FLAGS.address} '
+            f'({len(ray.nodes())} nodes)', flush=True)
+      if FLAGS.detach:
+        return 0
+      return cluster.watch(handle, FLAGS.budget_s, FLAGS.max_train_steps, sys.stdout,
+                           stop_on_interrupt=True, interrupted=_interrupt_event())
+    handle = _controller(cluster)
+    if command == 'attach':
+      spec = ray.get(handle.snapshot.remote(1 << 62))['spec']
+      return cluster.watch(handle, spec['budget_s'], spec['max_train_steps'], sys.stdout,
+                           stop_on_interrupt=False, interrupted=_interrupt_event())
+    if command == 'scale':
+      print(f'[ray] {ray.get(handle.scale.remote(FLAGS.num_actors))}', flush=True)
+      return 0
+    if command == 'status':
+      snapshot = ray.get(handle.snapshot.remote(1 << 62))
+      for name, role in sorted(snapshot['roles'].items()):
+        print(json.dumps(dict(name=name, node_ip=role['node_ip'], node_id=role['node_id'],
+                              pid=role['pid'], restarts=role['restarts'], up=role['up'],
+                              returncode=role['returncode'])), flush=True)
+      return 0
+    code, reason = cluster.stop(FLAGS.name, 'stopped by `launcher.ray stop`')
+    print(f'[ray] fleet {FLAGS.name} stopped ({reason}); exit status {code}', flush=True)
+    return 0
+
+  main_utils.exit_on_user_error(lambda: sys.exit(_run()))
+
+
+if __name__ == '__main__':
+  app.run(main)
