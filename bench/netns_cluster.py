@@ -13,6 +13,7 @@ a bridge this module creates and deletes; no traffic leaves the machine.
 import dataclasses
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -25,6 +26,15 @@ import psutil
 from bench import harness
 
 RAY = os.path.join(os.path.dirname(sys.executable), 'ray')
+
+
+def client_env(token_path: str) -> Dict[str, str]:
+  """What a process needs in its environment to join or use the cluster.
+
+  Ray reads these when it is imported, so a client process must have them set before its first
+  `import ray`.
+  """
+  return dict(RAY_USAGE_STATS_ENABLED='0', RAY_AUTH_MODE='token', RAY_AUTH_TOKEN_PATH=token_path)
 
 
 def available() -> Optional[str]:
@@ -64,9 +74,11 @@ class NetnsCluster:
     log_dir: Where each node's `ray start` output goes.
     subnet: Third octet of the 10.231.x.0/24 network (tests and benches use different ones).
     head_cpus: Logical CPUs of the head (0: it only runs the fleet's controller).
+    token_path: Where the cluster's Ray auth token is written (see `client_env`).
   """
 
-  def __init__(self, workers, disk: str, log_dir: str, subnet: int = 0, head_cpus: int = 0):
+  def __init__(self, workers, disk: str, log_dir: str, subnet: int = 0, head_cpus: int = 0,
+               token_path: Optional[str] = None):
     tag = f'{os.getpid() % 1000}x{subnet}'
     self.bridge = f'rfbr{tag}'
     self.disk = disk
@@ -77,7 +89,11 @@ class NetnsCluster:
                          netns=f'rfns{tag}n{i + 1}')
                     for i, (cpus, res) in enumerate(workers)]
     self.address = f'{self.head.ip}:{self.port}'
-    self._env = dict(os.environ, RAY_USAGE_STATS_ENABLED='0',
+    # Ray's token authentication, with a token of this cluster's own: every node and every
+    # client (`client_env`) presents it.
+    self.token_path = token_path or os.path.join(log_dir, 'auth_token')
+    self.client_env = client_env(self.token_path)
+    self._env = dict(os.environ, **self.client_env,
                      # A lost node is declared dead within seconds, not the default ~30 s.
                      RAY_health_check_period_ms='1000', RAY_health_check_failure_threshold='3',
                      RAY_health_check_initial_delay_ms='1000')
@@ -125,13 +141,17 @@ class NetnsCluster:
   def start(self, timeout_s: float = 120.0) -> 'NetnsCluster':
     """Creates the network, starts the head and the workers, waits until all are alive."""
     os.makedirs(self.log_dir, exist_ok=True)
+    with open(os.open(self.token_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), 'w') as f:
+      f.write(secrets.token_hex(32))
     self._network()
     self._ray_start(self.head)
     harness.wait_for(lambda: self._head_up(), timeout_s, 'the Ray head node')
-    for node in self.workers:
+    # One node at a time: raylets starting together on one machine race for the same socket
+    # names in the shared session directory.
+    for count, node in enumerate(self.workers, start=2):
       self._ray_start(node)
-    harness.wait_for(lambda: len(self.alive_node_ips()) == len(self.nodes), timeout_s,
-                     f'{len(self.nodes)} Ray nodes alive; logs in {self.log_dir}')
+      harness.wait_for(lambda c=count: len(self.alive_node_ips()) >= c, timeout_s,
+                       f'{count} Ray nodes alive; logs in {self.log_dir}')
     return self
 
   def _head_up(self) -> bool:

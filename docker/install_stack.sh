@@ -7,7 +7,8 @@
 #   PIP_INDEX_URL, PIP_EXTRA_INDEX_URL, PIP_TRUSTED_HOST  pip's own settings
 #   TENSORFLOW_EXTRAS  extras of the tensorflow requirement, e.g. and-cuda for the GPU image
 # Files:
-#   /tmp/stack/setup.cfg        install_requires: the direct pins (one source of truth)
+#   /tmp/stack/setup.cfg        install_requires and the ray extra: the direct pins (one source
+#                               of truth)
 #   /tmp/stack/constraints.txt  every transitive version
 #   /tmp/stack/certs/*.crt|pem  extra CA certificates (a TLS-intercepting proxy's)
 set -eu
@@ -39,7 +40,10 @@ import sys
 extras = sys.argv[1]
 config = configparser.ConfigParser()
 config.read('/tmp/stack/setup.cfg')
-for line in config['options']['install_requires'].splitlines():
+# The image serves compose, Ray and KubeRay alike: the `ray` extra is part of the stack.
+lines = (config['options']['install_requires'].splitlines()
+         + config['options.extras_require']['ray'].splitlines())
+for line in lines:
   line = line.split('#')[0].strip()
   if not line:
     continue

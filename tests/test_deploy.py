@@ -1,0 +1,120 @@
+"""Deployment files, checked offline: the pinned stack installs together, and the KubeRay
+manifest is valid Kubernetes with the placement and the network policy the README describes."""
+
+import configparser
+import importlib.metadata
+import os
+import re
+import subprocess
+import sys
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+MANIFEST = os.path.join(REPO, 'deploy', 'kubernetes', 'raycluster.yaml')
+K8S_VERSION = '1.30.0'
+_PIN = re.compile(r'^([A-Za-z0-9_.\-]+)(?:\[[^\]]*\])?==([^\s;#]+)')
+
+
+def _pins(*sections):
+  config = configparser.ConfigParser()
+  config.read(os.path.join(REPO, 'setup.cfg'))
+  pins = {}
+  for section, key in sections:
+    for line in config[section][key].splitlines():
+      match = _PIN.match(line.split('#')[0].strip())
+      if match:
+        pins[match.group(1)] = match.group(2)
+  return pins
+
+
+def _normal(name: str) -> str:
+  return re.sub(r'[-_.]+', '-', name).lower()
+
+
+def test_every_pin_is_what_is_installed_and_pip_finds_no_conflict():
+  pins = _pins(('options', 'install_requires'), ('options.extras_require', 'ray'),
+               ('options.extras_require', 'test'))
+  assert pins['ray'] == '2.60.0' and pins['tensorflow'] == '2.15.1'
+  wrong = {name: (version, importlib.metadata.version(name)) for name, version in pins.items()
+           if importlib.metadata.version(name) != version}
+  assert not wrong, f'installed versions differ from setup.cfg: {wrong}'
+  check = subprocess.run([sys.executable, '-m', 'pip', 'check'], capture_output=True, text=True,
+                         timeout=120, check=False)
+  assert check.returncode == 0, check.stdout + check.stderr
+  # Plain ray: the dashboard extra's pydantic would not resolve beside tf-agents 0.19.
+  with pytest.raises(importlib.metadata.PackageNotFoundError):
+    importlib.metadata.version('pydantic')
+
+
+def test_image_constraints_agree_with_setup_cfg():
+  with open(os.path.join(REPO, 'docker', 'constraints.txt')) as f:
+    constraints = {_normal(m.group(1)): m.group(2) for line in f
+                   if (m := _PIN.match(line.strip()))}
+  pins = _pins(('options', 'install_requires'), ('options.extras_require', 'ray'))
+  disagree = {n: (v, constraints[_normal(n)]) for n, v in pins.items()
+              if _normal(n) in constraints and constraints[_normal(n)] != v}
+  assert not disagree
+  assert constraints['ray'] == '2.60.0'
+
+
+def _documents():
+  with open(MANIFEST) as f:
+    return [d for d in yaml.safe_load_all(f) if d]
+
+
+def _pod_templates(raycluster):
+  spec = raycluster['spec']
+  yield 'head', spec['headGroupSpec']
+  for group in spec['workerGroupSpecs']:
+    yield group['groupName'], group
+
+
+def test_manifest_validates_against_the_kubernetes_schemas():
+  documents = _documents()
+  kinds = [d['kind'] for d in documents]
+  assert kinds == ['Namespace', 'RayCluster', 'NetworkPolicy']
+  for document in documents:
+    if document['apiVersion'].startswith('ray.io/'):
+      continue  # A custom resource: its pod templates are validated below.
+    kubernetes_validate.validate(document, K8S_VERSION, strict=True)
+  raycluster = documents[1]
+  for name, group in _pod_templates(raycluster):
+    template = dict(apiVersion='v1', kind='PodTemplate',
+                    metadata=dict(name=f'reverb-fleet-{name}', namespace='reverb-fleet'),
+                    template=group['template'])
+    kubernetes_validate.validate(template, K8S_VERSION, strict=True)
+
+
+def test_manifest_places_server_learner_and_actors_as_the_launcher_expects():
+  raycluster = _documents()[1]
+  assert raycluster['apiVersion'] == 'ray.io/v1'
+  assert raycluster['spec']['rayVersion'] == _pins(('options.extras_require', 'ray'))['ray']
+  groups = dict(_pod_templates(raycluster))
+  assert 'reverb_server' in groups['head']['rayStartParams']['resources']
+  learner, actors = groups['learner-gpu'], groups['actors-cpu']
+  assert 'reverb_learner' in learner['rayStartParams']['resources']
+  container = learner['template']['spec']['containers'][0]
+  assert container['resources']['limits']['nvidia.com/gpu'] == '1'
+  assert learner['rayStartParams']['num-gpus'] == '1'
+  assert actors['rayStartParams']['num-gpus'] == '0'
+  assert actors['maxReplicas'] >= actors['replicas'] >= actors['minReplicas'] >= 1
+  for name, group in groups.items():
+    pod = group['template']['spec']
+    assert pod['securityContext']['runAsNonRoot'] is True, name
+    image = pod['containers'][0]['image']
+    assert image.startswith('reverb-fleet:'), (name, image)
+    assert any(m['mountPath'] == '/data' for m in pod['containers'][0]['volumeMounts'])
+
+
+def test_network_policy_admits_only_the_fleets_own_pods():
+  policy = _documents()[2]
+  selector = {'ray.io/cluster': 'reverb-fleet'}
+  assert policy['spec']['podSelector']['matchLabels'] == selector
+  assert policy['spec']['policyTypes'] == ['Ingress']
+  sources = [peer for rule in policy['spec']['ingress'] for peer in rule['from']]
+  assert sources == [{'podSelector': {'matchLabels': selector}}]
+  assert policy['metadata']['namespace'] == _documents()[1]['metadata']['namespace']

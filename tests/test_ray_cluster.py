@@ -1,0 +1,265 @@
+"""The fleet on a real multi-node Ray cluster: placement, training, faults, scaling, clean stop.
+
+The cluster (`bench.netns_cluster`) is a Ray head in this network namespace and three worker
+nodes, each in a network namespace of its own with its own IP address and its own private disk
+at the same path. `node1` offers the `reverb_server` resource and `node2` the `reverb_learner`
+resource; actors and eval spread over the three. One fleet (`python -m launcher.ray`, DQN
+CartPole, tiny budgets) is shared by the tests of this module, in file order: each breaks one
+thing, checks that Ray put it back and that the run carried on, and leaves the run whole for
+the next. Every wait is a bounded poll; each recovery time is printed.
+
+Marked `slow` and `cluster`; skipped with the reason where network namespaces cannot be made.
+"""
+
+import os
+import re
+import signal
+import sys
+import tempfile
+import time
+
+import psutil
+import pytest
+
+from bench import netns_cluster
+from launcher import processes
+from tests.conftest import CARTPOLE_GIN
+from tests.conftest import FAST_BINDINGS
+from tests.conftest import wait_until
+
+# The shared fixtures (cluster start, eight TensorFlow processes) count towards the first test.
+pytestmark = [pytest.mark.slow, pytest.mark.cluster, pytest.mark.timeout(1800)]
+
+REASON = netns_cluster.available()
+if REASON:
+  pytestmark.append(pytest.mark.skip(reason=f'no multi-node cluster here: {REASON}'))
+
+# Ray reads its authentication settings when it is imported: set them first.
+TOKEN_PATH = os.path.join(tempfile.gettempdir(), f'rf-ray-token-{os.getpid()}')
+os.environ.update(netns_cluster.client_env(TOKEN_PATH))
+ray = pytest.importorskip('ray')
+
+FLEET = 'citest'
+NUM_ACTORS = 4
+TRAIN_TO = 200  # The stated train step the fleet must reach.
+BINDINGS = list(FAST_BINDINGS) + [
+    'ReplayConfig.samples_per_insert = None',  # Actors run free of the learner.
+    'ActorConfig.num_envs = 2',
+    'LearnerConfig.max_checkpoints_to_keep = 2',
+    'LearnerConfig.policy_export_interval = 100000',
+    'EvalConfig.target_return = None',
+    'EvalConfig.interval = 200',
+]
+START_S = 420  # Eight TensorFlow processes starting on two cores.
+RECOVER_S = 300
+
+
+class Fleet:
+  """The launch command's process, its output, and the controller seen through Ray."""
+
+  def __init__(self, cluster, tmp):
+    self.cluster = cluster
+    self.root_dir = os.path.join(cluster.disk, 'run')
+    self.log_path = os.path.join(tmp, 'launcher.log')
+    self.started_at = time.monotonic()
+    argv = [sys.executable, '-m', 'launcher.ray', f'--address={cluster.address}',
+            f'--name={FLEET}', f'--gin_file={CARTPOLE_GIN}', f'--root_dir={self.root_dir}',
+            f'--num_actors={NUM_ACTORS}', '--server_resource=reverb_server',
+            '--learner_resource=reverb_learner', '--budget_s=1800',
+            '--checkpoint_interval_s=5'] + [f'--gin_bindings={b}' for b in BINDINGS]
+    self.launcher = processes.Process(argv, 'launcher.ray', log_path=self.log_path,
+                                      new_session=False)
+    self._controller = None
+
+  def output(self) -> str:
+    return self.launcher.log_text()
+
+  def controller(self):
+    if self._controller is None:
+      from launcher import cluster  # pylint: disable=g-import-not-at-top
+      self._controller = wait_until(lambda: _try(lambda: cluster.controller(FLEET)), START_S,
+                                    'the fleet controller', detail=self.tail)
+    return self._controller
+
+  def snapshot(self):
+    return ray.get(self.controller().snapshot.remote(1 << 62), timeout=60)
+
+  def roles(self):
+    return self.snapshot()['roles']
+
+  def train_step(self) -> int:
+    steps = re.findall(r'\[learner\] .*(?:train_step=|resumed at train step )(\d+)',
+                       self.output())
+    return int(steps[-1]) if steps else 0
+
+  def inserted(self) -> int:
+    return self.snapshot()['inserted'] or 0
+
+  def tail(self) -> str:
+    return self.output()[-4000:]
+
+
+def _try(fn):
+  try:
+    return fn()
+  except Exception:  # pylint: disable=broad-except  (not there yet)
+    return None
+
+
+@pytest.fixture(scope='module')
+def cluster(tmp_path_factory):
+  tmp = tmp_path_factory.mktemp('cluster')
+  the_cluster = netns_cluster.NetnsCluster(
+      [(4, {'reverb_server': 1}), (4, {'reverb_learner': 1}), (4, {})],
+      disk=f'/tmp/rf-node-disk-{os.getpid()}', log_dir=str(tmp / 'ray'), subnet=7,
+      token_path=TOKEN_PATH)
+  try:
+    the_cluster.start()
+    yield the_cluster
+  finally:
+    the_cluster.stop()
+
+
+@pytest.fixture(scope='module')
+def fleet(cluster, tmp_path_factory):
+  the_fleet = Fleet(cluster, str(tmp_path_factory.mktemp('fleet')))
+  ray.init(address=cluster.address, namespace='reverb-fleet', log_to_driver=False)
+  try:
+    wait_until(lambda: the_fleet.train_step() > 0, START_S, 'the first train step',
+               detail=the_fleet.tail)
+    print(f'\nLAUNCH -> first train step on the 3-worker cluster: '
+          f'{time.monotonic() - the_fleet.started_at:.1f} s')
+    yield the_fleet
+  finally:
+    if the_fleet.launcher.alive():
+      subprocess_stop = processes.Process(
+          [sys.executable, '-m', 'launcher.ray', 'stop', f'--address={cluster.address}',
+           f'--name={FLEET}'], 'stop', new_session=False)
+      subprocess_stop.wait(400)
+      the_fleet.launcher.stop(60)
+    ray.shutdown()
+
+
+def _node_of(roles, name):
+  return roles[name]['node_ip']
+
+
+def test_roles_run_on_their_nodes_and_reach_the_server_by_node_ip(fleet, cluster):
+  node1, node2, node3 = (n.ip for n in cluster.workers)
+  roles = wait_until(lambda: (r := fleet.roles()) and len(r) == NUM_ACTORS + 3 and all(
+      s['up'] for s in r.values()) and r, START_S, 'every role up', detail=fleet.tail)
+  assert _node_of(roles, 'replay_server') == node1
+  assert _node_of(roles, 'learner') == node2
+  actor_nodes = {_node_of(roles, f'actor/{t}') for t in range(NUM_ACTORS)}
+  assert len(actor_nodes) >= 2 and node3 in actor_nodes, roles
+  recorded = wait_until(lambda: (f := ray.get(fleet.controller().recorded_flags.remote(),
+                                              timeout=60)) and all(f.values()) and f,
+                        START_S, 'every role to record its flags')
+  address = recorded['learner']['replay_server_address']
+  assert address.startswith(f'{node1}:'), address
+  for name, flags in recorded.items():
+    assert flags['root_dir'] == fleet.root_dir
+    if name != 'replay_server':
+      assert flags['replay_server_address'] == address, (name, flags)
+    if name.startswith('actor/'):
+      assert flags['task'] == int(name.split('/')[1])
+  # Each node wrote to its own disk: nothing of the run is on this namespace's disk, and the
+  # learner's directory exists on node2 only.
+  assert not os.path.exists(os.path.join(fleet.root_dir, 'learner'))
+  assert 'train' in cluster.list_node_dir(cluster.workers[1], f'{fleet.root_dir}/learner')
+  assert not cluster.list_node_dir(cluster.workers[2], f'{fleet.root_dir}/learner')
+
+
+def test_fleet_trains_to_the_stated_step(fleet):
+  wait_until(lambda: fleet.train_step() >= TRAIN_TO, START_S, f'train step {TRAIN_TO}',
+             detail=fleet.tail)
+  assert re.search(r'\[status\] train_step=\d+ env_steps/s=\d+', fleet.output()) or \
+      fleet.launcher.alive()
+
+
+def test_killed_actor_comes_back_with_its_task_id(fleet):
+  before = fleet.roles()['actor/1']
+  os.kill(before['pid'], signal.SIGKILL)
+  killed_at = time.monotonic()
+  after = wait_until(lambda: (r := fleet.roles()['actor/1'])['up'] and r['pid'] != before['pid']
+                     and r, RECOVER_S, 'actor/1 to come back', detail=fleet.tail)
+  assert after['restarts'] == before['restarts'] + 1
+  wait_until(lambda: len(re.findall(r'\[actor/1\] .*actor 1: collecting', fleet.output())) >= 2,
+             RECOVER_S, 'the restarted actor 1 to collect', detail=fleet.tail)
+  print(f'\nRECOVERY kill -9 actor 1 -> collecting again: {time.monotonic() - killed_at:.1f} s')
+
+
+def test_killed_learner_resumes_from_its_checkpoint(fleet, cluster):
+  learner = fleet.roles()['learner']
+  node2 = cluster.workers[1]
+  checkpoints_dir = f'{fleet.root_dir}/learner/train/checkpoints'
+  steps = wait_until(lambda: sorted(int(m.group(1)) for n in cluster.list_node_dir(
+      node2, checkpoints_dir) if (m := re.fullmatch(r'ckpt-(\d+)\.index', n))), RECOVER_S,
+                     'a learner checkpoint on node2')
+  os.kill(learner['pid'], signal.SIGKILL)
+  killed_at = time.monotonic()
+  resumed = wait_until(lambda: [int(s) for s in re.findall(
+      r'\[learner\] .*learner: resumed at train step (\d+)', fleet.output())], START_S,
+                       'the learner to resume', detail=fleet.tail)[-1]
+  assert resumed >= steps[-1] > 0
+  assert fleet.roles()['learner']['node_ip'] == node2.ip
+  wait_until(lambda: fleet.train_step() > resumed, RECOVER_S, 'the learner to train again')
+  print(f'\nRECOVERY kill -9 learner -> resumed at {resumed} (newest checkpoint before the kill '
+        f'{steps[-1]}) and training: {time.monotonic() - killed_at:.1f} s')
+
+
+def test_scale_adds_and_removes_actors_while_it_runs(fleet, cluster):
+  learner_pid, server_pid = fleet.roles()['learner']['pid'], fleet.roles()['replay_server']['pid']
+  command = [sys.executable, '-m', 'launcher.ray', 'scale', f'--address={cluster.address}',
+             f'--name={FLEET}']
+  up = processes.Process(command + [f'--num_actors={NUM_ACTORS + 1}'], 'scale', new_session=False)
+  assert up.wait(120) == 0
+  wait_until(lambda: re.search(rf'\[actor/{NUM_ACTORS}\] .*actor {NUM_ACTORS}: collecting',
+                               fleet.output()), START_S, 'the added actor to collect',
+             detail=fleet.tail)
+  down = processes.Process(command + [f'--num_actors={NUM_ACTORS}'], 'scale', new_session=False)
+  assert down.wait(200) == 0
+  roles = wait_until(lambda: (r := fleet.roles()) and f'actor/{NUM_ACTORS}' not in r and r,
+                     60, 'the removed actor to be gone')
+  assert roles['learner']['pid'] == learner_pid and roles['replay_server']['pid'] == server_pid
+
+
+def test_lost_worker_node_moves_its_actors_and_inserts_recover(fleet, cluster):
+  node3 = cluster.workers[2]
+  roles = fleet.roles()
+  moved = [n for n, s in roles.items() if s['node_ip'] == node3.ip]
+  assert moved, roles
+  cluster.kill_raylet(node3)
+  lost_at = time.monotonic()
+
+  def _back():
+    now = fleet.roles()
+    return all(now[n]['up'] and now[n]['node_ip'] != node3.ip for n in moved)
+  wait_until(_back, RECOVER_S, f'{moved} to run on the other nodes', detail=fleet.tail)
+  placed_at = time.monotonic()
+  inserted = fleet.inserted()
+  wait_until(lambda: fleet.inserted() > inserted + 500, RECOVER_S,
+             'the server\'s insert count to grow again')
+  print(f'\nRECOVERY node3 lost -> {moved} placed elsewhere in {placed_at - lost_at:.1f} s, '
+        f'inserting again after {time.monotonic() - lost_at:.1f} s')
+
+
+def test_clean_stop_leaves_no_processes(fleet, cluster):
+  stop = processes.Process([sys.executable, '-m', 'launcher.ray', 'stop',
+                            f'--address={cluster.address}', f'--name={FLEET}'], 'stop',
+                           log_path=os.path.join(os.path.dirname(fleet.log_path), 'stop.log'),
+                           new_session=False)
+  assert stop.wait(400) == 0, stop.log_text()
+  assert fleet.launcher.wait(120) is not None
+  assert 'stopped by `launcher.ray stop`' in fleet.output()
+
+  def _ours():
+    found = []
+    for proc in psutil.process_iter(['cmdline']):
+      cmdline = ' '.join(proc.info['cmdline'] or [])
+      if fleet.root_dir in cmdline and 'launcher.ray' not in cmdline:
+        found.append(cmdline)
+    return found
+  wait_until(lambda: not _ours(), 60, 'no process of the fleet left', detail=lambda: _ours())
+  wait_until(lambda: not [a for a in ray.util.list_named_actors() if a.startswith(FLEET)], 60,
+             'no named actor of the fleet left')
