@@ -27,6 +27,7 @@ from common import config as config_lib
 from common import connection
 from common import constants
 from common import environments
+from common import eval_log
 from common import replay
 from common import watchdog as watchdog_lib
 from common.config import EvalConfig
@@ -70,12 +71,7 @@ def append_csv_row(path: str, row: dict) -> None:
     os.fsync(f.fileno())
 
 
-def read_csv(path: str):
-  """Rows of an eval CSV as dicts of floats (empty if the file does not exist)."""
-  if not os.path.exists(path):
-    return []
-  with open(path, newline='') as f:
-    return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+read_csv = eval_log.read_csv  # The eval CSV's reader, beside its writer.
 
 
 def run_eval(root_dir: str, server_address: str, max_evals: int = 0,

@@ -44,11 +44,41 @@ def _inserted(address: str):
   return replay.inserted_items(info[constants.REPLAY_TABLE])
 
 
-def _rate(address: str, window_s: float) -> float:
+def _cpu_seconds():
+  """CPU seconds used so far by each kind of process on the machine."""
+  import psutil  # pylint: disable=g-import-not-at-top
+  kinds = {}
+  for proc in psutil.process_iter(['name', 'cmdline', 'cpu_times']):
+    cmdline = ' '.join(proc.info['cmdline'] or [])
+    times = proc.info['cpu_times']
+    if times is None:
+      continue
+    if re.search(r'(actor|learner|replay_server)\.main', cmdline):
+      kind = re.search(r'(actor|learner|replay_server)\.main', cmdline).group(0)
+      kind += ' --mode=eval' if '--mode=eval' in cmdline else ''
+    elif 'ray::' in (proc.info['name'] or '') or 'ray::' in cmdline:
+      kind = 'ray worker (' + (cmdline.split()[0] if cmdline else proc.info['name']) + ')'
+    elif 'ray' in cmdline or proc.info['name'] in ('raylet', 'gcs_server'):
+      kind = 'ray services'
+    elif 'launcher.' in cmdline:
+      kind = 'launch command'
+    else:
+      kind = 'other'
+    kinds[kind] = kinds.get(kind, 0.0) + times.user + times.system
+  return kinds
+
+
+def _rate(address: str, window_s: float, profile: bool = False):
   n0, t0 = _inserted(address), time.monotonic()
+  cpu0, c0 = (_cpu_seconds(), time.monotonic()) if profile else (None, None)
   time.sleep(window_s)
   n1, t1 = _inserted(address), time.monotonic()
-  return (n1 - n0) / (t1 - t0)
+  rate = (n1 - n0) / (t1 - t0)
+  if not profile:
+    return rate
+  cpu1, c1 = _cpu_seconds(), time.monotonic()
+  shares = {k: (cpu1[k] - cpu0.get(k, 0.0)) / (c1 - c0) for k in cpu1}
+  return rate, {k: round(v, 3) for k, v in sorted(shares.items(), key=lambda x: -x[1]) if v > 0.005}
 
 
 def _launch(argv, log_path):
@@ -78,6 +108,11 @@ def run_cluster(args, tmp: str):
       [(4, {'reverb_server': 1}), (4, {'reverb_learner': 1}), (4, {})], disk=disk,
       log_dir=os.path.join(tmp, 'ray'), subnet=9, token_path=token).start()
   try:
+    idle, i0 = _cpu_seconds(), time.monotonic()
+    time.sleep(20)
+    idle = {k: round((v - idle.get(k, 0.0)) / (time.monotonic() - i0), 3)
+            for k, v in _cpu_seconds().items() if v - idle.get(k, 0.0) > 0.05}
+    harness.log(f'cluster: cores used with no fleet: {idle}')
     argv = [sys.executable, '-m', 'launcher.ray', f'--address={cluster.address}',
             '--name=bench', f'--gin_file={harness.GIN["dqn_cartpole"]}',
             f'--root_dir={disk}/run', f'--num_actors={args.num_actors}',
@@ -87,8 +122,8 @@ def run_cluster(args, tmp: str):
     address = _address(process.log_text(), r'\[ray\] replay server at (\S+)')
     harness.log(f'cluster: first train step after {first_step_s:.1f} s; server {address}')
     time.sleep(args.warmup_s)
-    rate = _rate(address, args.window_s)
-    harness.log(f'cluster: {rate:,.0f} env steps/s')
+    rate, cpu = _rate(address, args.window_s, profile=True)
+    harness.log(f'cluster: {rate:,.0f} env steps/s; cores used by kind: {cpu}')
     cluster.kill_raylet(cluster.workers[2])
     lost_at = time.monotonic()
     recovered = harness.wait_for(lambda: _rate(address, 10) >= 0.9 * rate and time.monotonic(),
@@ -100,7 +135,7 @@ def run_cluster(args, tmp: str):
     from launcher import processes  # pylint: disable=g-import-not-at-top
     processes.Process(stop, 'stop', new_session=False).wait(400)
     process.stop(120)
-    return first_step_s, rate, recovery_s
+    return first_step_s, rate, recovery_s, dict(cpu, idle_cluster=idle)
   finally:
     cluster.stop()
 
@@ -113,10 +148,10 @@ def run_local(args, tmp: str):
   process, first_step_s = _launch(argv, os.path.join(tmp, 'local.log'))
   harness.log(f'local: first train step after {first_step_s:.1f} s')
   time.sleep(args.warmup_s)
-  rate = _rate(f'localhost:{port}', args.window_s)
-  harness.log(f'local: {rate:,.0f} env steps/s')
+  rate, cpu = _rate(f'localhost:{port}', args.window_s, profile=True)
+  harness.log(f'local: {rate:,.0f} env steps/s; cores used by kind: {cpu}')
   process.stop(120)
-  return first_step_s, rate
+  return first_step_s, rate, cpu
 
 
 def main(argv=None):
@@ -129,8 +164,8 @@ def main(argv=None):
   if reason:
     raise SystemExit(f'cluster_bench: cannot make the cluster here: {reason}')
   tmp = tempfile.mkdtemp(prefix='cluster_bench.')
-  local_first, local_rate = run_local(args, tmp)
-  cluster_first, cluster_rate, recovery_s = run_cluster(args, tmp)
+  local_first, local_rate, local_cpu = run_local(args, tmp)
+  cluster_first, cluster_rate, recovery_s, cluster_cpu = run_cluster(args, tmp)
   task = 'dqn_cartpole'
   harness.emit(harness.make_record('launch to first train step, 3-worker Ray cluster',
                                    cluster_first, 's', task, stock=local_first,
@@ -138,7 +173,8 @@ def main(argv=None):
   harness.emit(harness.make_record(
       f'aggregate env steps/s, {args.num_actors} actors over the worker nodes', cluster_rate,
       'env steps/s', task, stock=local_rate, versus=f'local launcher, {args.num_actors} actors',
-      target=0.9, window_s=args.window_s))
+      target=0.9, window_s=args.window_s, cores_by_kind_cluster=cluster_cpu,
+      cores_by_kind_local=local_cpu))
   harness.emit(harness.make_record('worker node lost: insert rate back at 90%', recovery_s, 's',
                                    task, higher_is_better=False))
   harness.log(f'logs in {tmp}')

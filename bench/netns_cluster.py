@@ -225,6 +225,10 @@ class NetnsCluster:
     for node in self.workers:
       subprocess.run(['ip', 'netns', 'del', node.netns], capture_output=True, check=False)
     subprocess.run(['ip', 'link', 'del', self.bridge], capture_output=True, check=False)
-    for node in self.workers:
-      subprocess.run(['ip', 'link', 'del', f'{self.bridge}v{self.workers.index(node) + 1}'],
-                     capture_output=True, check=False)
+    for i in range(len(self.workers)):
+      subprocess.run(['ip', 'link', 'del', f'{self.bridge}v{i + 1}'], capture_output=True,
+                     check=False)
+    try:
+      os.rmdir(self.disk)  # The mount point; each node's files were on its own tmpfs.
+    except OSError:
+      pass

@@ -34,6 +34,7 @@ import collections
 import dataclasses
 import json
 import os
+import socket
 import threading
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -43,12 +44,13 @@ import ray
 from ray.util import scheduling_strategies
 
 from common import constants
-from launcher import local
 from launcher import processes
+from launcher import status as status_lib
 
 NAMESPACE = 'reverb-fleet'
 _LINES_KEPT = 20000  # Output lines the controller keeps for a (re)attaching launch command.
-_POLL_S = 1.0
+_POLL_S = 1.0  # Seconds between the controller's polls of its roles (and the watch's).
+_SAMPLE_S = 5.0  # Seconds between reads of the replay table and the eval CSV.
 _CALL_TIMEOUT_S = 10.0
 _LINGER_S = 300.0  # How long a finished controller waits for a launch command to read it.
 
@@ -223,8 +225,8 @@ class RoleProcess:
 
   def last_eval(self) -> Optional[Dict[str, float]]:
     """The newest row of the eval CSV on this node (eval only)."""
-    from actor import evaluate  # pylint: disable=g-import-not-at-top
-    rows = evaluate.read_csv(os.path.join(self._spec.root_dir, constants.EVAL_CSV))
+    from common import eval_log  # pylint: disable=g-import-not-at-top
+    rows = eval_log.read_csv(os.path.join(self._spec.root_dir, constants.EVAL_CSV))
     return rows[-1] if rows else None
 
   def stop(self, grace_s: float = 60.0) -> Optional[int]:
@@ -254,6 +256,7 @@ class FleetController:
     self._stop_request: Optional[str] = None
     self._last_eval = None
     self._table = (None, None)
+    self._client = None
     self._stopped = threading.Event()
     self._delivered = threading.Event()
     threading.Thread(target=self._supervise, daemon=True, name='supervise').start()
@@ -337,9 +340,16 @@ class FleetController:
       self._state[name] = state
 
   def _sample(self) -> None:
-    from common import connection  # pylint: disable=g-import-not-at-top
-    from common import replay  # pylint: disable=g-import-not-at-top
-    info = connection.probe(self._address, timeout_s=1) if self._address else None
+    """Reads the replay table's counters and the newest eval row (every `_SAMPLE_S`)."""
+    # pylint: disable=g-import-not-at-top  (Reverb and TensorFlow in the controller only)
+    import reverb
+    from common import replay
+    if self._address and self._client is None:
+      self._client = reverb.Client(self._address)
+    try:
+      info = self._client.server_info(timeout=2) if self._client else None
+    except Exception:  # pylint: disable=broad-except  (down or restarting: no figures now)
+      info = None
     table = info.get(constants.REPLAY_TABLE) if info else None
     self._table = ((int(table.current_size), replay.inserted_items(table))
                    if table is not None else (None, None))
@@ -353,19 +363,25 @@ class FleetController:
   def _supervise(self) -> None:
     try:
       self._start_fleet()
+      sampled_at = -float('inf')
       while self._done is None:
+        started = time.monotonic()
         self._poll_roles()
-        self._sample()
+        if started - sampled_at >= _SAMPLE_S:
+          self._sample()
+          sampled_at = started
         elapsed = time.monotonic() - self._start
         fatal = next((s['fatal'] for s in self._state.values() if s.get('fatal')), None)
         learner = self._state.get('learner') or {}
-        result = local.outcome(self._spec.target_return, self._last_eval, elapsed,
-                               self._spec.budget_s, self._spec.max_train_steps,
-                               learner.get('returncode') == 0, fatal)
+        result = status_lib.outcome(self._spec.target_return, self._last_eval, elapsed,
+                                    self._spec.budget_s, self._spec.max_train_steps,
+                                    learner.get('returncode') == 0, fatal)
         if self._stop_request:
           result = (130, self._stop_request)
         if result:
           self._finish(*result)
+        else:
+          time.sleep(max(_POLL_S - (time.monotonic() - started), 0.0))
     except Exception as e:  # pylint: disable=broad-except  (the run must still stop its roles)
       logging.exception('fleet controller failed')
       self._finish(1, f'fleet controller failed: {type(e).__name__}: {e}')
@@ -460,13 +476,42 @@ class FleetController:
 # ---- the launch command's side ------------------------------------------------------------------
 
 
-def connect(address: str, num_cpus: int = 0) -> None:
+def wait_for_port(address: str, timeout_s: float, log_every_s: float = 10.0) -> None:
+  """Polls a TCP connect to `host:port` until it succeeds, logging while it waits.
+
+  Raises:
+    ConnectionError: nothing accepted a connection within `timeout_s`.
+  """
+  host, _, port = address.rpartition(':')
+  start, last_log = time.monotonic(), time.monotonic()
+  while True:
+    try:
+      with socket.create_connection((host, int(port)), timeout=2):
+        return
+    except OSError as e:
+      error = e
+    waited = time.monotonic() - start
+    if waited >= timeout_s:
+      raise ConnectionError(f'nothing answered within {timeout_s:g} s: {error}')
+    if time.monotonic() - last_log >= log_every_s:
+      print(f'[ray] waiting for the Ray cluster at {address} ({waited:.0f} s so far, deadline '
+            f'{timeout_s:g} s)', flush=True)
+      last_log = time.monotonic()
+    time.sleep(1.0)
+
+
+def connect(address: str, num_cpus: int = 0, timeout_s: float = 60.0) -> None:
   """Connects to the cluster at `address`; `local` starts a throwaway one on this machine.
+
+  A `host:port` address is first polled with plain TCP connects for up to `timeout_s` (Ray's
+  own connect retries for minutes without a word).
 
   Raises:
     ConnectionError: no cluster answers at `address`.
   """
   os.environ.setdefault('RAY_USAGE_STATS_ENABLED', '0')
+  if ':' in address:
+    wait_for_port(address, timeout_s)
   if address == 'local':
     ray.init(num_cpus=num_cpus or None, namespace=NAMESPACE, include_dashboard=False,
              log_to_driver=False)
@@ -512,7 +557,7 @@ def watch(handle, budget_s: float, max_train_steps: int, out, stop_on_interrupt:
   def _sampler():
     return snapshot.get('size'), snapshot.get('inserted'), snapshot.get('last_eval')
 
-  status = local.StatusLine(out, '', '', budget_s, max_train_steps, sampler=_sampler)
+  status = status_lib.StatusLine(out, '', '', budget_s, max_train_steps, sampler=_sampler)
   interrupted = interrupted or threading.Event()
   while True:
     try:

@@ -7,24 +7,17 @@ learner and the replay server write their final checkpoints.
 """
 
 import os
-import re
-import shutil
 import signal
 import sys
 import threading
 import time
-from typing import Callable, List, Optional, Sequence, TextIO, Tuple
+from typing import List, Sequence, TextIO, Tuple
 
-from absl import logging
-
-from actor import evaluate
-from common import connection
 from common import constants
-from common import replay
 from common.config import EvalConfig
 from launcher import processes
-
-_STEP_PATTERNS = (re.compile(r'train_step=(\d+)'), re.compile(r'Step: (\d+),'))
+from launcher.status import StatusLine
+from launcher.status import outcome
 
 
 def commands(gin_files: Sequence[str], gin_bindings: Sequence[str], root_dir: str, port: int,
@@ -40,206 +33,6 @@ def commands(gin_files: Sequence[str], gin_bindings: Sequence[str], root_dir: st
     children.append((f'actor/{task}', processes.role_argv('actor', task=task, **client)))
   children.append(('eval', processes.role_argv('eval', **client)))
   return children
-
-
-def outcome(target: Optional[float], last_eval: Optional[dict], elapsed_s: float,
-            budget_s: float, max_train_steps: int, learner_finished: bool,
-            failure: Optional[str]) -> Optional[Tuple[int, str]]:
-  """Whether a run is over, as (exit status, reason), or None while it goes on.
-
-  The rules every launcher applies: a failed process ends the run with 1; reaching the target
-  return ends it with 0; the time budget, or the learner finishing its train steps, ends it with
-  0 when the task has no target and 1 when it has one (the target was missed).
-  """
-  if failure:
-    return 1, failure
-  if target is not None and last_eval and last_eval['average_return'] >= target:
-    return 0, (f'eval return {last_eval["average_return"]:.1f} >= target {target:g} at train '
-               f'step {int(last_eval["train_step"])}, {int(last_eval["env_steps"])} env steps, '
-               f'{elapsed_s:.0f} s')
-  if budget_s and elapsed_s >= budget_s:
-    return (1 if target is not None else 0), f'time budget of {budget_s:g} s used up'
-  if learner_finished:
-    return (1 if target is not None else 0), f'learner finished its {max_train_steps} train steps'
-  return None
-
-
-class StatusLine:
-  """Progress of a local run: one live line on a terminal, plain `[status]` lines otherwise.
-
-  The line shows the train step (from the learner's log lines), env steps/s (replay inserts per
-  second over the last `window_s`), the replay size, the last eval return and the train step it
-  was measured at, the elapsed time (against the budget, when there is one) and the ETA: the
-  time until the budget or the train-step budget ends the run, whichever comes first.
-
-  On a terminal (`out.isatty()`) `refresh()` redraws the line in place. A child's output line
-  clears it, is printed, and the line is drawn again below it, so the live line stays last. It
-  is cut to the terminal's width, because a wrapped line cannot be redrawn in place. Elsewhere
-  (a pipe, a log file, CI) `refresh()` prints `[status] <line>` every `plain_interval_s`.
-  `close()` prints the final state as a permanent line in both modes.
-  """
-
-  def __init__(self, out: TextIO, address: str, eval_csv: str, budget_s: float,
-               max_train_steps: int, plain_interval_s: float = 30.0, window_s: float = 10.0,
-               clock: Callable[[], float] = time.monotonic, width: Optional[int] = None,
-               sampler: Optional[Callable[[], Tuple]] = None):
-    """Args: `clock` (seconds) and `width` (columns; None asks the terminal) are for tests.
-
-    `sampler`, when given, replaces the local reads of the server and the eval CSV: it returns
-    (replay size or None, items inserted or None, newest eval row or None), as the Ray launcher
-    gets them from inside the cluster.
-    """
-    self._sampler = sampler
-    self._out = out
-    isatty = getattr(out, 'isatty', None)
-    self._tty = bool(isatty and isatty())
-    self._address = address
-    self._eval_csv = eval_csv
-    self._budget_s = budget_s
-    self._max_train_steps = max_train_steps
-    self._plain_interval_s = plain_interval_s
-    self._window_s = window_s
-    self._clock = clock
-    self._width = width
-    self._start = clock()
-    self._last_plain = self._start
-    self._lock = threading.Lock()
-    self._live = ''  # The live line now on the terminal ('' when none is drawn).
-    self._closed = False
-    self._first_step = None  # (time, train step) when a train step was first seen.
-    self._inserts = []  # (time, items inserted) samples within the rate window.
-    self._size = None  # Replay table size at the last sample (None: server not answering).
-    self.train_step = 0
-    self.last_eval = None
-
-  @property
-  def is_tty(self) -> bool:
-    return self._tty
-
-  def observe_line(self, role: str, line: str) -> None:
-    """Takes the train step from a learner log line."""
-    if role != 'learner':
-      return
-    for pattern in _STEP_PATTERNS:
-      match = pattern.search(line)
-      if match:
-        step = int(match.group(1))
-        with self._lock:
-          if self._first_step is None:
-            self._first_step = (self._clock(), step)
-          self.train_step = max(self.train_step, step)
-
-  def print_child_line(self, text: str) -> None:
-    """Prints one line of output, keeping the live status line (if any) below it."""
-    with self._lock:
-      if self._live:
-        self._out.write('\r\x1b[K')
-      self._out.write(text + '\n')
-      if self._live:
-        self._out.write(self._live)
-      self._out.flush()
-
-  def sample(self) -> None:
-    """Reads the replay table's size and insert count and the newest eval row."""
-    if self._sampler is not None:
-      size, inserted, last_eval = self._sampler()
-    else:
-      info = connection.probe(self._address, timeout_s=1)
-      table = info.get(constants.REPLAY_TABLE) if info else None
-      size = table.current_size if table is not None else None
-      inserted = replay.inserted_items(table) if table is not None else None
-      rows = evaluate.read_csv(self._eval_csv)
-      last_eval = rows[-1] if rows else None
-    now = self._clock()
-    with self._lock:
-      self._size = size
-      if inserted is not None:
-        self._inserts.append((now, inserted))
-      self._inserts = [p for p in self._inserts if now - p[0] <= self._window_s]
-    if last_eval:
-      self.last_eval = last_eval
-
-  def env_steps_per_s(self) -> Optional[float]:
-    """Replay inserts per second over the window; None until two samples span time."""
-    if len(self._inserts) < 2 or self._inserts[-1][0] <= self._inserts[0][0]:
-      return None
-    (t0, n0), (t1, n1) = self._inserts[0], self._inserts[-1]
-    return max(n1 - n0, 0) / (t1 - t0)
-
-  def eta_s(self) -> Optional[float]:
-    """Seconds until the budget or the train-step budget ends the run; None if unbounded."""
-    now = self._clock()
-    candidates = []
-    if self._budget_s:
-      candidates.append(max(self._budget_s - (now - self._start), 0.0))
-    if self._max_train_steps and self._first_step is not None:
-      t0, step0 = self._first_step
-      if self.train_step >= self._max_train_steps:
-        candidates.append(0.0)
-      elif self.train_step > step0 and now > t0:
-        # Measured since this run first logged a step, so a resumed run is not flattered.
-        rate = (self.train_step - step0) / (now - t0)
-        candidates.append((self._max_train_steps - self.train_step) / rate)
-    return min(candidates) if candidates else None
-
-  def text(self) -> str:
-    """The status line, from the last `sample()`."""
-    elapsed = self._clock() - self._start
-    rate = self.env_steps_per_s()
-    size = self._size
-    last = self.last_eval
-    eval_text = (f'{last["average_return"]:.1f}@{int(last["train_step"])}' if last else '-')
-    parts = [f'train_step={self.train_step}',
-             f'env_steps/s={rate:.0f}' if rate is not None else 'env_steps/s=?',
-             f'replay_size={size if size is not None else "?"}',
-             f'eval_return={eval_text}',
-             f'elapsed={_duration(elapsed)}'
-             + (f'/{_duration(self._budget_s)}' if self._budget_s else '')]
-    eta = self.eta_s()
-    if eta is not None:
-      parts.append(f'ETA={_duration(eta)}')
-    return ' '.join(parts)
-
-  def refresh(self) -> None:
-    """Samples and shows the line (on a terminal: always; otherwise: when a line is due)."""
-    if self._closed:
-      return
-    self.sample()
-    text = self.text()
-    with self._lock:
-      if self._tty:
-        width = self._width or shutil.get_terminal_size((120, 24)).columns
-        self._live = text[:max(width - 1, 1)]
-        self._out.write('\r\x1b[K' + self._live)
-        self._out.flush()
-      elif self._clock() - self._last_plain >= self._plain_interval_s:
-        self._out.write(f'[status] {text}\n')
-        self._out.flush()
-        self._last_plain = self._clock()
-
-  def close(self) -> None:
-    """Prints the final state as a permanent `[status]` line and stops the live line."""
-    if self._closed:
-      return
-    self.sample()
-    text = self.text()
-    with self._lock:
-      if self._live:
-        self._out.write('\r\x1b[K')
-      self._live = ''
-      self._closed = True
-      self._out.write(f'[status] {text}\n')
-      self._out.flush()
-
-
-def _duration(seconds: float) -> str:
-  """4m05s, or 1h02m03s from an hour on."""
-  seconds = int(round(seconds))
-  hours, rest = divmod(seconds, 3600)
-  minutes, seconds = divmod(rest, 60)
-  if hours:
-    return f'{hours}h{minutes:02d}m{seconds:02d}s'
-  return f'{minutes}m{seconds:02d}s'
 
 
 def run_local(gin_files: Sequence[str], gin_bindings: Sequence[str], root_dir: str, port: int,

@@ -12,6 +12,7 @@ from absl import app
 from absl import flags
 import portpicker
 
+from common import builders  # noqa: F401  pylint: disable=unused-import  (registers gin configurables)
 from common import config
 from common import main_utils
 from launcher import local

@@ -33,6 +33,8 @@ _COMMANDS = ('run', 'attach', 'scale', 'status', 'stop')
 flags.DEFINE_string('address', 'local', 'Ray cluster address (HEAD:PORT, or auto); local: a '
                     'throwaway cluster on this machine that lives as long as this command.')
 flags.DEFINE_string('name', 'fleet', 'Name of the fleet on the cluster.')
+flags.DEFINE_float('connect_timeout_s', 60.0, 'Deadline for reaching the Ray cluster at '
+                   '--address.')
 flags.DEFINE_multi_string('gin_file', ['gin/dqn_cartpole.gin'], 'Gin files (see gin/); read '
                           'here and shipped to the nodes.')
 flags.DEFINE_multi_string('gin_bindings', [], 'Extra gin bindings, passed to every process.')
@@ -99,11 +101,13 @@ def main(argv):
     import ray
     from launcher import cluster
     if command == 'run':
+      from common import builders  # noqa: F401  pylint: disable=unused-import  (gin configurables)
       config.load_gin(FLAGS.gin_file, FLAGS.gin_bindings)  # Bad input ends here, before Ray.
       config.validated_configs()
     needed = 2 + FLAGS.num_actors + 1  # Server, learner, actors and eval, 1 logical CPU each.
     try:
-      cluster.connect(FLAGS.address, num_cpus=int(needed * max(FLAGS.actor_cpus, 1)))
+      cluster.connect(FLAGS.address, num_cpus=int(needed * max(FLAGS.actor_cpus, 1)),
+                      timeout_s=FLAGS.connect_timeout_s)
     except ConnectionError as e:
       raise UserError(f'no Ray cluster answers at {FLAGS.address} ({e}): start one with '
                       '`ray start --head`, or pass --address=local') from None

@@ -236,3 +236,28 @@ def test_learner_on_a_checkpoint_of_another_network(tmp_path, tf_budget_s):
   after = sorted(os.path.relpath(os.path.join(d, f), root)
                  for d, _, files in os.walk(root) for f in files)
   assert after == before  # Nothing new, nothing removed.
+
+
+# ---- The Ray launcher: refused before any fleet exists, one line each. ----------------------
+
+_RAY_CASES = {
+    'unknown command': (['frobnicate'], ['unknown command', 'frobnicate', 'use one of']),
+    'unknown binding': (['--gin_bindings=Nope.x = 1'], ['bad gin config', 'Nope']),
+    'unreachable cluster': (['--address=127.0.0.1:{free}', '--connect_timeout_s=2'],
+                            ['no Ray cluster answers at 127.0.0.1:', 'ray start --head']),
+    'no such fleet to scale': (['scale', '--address=local', '--name=nosuchfleet'],
+                               ["no fleet named 'nosuchfleet'", '--name']),
+    'a pinning resource no node offers': (
+        ['--address=local', '--server_resource=no_such_node'],
+        ["resource 'no_such_node'", 'ray start --resources']),
+}
+
+
+@pytest.mark.parametrize('case', list(_RAY_CASES), ids=list(_RAY_CASES))
+def test_ray_launcher_refuses_bad_input(case, fresh_root, tf_budget_s):
+  pytest.importorskip('ray')
+  args, expected = _RAY_CASES[case]
+  args = [a.replace('{free}', str(portpicker.pick_unused_port())) for a in args]
+  # A throwaway local Ray cluster takes seconds to start (and to stop) on top of the imports.
+  budget = tf_budget_s + (30 if '--address=local' in args else 0)
+  _assert_refused('launcher.ray', GIN + args, fresh_root, budget, *expected)

@@ -118,6 +118,8 @@ def cluster(tmp_path_factory):
     yield the_cluster
   finally:
     the_cluster.stop()
+    if os.path.exists(TOKEN_PATH):
+      os.remove(TOKEN_PATH)
 
 
 @pytest.fixture(scope='module')

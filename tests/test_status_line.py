@@ -10,7 +10,7 @@ import os
 from actor import collect
 from actor import evaluate
 from common import constants
-from launcher import local
+from launcher import status as status_lib
 
 
 class _Terminal(io.StringIO):
@@ -32,7 +32,7 @@ class _Clock:
 def _status(out, address, root_dir, clock, **kwargs):
   kwargs.setdefault('budget_s', 600.0)
   kwargs.setdefault('max_train_steps', 0)
-  return local.StatusLine(out, address, os.path.join(root_dir, constants.EVAL_CSV),
+  return status_lib.StatusLine(out, address, os.path.join(root_dir, constants.EVAL_CSV),
                           clock=clock, **kwargs)
 
 
@@ -131,5 +131,5 @@ def test_status_without_a_server_shows_unknowns(root_dir, port):
 
 
 def test_durations_read_as_minutes_and_hours():
-  assert local._duration(5) == '0m05s'  # pylint: disable=protected-access
-  assert local._duration(3723) == '1h02m03s'  # pylint: disable=protected-access
+  assert status_lib._duration(5) == '0m05s'  # pylint: disable=protected-access
+  assert status_lib._duration(3723) == '1h02m03s'  # pylint: disable=protected-access

@@ -1,0 +1,111 @@
+"""launcher/processes.py and launcher/status.py: every role's command line, bounded stops of
+real child processes, the parent-death signal, and when a run is over."""
+
+import os
+import signal
+import sys
+import time
+
+import pytest
+
+from launcher import processes
+from launcher import status
+from tests.conftest import wait_until
+
+
+def test_role_argv_spells_each_roles_flags_once():
+  shared = dict(gin_files=['g.gin'], gin_bindings=['A.b = 1'], root_dir='/r')
+  assert processes.role_argv('replay_server', port=9, **shared) == [
+      sys.executable, '-m', 'replay_server.main', '--gin_file=g.gin', '--gin_bindings=A.b = 1',
+      '--root_dir=/r', '--port=9']
+  assert processes.role_argv('actor', task=3, address='10.0.0.1:9', server_timeout_s=30,
+                             **shared)[2:] == [
+      'actor.main', '--mode=collect', '--gin_file=g.gin', '--gin_bindings=A.b = 1',
+      '--root_dir=/r', '--replay_server_address=10.0.0.1:9', '--server_timeout_s=30',
+      '--task=3']
+  assert processes.role_argv('eval', address='h:1', extra=['--max_evals=2'])[2:] == [
+      'actor.main', '--mode=eval', '--replay_server_address=h:1', '--max_evals=2']
+  assert processes.module_argv('learner') == ['-m', 'learner.main']
+
+
+@pytest.mark.parametrize('role, flags, message', [
+    ('trainer', {}, "unknown role 'trainer'"),
+    ('replay_server', {'address': 'h:1'}, 'takes --port'),
+    ('learner', {'port': 9}, "--port is the replay server's flag"),
+    ('learner', {'task': 1}, "--task is an actor's flag"),
+])
+def test_role_flags_refuse_flags_the_role_does_not_have(role, flags, message):
+  with pytest.raises(processes.RoleError, match=message):
+    processes.role_flags(role, **flags)
+
+
+_IGNORES_SIGTERM = ('import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); '
+                    'print("ready", flush=True); time.sleep(600)')
+
+
+def test_stop_kills_a_child_that_ignores_sigterm_within_the_grace(tmp_path):
+  lines = []
+  child = processes.Process([sys.executable, '-c', _IGNORES_SIGTERM], 'stubborn',
+                            log_path=str(tmp_path / 'out.log'), on_line=lines.append)
+  wait_until(lambda: 'ready' in lines, 60, 'the child to start')
+  start = time.monotonic()
+  code = child.stop(grace_s=1.0)
+  assert code == -signal.SIGKILL
+  assert time.monotonic() - start < 20
+  assert 'ready' in child.log_text()  # The log file got the same lines as the callback.
+
+
+def test_stop_all_signals_everyone_before_waiting():
+  children = [processes.Process([sys.executable, '-c', 'import time; time.sleep(600)'],
+                                f'sleeper{i}') for i in range(3)]
+  start = time.monotonic()
+  codes = processes.stop_all(children, grace_s=30)
+  assert codes == {f'sleeper{i}': -signal.SIGTERM for i in range(3)}
+  assert time.monotonic() - start < 20
+
+
+def test_a_main_started_with_die_with_parent_stops_when_its_parent_is_killed(tmp_path):
+  # The parent is a real process that starts the child through Process and then waits; the
+  # child blocks the stop signals and asks for the parent-death signal as every main does.
+  child_code = ('import common.main_utils as m, signal, time; m.block_stop_signals(); '
+                'print("child ready", flush=True); '
+                'signal.sigwait({signal.SIGTERM}); print("child got SIGTERM", flush=True)')
+  parent_code = ('import sys; from launcher import processes; '
+                 f'p = processes.Process([sys.executable, "-c", {child_code!r}], "child", '
+                 f'log_path={str(tmp_path / "child.log")!r}, die_with_parent=True); '
+                 'print(p.pid, flush=True); p.wait()')
+  parent = processes.Process([sys.executable, '-c', parent_code], 'parent',
+                             log_path=str(tmp_path / 'parent.log'))
+  child_log = tmp_path / 'child.log'
+  wait_until(lambda: child_log.exists() and 'child ready' in child_log.read_text(), 60,
+             'the child to start')
+  child_pid = int(parent.log_text().split()[0])
+  parent.kill()  # kill -9: the parent gets no chance to stop its child.
+  wait_until(lambda: 'child got SIGTERM' in child_log.read_text(), 30,
+             'the child to get SIGTERM from the kernel')
+  wait_until(lambda: not _alive(child_pid), 30, 'the child to exit')
+
+
+def _alive(pid):
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  with open(f'/proc/{pid}/stat') as f:
+    return f.read().split()[2] != 'Z'
+
+
+@pytest.mark.parametrize('args, expected', [
+    # target, last eval, elapsed, budget, max steps, learner finished, failure
+    ((195.0, None, 10, 100, 0, False, None), None),
+    ((195.0, {'average_return': 200.0, 'train_step': 5, 'env_steps': 9}, 10, 100, 0, False,
+      None), 0),
+    ((195.0, None, 100, 100, 0, False, None), 1),
+    ((None, None, 100, 100, 0, False, None), 0),
+    ((None, None, 10, 0, 60, True, None), 0),
+    ((195.0, None, 10, 0, 60, True, None), 1),
+    ((None, None, 10, 0, 0, False, 'learner exited with status 1'), 1),
+])
+def test_outcome_rules(args, expected):
+  result = status.outcome(*args)
+  assert (result and result[0]) == expected if expected is not None else result is None
