@@ -22,6 +22,7 @@ Needs root (network namespaces); `ray` installed (`pip install -e '.[ray]'`).
 import argparse
 import os
 import re
+import signal
 import sys
 import tempfile
 import time
@@ -163,6 +164,8 @@ def main(argv=None):
   reason = netns_cluster.available()
   if reason:
     raise SystemExit(f'cluster_bench: cannot make the cluster here: {reason}')
+  # SIGTERM unwinds like Ctrl-C, so the cluster's nodes and namespaces are removed.
+  signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
   tmp = tempfile.mkdtemp(prefix='cluster_bench.')
   local_first, local_rate, local_cpu = run_local(args, tmp)
   cluster_first, cluster_rate, recovery_s, cluster_cpu = run_cluster(args, tmp)

@@ -4,8 +4,9 @@ Per item layout (DQN CartPole and SAC HalfCheetah from their gin files, and an A
 84x84x4 uint8 observation with a discrete action), one real Reverb server runs in a process of
 its own with a uniform FIFO table of that signature. M writers (M = 1, 4, 16, 64 by default;
 threads spread over up to 4 writer processes) insert 2-step items with stride 1, as actors do,
-flushing every `FLUSH_EVERY` items (an actor's writer keeps at most 32 unconfirmed); the time of
-that flush is the insert latency (create_item to the server's confirmation). At the same time
+through the actor's own `replay.BatchedTrajectoryObserver` (which keeps at most 32 items
+unconfirmed); every `FLUSH_EVERY` steps a writer flushes, and the time from that step's write to
+the server's confirmation of every item is the insert latency. At the same time
 one process samples through the learner's dataset (`replay.make_dataset`, the task's batch).
 
 Reported per task and M: inserts/s and samples/s (the server's own counters over the window),
@@ -67,35 +68,35 @@ def _serve(task: str, port: int, ready, stop) -> None:
 
 
 def _write(task: str, address: str, threads: int, seconds: float, results) -> None:
+  """`threads` writers, each the actor's own `BatchedTrajectoryObserver` over one environment."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   import reverb  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from common import constants  # pylint: disable=g-import-not-at-top
-  spec = collect_data_spec(task)
-  steps = harness.synthetic_steps(spec, 64)
-  rows = [tf.nest.map_structure(lambda x, i=i: x[i], steps) for i in range(64)]
+  from common import replay  # pylint: disable=g-import-not-at-top
+  steps = harness.synthetic_steps(collect_data_spec(task), 64)
+  flat_rows = [[np.asarray(x[i])[np.newaxis] for x in tf.nest.flatten(steps)]
+               for i in range(64)]
+  mid = np.array([False])
   client = reverb.Client(address)
   latencies, counts = [], []
   start_at = time.monotonic() + 1.0  # Every thread starts at once.
 
   def _one(seed):
     rng = np.random.default_rng(seed)
+    observer = replay.BatchedTrajectoryObserver(client, 1, 2)
     count, mine = 0, []
-    with client.trajectory_writer(num_keep_alive_refs=3, validate_items=False) as writer:
-      writer.append(rows[0])
-      time.sleep(max(start_at - time.monotonic(), 0))
-      end = start_at + seconds
-      while time.monotonic() < end:
-        writer.append(rows[int(rng.integers(64))])
-        t0 = time.monotonic()
-        writer.create_item(constants.REPLAY_TABLE, 1.0,
-                           tf.nest.map_structure(lambda c: c[-2:], writer.history))
-        count += 1
-        if count % FLUSH_EVERY == 0:
-          writer.flush()
-          mine.append(time.monotonic() - t0)
-      writer.flush()
-    counts.append(count)
+    time.sleep(max(start_at - time.monotonic(), 0))
+    end = start_at + seconds
+    while time.monotonic() < end:
+      t0 = time.monotonic()
+      observer.write(flat_rows[int(rng.integers(64))], mid)
+      count += 1
+      if count % FLUSH_EVERY == 0:
+        observer.flush()
+        mine.append(time.monotonic() - t0)
+    observer.flush()
+    observer.close()
+    counts.append(count - 1)  # The first step of a writer makes no item.
     latencies.extend(mine)
 
   workers = [threading.Thread(target=_one, args=(i,)) for i in range(threads)]
@@ -106,14 +107,12 @@ def _write(task: str, address: str, threads: int, seconds: float, results) -> No
   results.put((sum(counts), latencies))
 
 
-def _sample(task: str, address: str, stop, results) -> None:
+def _sample(task: str, address: str, stop) -> None:
+  """The learner's dataset, drawn as fast as it goes until `stop` (the server counts samples)."""
   from common import replay  # pylint: disable=g-import-not-at-top
   iterator = iter(replay.make_dataset(address, collect_data_spec(task), BATCH[task], 2, 60000))
-  batches = 0
   while not stop.is_set():
     next(iterator)
-    batches += 1
-  results.put(batches)
 
 
 def _table(address: str):
@@ -133,9 +132,7 @@ def bench_task(task: str, writer_counts, window_s: float):
   server.start()
   if not ready.wait(300):
     raise TimeoutError(f'{task}: the replay server did not start in 300 s')
-  sample_results = context.Queue()
-  sampler = context.Process(target=_sample, args=(task, address, stop_sampler, sample_results),
-                            daemon=True)
+  sampler = context.Process(target=_sample, args=(task, address, stop_sampler), daemon=True)
   best = 0.0
   try:
     for m in writer_counts:
@@ -183,12 +180,13 @@ def bench_task(task: str, writer_counts, window_s: float):
                   f'{pct(0.99):.1f} ms')
   finally:
     stop_sampler.set()
+    sampler.join(timeout=10)  # Blocked in a sample for good once the writers are gone.
+    if sampler.is_alive():
+      sampler.kill()
     stop.set()
-    sampler.join(timeout=30)
     server.join(timeout=30)
-    for p in (sampler, server):
-      if p.is_alive():
-        p.kill()
+    if server.is_alive():
+      server.kill()
   actors = best / ACTOR_RATE[task]
   harness.emit(harness.make_record('actors one server feeds', actors, 'actors', task,
                                    best_inserts_per_s=best, actor_rate=ACTOR_RATE[task]))

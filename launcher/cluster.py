@@ -390,13 +390,7 @@ class FleetController:
     self._say('ray', f'stopping: {reason}')
     with self._lock:
       roles = dict(self._roles)
-    refs = {name: handle.stop.remote() for name, handle in roles.items()}
-    codes = {}
-    for name, ref in refs.items():
-      try:
-        codes[name] = ray.get(ref, timeout=90)
-      except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError) as e:
-        codes[name] = type(e).__name__
+    codes = self._call_all('stop', timeout_s=90)
     self._poll_roles()  # The last lines (final checkpoints, stop lines).
     for handle in roles.values():
       ray.kill(handle, no_restart=True)
@@ -425,18 +419,24 @@ class FleetController:
                 elapsed_s=time.monotonic() - self._start, started_at=self._started_at,
                 spec=dataclasses.asdict(self._spec))
 
-  def recorded_flags(self) -> Dict[str, object]:
-    """Each role's recorded flags (flags.json), read on its own node."""
+  def _call_all(self, method: str, timeout_s: float) -> Dict[str, object]:
+    """Calls `method` on every role at once; name -> its result, or the error's type name."""
     with self._lock:
       roles = dict(self._roles)
-    refs = {name: handle.recorded_flags.remote() for name, handle in roles.items()}
-    result = {}
+    refs = {name: getattr(handle, method).remote() for name, handle in roles.items()}
+    deadline = time.monotonic() + timeout_s
+    results = {}
     for name, ref in refs.items():
       try:
-        result[name] = ray.get(ref, timeout=_CALL_TIMEOUT_S)
-      except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError):
-        result[name] = None
-    return result
+        results[name] = ray.get(ref, timeout=max(deadline - time.monotonic(), 0.1))
+      except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError) as e:
+        results[name] = type(e).__name__
+    return results
+
+  def recorded_flags(self) -> Dict[str, object]:
+    """Each role's recorded flags (flags.json), read on its own node (None where unread)."""
+    return {name: value if isinstance(value, dict) else None
+            for name, value in self._call_all('recorded_flags', _CALL_TIMEOUT_S).items()}
 
   def scale(self, num_actors: int) -> str:
     """Adds actors (task ids from the current count up) or removes the highest task ids."""
@@ -545,10 +545,11 @@ def missing_resources(spec: FleetSpec) -> List[str]:
 
 
 def watch(handle, budget_s: float, max_train_steps: int, out, stop_on_interrupt: bool = True,
-          interrupted: Optional[threading.Event] = None) -> int:
+          interrupted: Optional[threading.Event] = None, elapsed_s: float = 0.0) -> int:
   """Shows the fleet's output and status line until the run ends; returns its exit status.
 
   Ctrl-C (`interrupted` set) stops the fleet when `stop_on_interrupt`, and detaches otherwise.
+  `elapsed_s` is the fleet's age when the watch starts (for the status line's clock).
   """
   cursor = 0
   snapshot = {}
@@ -557,7 +558,8 @@ def watch(handle, budget_s: float, max_train_steps: int, out, stop_on_interrupt:
   def _sampler():
     return snapshot.get('size'), snapshot.get('inserted'), snapshot.get('last_eval')
 
-  status = status_lib.StatusLine(out, '', '', budget_s, max_train_steps, sampler=_sampler)
+  status = status_lib.StatusLine(out, '', '', budget_s, max_train_steps, sampler=_sampler,
+                                 started_s_ago=elapsed_s)
   interrupted = interrupted or threading.Event()
   while True:
     try:

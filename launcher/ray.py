@@ -19,6 +19,7 @@ import json
 import signal
 import sys
 import threading
+import time
 
 from absl import app
 from absl import flags
@@ -83,6 +84,14 @@ def _controller(cluster):
                     'start one with `python -m launcher.ray`, or pass its --name') from None
 
 
+def _exists(cluster, name: str) -> bool:
+  try:
+    cluster.controller(name)
+    return True
+  except ValueError:
+    return False
+
+
 def _interrupt_event() -> threading.Event:
   event = threading.Event()
   signal.signal(signal.SIGINT, lambda *_: event.set())
@@ -122,11 +131,20 @@ def main(argv):
                         f'that node with `ray start --resources=\'{{"{missing[0]}": 1}}\'`, or '
                         'leave the flag empty to use this node')
       try:
-        cluster.controller(FLAGS.name)
-        raise UserError(f'a fleet named {FLAGS.name!r} already runs on this cluster: attach to '
-                        'it, stop it, or pick another --name')
+        previous = cluster.controller(FLAGS.name)
       except ValueError:
-        pass
+        previous = None
+      if previous is not None:
+        if ray.get(previous.done.remote(), timeout=60) is None:
+          raise UserError(f'a fleet named {FLAGS.name!r} already runs on this cluster: attach '
+                          'to it, stop it, or pick another --name')
+        ray.kill(previous, no_restart=True)  # A finished fleet waiting to be read: replaced.
+        deadline = time.monotonic() + 60
+        while _exists(cluster, FLAGS.name):
+          if time.monotonic() > deadline:
+            raise UserError(f'the finished fleet {FLAGS.name!r} did not go away within 60 s: '
+                            'run `python -m launcher.ray stop`, or pick another --name')
+          time.sleep(0.5)
       handle = cluster.start_fleet(spec)
       print(f'[ray] fleet {FLAGS.name} started on {FLAGS.address} '
             f'({len(ray.nodes())} nodes)', flush=True)
@@ -136,14 +154,16 @@ def main(argv):
                            stop_on_interrupt=True, interrupted=_interrupt_event())
     handle = _controller(cluster)
     if command == 'attach':
-      spec = ray.get(handle.snapshot.remote(1 << 62))['spec']
+      snapshot = ray.get(handle.snapshot.remote(1 << 62), timeout=60)
+      spec = snapshot['spec']
       return cluster.watch(handle, spec['budget_s'], spec['max_train_steps'], sys.stdout,
-                           stop_on_interrupt=False, interrupted=_interrupt_event())
+                           stop_on_interrupt=False, interrupted=_interrupt_event(),
+                           elapsed_s=snapshot['elapsed_s'])
     if command == 'scale':
-      print(f'[ray] {ray.get(handle.scale.remote(FLAGS.num_actors))}', flush=True)
+      print(f'[ray] {ray.get(handle.scale.remote(FLAGS.num_actors), timeout=600)}', flush=True)
       return 0
     if command == 'status':
-      snapshot = ray.get(handle.snapshot.remote(1 << 62))
+      snapshot = ray.get(handle.snapshot.remote(1 << 62), timeout=60)
       for name, role in sorted(snapshot['roles'].items()):
         print(json.dumps(dict(name=name, node_ip=role['node_ip'], node_id=role['node_id'],
                               pid=role['pid'], restarts=role['restarts'], up=role['up'],

@@ -55,12 +55,13 @@ class StatusLine:
   def __init__(self, out: TextIO, address: str, eval_csv: str, budget_s: float,
                max_train_steps: int, plain_interval_s: float = 30.0, window_s: float = 10.0,
                clock: Callable[[], float] = time.monotonic, width: Optional[int] = None,
-               sampler: Optional[Callable[[], Tuple]] = None):
+               sampler: Optional[Callable[[], Tuple]] = None, started_s_ago: float = 0.0):
     """Args: `clock` (seconds) and `width` (columns; None asks the terminal) are for tests.
 
     `sampler`, when given, replaces the local reads of the server and the eval CSV: it returns
     (replay size or None, items inserted or None, newest eval row or None), as the Ray launcher
-    gets them from inside the cluster.
+    gets them from inside the cluster. `started_s_ago` is how long the run has been going when
+    the line starts (a launch command attaching to a running fleet).
     """
     self._sampler = sampler
     self._out = out
@@ -74,7 +75,7 @@ class StatusLine:
     self._window_s = window_s
     self._clock = clock
     self._width = width
-    self._start = clock()
+    self._start = clock() - started_s_ago
     self._last_plain = self._start
     self._lock = threading.Lock()
     self._live = ''  # The live line now on the terminal ('' when none is drawn).

@@ -6,7 +6,7 @@ at the same path. `node1` offers the `reverb_server` resource and `node2` the `r
 resource; actors and eval spread over the three. One fleet (`python -m launcher.ray`, DQN
 CartPole, tiny budgets) is shared by the tests of this module, in file order: each breaks one
 thing, checks that Ray put it back and that the run carried on, and leaves the run whole for
-the next. Every wait is a bounded poll; each recovery time is printed.
+the next (node3, once lost, stays lost: the later tests run on node1 and node2). Every wait is a bounded poll; each recovery time is printed.
 
 Marked `slow` and `cluster`; skipped with the reason where network namespaces cannot be made.
 """
@@ -179,6 +179,27 @@ def test_fleet_trains_to_the_stated_step(fleet):
       fleet.launcher.alive()
 
 
+def test_lost_worker_node_moves_its_actors_and_inserts_recover(fleet, cluster):
+  node3 = cluster.workers[2]
+  roles = fleet.roles()
+  moved = [n for n, s in roles.items() if s['node_ip'] == node3.ip]
+  # Right after the placement test (which saw actors on node3) nothing has moved them yet.
+  assert any(n.startswith('actor/') for n in moved), roles
+  cluster.kill_raylet(node3)
+  lost_at = time.monotonic()
+
+  def _back():
+    now = fleet.roles()
+    return all(now[n]['up'] and now[n]['node_ip'] != node3.ip for n in moved)
+  wait_until(_back, RECOVER_S, f'{moved} to run on the other nodes', detail=fleet.tail)
+  placed_at = time.monotonic()
+  inserted = fleet.inserted()
+  wait_until(lambda: fleet.inserted() > inserted + 500, RECOVER_S,
+             'the server\'s insert count to grow again')
+  print(f'\nRECOVERY node3 lost -> {moved} placed elsewhere in {placed_at - lost_at:.1f} s, '
+        f'inserting again after {time.monotonic() - lost_at:.1f} s')
+
+
 def test_killed_actor_comes_back_with_its_task_id(fleet):
   before = fleet.roles()['actor/1']
   os.kill(before['pid'], signal.SIGKILL)
@@ -224,26 +245,6 @@ def test_scale_adds_and_removes_actors_while_it_runs(fleet, cluster):
   roles = wait_until(lambda: (r := fleet.roles()) and f'actor/{NUM_ACTORS}' not in r and r,
                      60, 'the removed actor to be gone')
   assert roles['learner']['pid'] == learner_pid and roles['replay_server']['pid'] == server_pid
-
-
-def test_lost_worker_node_moves_its_actors_and_inserts_recover(fleet, cluster):
-  node3 = cluster.workers[2]
-  roles = fleet.roles()
-  moved = [n for n, s in roles.items() if s['node_ip'] == node3.ip]
-  assert moved, roles
-  cluster.kill_raylet(node3)
-  lost_at = time.monotonic()
-
-  def _back():
-    now = fleet.roles()
-    return all(now[n]['up'] and now[n]['node_ip'] != node3.ip for n in moved)
-  wait_until(_back, RECOVER_S, f'{moved} to run on the other nodes', detail=fleet.tail)
-  placed_at = time.monotonic()
-  inserted = fleet.inserted()
-  wait_until(lambda: fleet.inserted() > inserted + 500, RECOVER_S,
-             'the server\'s insert count to grow again')
-  print(f'\nRECOVERY node3 lost -> {moved} placed elsewhere in {placed_at - lost_at:.1f} s, '
-        f'inserting again after {time.monotonic() - lost_at:.1f} s')
 
 
 def test_clean_stop_leaves_no_processes(fleet, cluster):
