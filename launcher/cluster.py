@@ -513,7 +513,9 @@ def connect(address: str, num_cpus: int = 0, timeout_s: float = 60.0) -> None:
   if ':' in address:
     wait_for_port(address, timeout_s)
   if address == 'local':
-    ray.init(num_cpus=num_cpus or None, namespace=NAMESPACE, include_dashboard=False,
+    # address='local': always a new cluster, never one found in /tmp/ray.
+    ray.init(address='local', num_cpus=num_cpus or None, namespace=NAMESPACE,
+             include_dashboard=False,
              log_to_driver=False)
   else:
     ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
