@@ -14,15 +14,15 @@ is the median of 5 runs (`--runs=5`, about 10 minutes on 2 cores); the default s
 """
 
 import argparse
-import os
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 from bench import harness
+from launcher import processes
 
 TARGET_RATIO = 0.5
 _OURS_DONE = re.compile(r'\[local\] stopping: eval return ([\d.]+) >= target \S+ at train step '
@@ -32,32 +32,24 @@ _TUTORIAL_DONE = re.compile(r'SOLVED seconds=([\d.]+) env_steps=(\d+) train_step
 
 def _run(argv, pattern, budget_s: float, log_path: str):
   """Runs argv until a line matches `pattern`; returns (seconds from launch, match) or None."""
-  env = dict(os.environ, PYTHONUNBUFFERED='1', CUDA_VISIBLE_DEVICES='')
-  env.pop(harness.RECORDS_ENV, None)
+  found = []
+  matched = threading.Event()
   start = time.monotonic()
-  with open(log_path, 'w') as log:
-    process = subprocess.Popen(argv, cwd=harness.REPO, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, env=env,
-                               start_new_session=True)
-    result = None
-    try:
-      for line in process.stdout:
-        log.write(line)
-        match = pattern.search(line)
-        if match:
-          result = (time.monotonic() - start, match)
-          break
-        if time.monotonic() - start > budget_s:
-          break
-    finally:
-      if process.poll() is None:
-        process.terminate()  # The launcher stops its children on SIGTERM.
-      try:
-        process.wait(timeout=90)
-      except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-  return result
+
+  def _line(line):
+    match = None if found else pattern.search(line)
+    if match:
+      found.append((time.monotonic() - start, match))
+      matched.set()
+
+  process = processes.Process(argv, argv[2], log_path=log_path, on_line=_line,
+                              env={harness.RECORDS_ENV: ''})
+  try:
+    while not matched.is_set() and process.alive() and time.monotonic() - start <= budget_s:
+      matched.wait(0.5)
+  finally:
+    process.stop(90)  # The launcher stops its children on SIGTERM.
+  return found[0] if found else None
 
 
 def main(argv=None):

@@ -6,8 +6,7 @@ Nothing about the processes changes: a `RoleProcess` actor runs exactly the main
 signal handling, watchdog and exit codes. What Ray adds:
 
 * **Placement.** The replay server and the learner are pinned, by a custom resource that one node
-  offers (`ray start --resources='{"reverb_server": 1}'`) or, without one, to the node that ran
-  the launch command. Their `--root_dir` is that node's own disk, and a restart lands on the same
+  offers (`ray start --resources='{"reverb_server": 1}'`) or, without one, to the head node. Their `--root_dir` is that node's own disk, and a restart lands on the same
   node, so it finds its checkpoints there. Actors and eval are spread over the nodes (`SPREAD`)
   and ask for no GPU; the learner asks for `learner_gpus` and runs MirroredStrategy over them.
 * **Addresses.** The server's address is its node's IP and a port chosen on that node at the
@@ -22,7 +21,8 @@ signal handling, watchdog and exit codes. What Ray adds:
   spec; each role writes them under its own directory (`<role dir>/launch/`), so no node needs
   the launch machine's disk.
 
-The fleet is **detached**: a named `FleetController` actor (namespace `reverb-fleet`) owns the
+The fleet is **detached**: a named `FleetController` actor on the head node (namespace
+`reverb-fleet`) owns the
 roles and enforces the run's end (target return, `--budget_s`, the learner's train steps), so
 a launch command that dies, kill -9 included, leaves a fleet that still stops at its budget
 and that a later command can attach to, scale or stop. Stopping the controller stops every
@@ -41,7 +41,6 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from absl import logging
 import ray
-from ray.util import scheduling_strategies
 
 from common import constants
 from launcher import processes
@@ -71,8 +70,7 @@ class FleetSpec:
     server_timeout_s: Passed to every client role.
     port: The server's gRPC port; 0 picks a free one on its node at the first start.
     server_resource, learner_resource: Custom Ray resource that pins the role to the node
-      offering it; '' pins it to `launch_node_id`.
-    launch_node_id: Ray node id of the launch command's node.
+      offering it; '' pins it to the head node.
     learner_gpus: GPUs the learner asks for (MirroredStrategy over them).
     actor_cpus: Logical CPUs each actor and eval ask for.
     checkpoint_interval_s: The replay server's checkpoint interval.
@@ -89,7 +87,6 @@ class FleetSpec:
   port: int = 0
   server_resource: str = ''
   learner_resource: str = ''
-  launch_node_id: str = ''
   learner_gpus: float = 0.0
   actor_cpus: float = 1.0
   checkpoint_interval_s: float = 60.0
@@ -111,16 +108,16 @@ def actor_name(fleet: str, name: str) -> str:
   return f'{fleet}/{name}'
 
 
+# Every Ray cluster's head node offers this resource (Ray's own cluster-wide actors use it).
+HEAD_RESOURCE = 'node:__internal_head__'
+
+
 def placement_options(spec: FleetSpec, role: str) -> Dict[str, object]:
   """Ray actor options of one role: its resources and where it may run."""
   if role in ('replay_server', 'learner'):
     resource = spec.server_resource if role == 'replay_server' else spec.learner_resource
     options = dict(num_cpus=1, num_gpus=spec.learner_gpus if role == 'learner' else 0)
-    if resource:
-      options['resources'] = {resource: 1}
-    else:
-      options['scheduling_strategy'] = scheduling_strategies.NodeAffinitySchedulingStrategy(
-          spec.launch_node_id, soft=False)
+    options['resources'] = {resource: 1} if resource else {HEAD_RESOURCE: 0.001}
     return options
   return dict(num_cpus=spec.actor_cpus, num_gpus=0, scheduling_strategy='SPREAD')
 
@@ -532,12 +529,10 @@ def controller(name: str):
 
 def start_fleet(spec: FleetSpec):
   """Starts the fleet's detached controller, which starts the roles; returns its handle."""
-  options = dict(name=actor_name(spec.name, 'controller'), namespace=NAMESPACE,
-                 lifetime='detached')
-  if spec.launch_node_id:
-    options['scheduling_strategy'] = scheduling_strategies.NodeAffinitySchedulingStrategy(
-        spec.launch_node_id, soft=True)
-  return FleetController.options(**options).remote(spec)
+  # On the head: it lives as long as the cluster, whichever worker node is lost.
+  return FleetController.options(name=actor_name(spec.name, 'controller'), namespace=NAMESPACE,
+                                 lifetime='detached',
+                                 resources={HEAD_RESOURCE: 0.001}).remote(spec)
 
 
 def missing_resources(spec: FleetSpec) -> List[str]:

@@ -51,17 +51,16 @@ flags.DEFINE_float('learner_gpus', 0, 'GPUs the learner asks Ray for; MirroredSt
                    'over them.')
 flags.DEFINE_float('actor_cpus', 1, 'Logical CPUs each actor and eval ask Ray for.')
 flags.DEFINE_string('server_resource', '', 'Custom Ray resource of the node that runs the replay '
-                    'server (empty: the node running this command).')
+                    'server (empty: the head node).')
 flags.DEFINE_string('learner_resource', '', 'Custom Ray resource of the node that runs the '
-                    'learner (empty: the node running this command).')
+                    'learner (empty: the head node).')
 flags.DEFINE_float('checkpoint_interval_s', 60.0, 'Seconds between replay checkpoints.')
 flags.DEFINE_bool('detach', False, 'run: start the fleet and return at once.')
 FLAGS = flags.FLAGS
 
 
 def _spec(cluster):
-  """The fleet's spec from the flags and the gin config (checked here first)."""
-  import ray  # pylint: disable=g-import-not-at-top
+  """The fleet's spec from the flags and the gin config (loaded and checked before)."""
   if FLAGS.num_actors < 0:
     raise UserError(f'--num_actors must be >= 0, not {FLAGS.num_actors}')
   return cluster.FleetSpec(
@@ -71,7 +70,6 @@ def _spec(cluster):
       max_train_steps=FLAGS.max_train_steps, target_return=EvalConfig().target_return,
       server_timeout_s=FLAGS.server_timeout_s, port=FLAGS.port,
       server_resource=FLAGS.server_resource, learner_resource=FLAGS.learner_resource,
-      launch_node_id=ray.get_runtime_context().get_node_id(),
       learner_gpus=FLAGS.learner_gpus, actor_cpus=FLAGS.actor_cpus,
       checkpoint_interval_s=FLAGS.checkpoint_interval_s)
 
@@ -129,7 +127,7 @@ def main(argv):
       if missing:
         raise UserError(f'no node of the cluster offers the resource {missing[0]!r}: start '
                         f'that node with `ray start --resources=\'{{"{missing[0]}": 1}}\'`, or '
-                        'leave the flag empty to use this node')
+                        'leave the flag empty to use the head node')
       try:
         previous = cluster.controller(FLAGS.name)
       except ValueError:
