@@ -24,6 +24,7 @@ from tf_agents.trajectories import trajectory as trajectory_lib
 from actor import inference
 from actor import vector_env
 from actor.policy_client import PolicyClient
+from common import agents
 from common import builders
 from common import config as config_lib
 from common import connection
@@ -34,8 +35,7 @@ from common import watchdog as watchdog_lib
 from common.config import ActorConfig
 from common.config import ReplayConfig
 
-# Errors that mean "the replay server went away"; the actor reconnects instead of dying.
-CONNECTION_ERRORS = (RuntimeError, tf.errors.OpError, reverb.errors.ReverbError, ValueError)
+CONNECTION_ERRORS = connection.CONNECTION_ERRORS
 # How long a stopping actor waits for the server to confirm its last items.
 _FINAL_FLUSH_TIMEOUT_S = 10.0
 
@@ -138,7 +138,7 @@ class _Stats:
 
 def run_actor(root_dir: str, server_address: str, task: int, max_env_steps: int = 0,
               server_timeout_s: float = 300.0,
-              stop_event: Optional[threading.Event] = None) -> int:
+              stop_event: Optional[threading.Event] = None, num_actors: int = 0) -> int:
   """Collects until `max_env_steps` (0: for ever) or until `stop_event` is set.
 
   Args:
@@ -148,6 +148,7 @@ def run_actor(root_dir: str, server_address: str, task: int, max_env_steps: int 
     max_env_steps: Env steps (summed over the batch) after which to stop; 0 for no limit.
     server_timeout_s: Deadline for reaching the server, at start and after it goes away.
     stop_event: Set to stop (SIGTERM/SIGINT in main).
+    num_actors: Actors in the fleet (0: unknown); per-actor exploration schedules use it.
 
   Returns:
     Env steps collected.
@@ -167,7 +168,7 @@ def run_actor(root_dir: str, server_address: str, task: int, max_env_steps: int 
   builders.configure_tensorflow(threads=1)
 
   policy_client = PolicyClient(server_address, replay_config, role, server_timeout_s,
-                               stop_event)
+                               stop_event, actor=agents.ActorSlot(task, num_actors))
   policy_client.connect()
   env = vector_env.VectorEnv([environments.make_environment(seed=seed + i)
                               for i in range(config.num_envs)])
@@ -176,7 +177,7 @@ def run_actor(root_dir: str, server_address: str, task: int, max_env_steps: int 
                                          policy_client.specs.collect_data_spec.policy_info,
                                          config.num_envs, seed)
   observer = replay.BatchedTrajectoryObserver(
-      reverb.Client(server_address), config.num_envs, replay_config.sequence_length,
+      reverb.Client(server_address), config.num_envs, policy_client.specs.sequence_length,
       is_running=lambda: not stop_event.is_set())
   summary_dir = os.path.join(root_dir, constants.ACTOR_DIR, str(task))
   summary_writer = tf.summary.create_file_writer(summary_dir)
@@ -199,7 +200,7 @@ def run_actor(root_dir: str, server_address: str, task: int, max_env_steps: int 
     try:
       # Until the first weights arrive, look for them after every run (a cheap probe).
       if steps_since_pull >= config.variable_update_interval or not collector.use_learned:
-        _pull(policy_client, collector, stats)
+        _pull(policy_client, collector, stats, observer)
         steps_since_pull = 0
       budget = config.steps_per_run
       if max_env_steps:
@@ -208,11 +209,8 @@ def run_actor(root_dir: str, server_address: str, task: int, max_env_steps: int 
       stats.env_steps += collected
       steps_since_pull += collected
     except CONNECTION_ERRORS as e:
-      logging.warning('%s: lost the replay server (%s); reconnecting',
-                      role, str(e).splitlines()[0][:200])
       observer.close()
-      connection.wait_for_server(server_address, server_timeout_s, role,
-                                 is_running=lambda: not stop_event.is_set())
+      policy_client.reconnect(e)
       observer.reopen()
       collector.reset()
       steps_since_pull = config.variable_update_interval
@@ -241,12 +239,15 @@ def run_actor(root_dir: str, server_address: str, task: int, max_env_steps: int 
   return stats.env_steps
 
 
-def _pull(policy_client: PolicyClient, collector: Collector, stats: _Stats) -> None:
+def _pull(policy_client: PolicyClient, collector: Collector, stats: _Stats,
+          observer: replay.BatchedTrajectoryObserver) -> None:
   previous = policy_client.train_step
   step = policy_client.pull()
   if step is None:
     return
   stats.pulls += 1
+  if policy_client.max_priority is not None:
+    observer.priority = policy_client.max_priority
   if previous >= 0:
     stats.policy_lag = step - previous
   if not collector.use_learned:

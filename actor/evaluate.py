@@ -19,7 +19,6 @@ from tf_agents.trajectories import time_step as ts
 from actor import collect
 from actor import inference
 from actor import vector_env
-from actor.collect import CONNECTION_ERRORS
 from actor.policy_client import PolicyClient
 from common import agents
 from common import builders
@@ -31,6 +30,7 @@ from common import eval_log
 from common import replay
 from common import watchdog as watchdog_lib
 from common.config import EvalConfig
+from common.connection import CONNECTION_ERRORS
 from common.config import ReplayConfig
 
 CSV_FIELDS = ('train_step', 'env_steps', 'timestamp', 'average_return',
@@ -119,10 +119,7 @@ def run_eval(root_dir: str, server_address: str, max_evals: int = 0,
       info = policy_client.server_info = connection.probe(server_address)
       env_steps = replay.inserted_items(info[constants.REPLAY_TABLE]) if info else -1
     except CONNECTION_ERRORS as e:
-      logging.warning('eval: lost the replay server (%s); reconnecting',
-                      str(e).splitlines()[0][:200])
-      connection.wait_for_server(server_address, server_timeout_s, role,
-                                 is_running=lambda: not stop_event.is_set())
+      policy_client.reconnect(e)
       continue
     row = dict(train_step=step, env_steps=env_steps, timestamp=round(time.time(), 3),
                average_return=average_return, average_episode_length=average_length,

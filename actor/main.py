@@ -17,6 +17,8 @@ main_utils.define_common_flags()
 flags.DEFINE_enum('mode', 'collect', ['collect', 'eval'],
                   'collect: write trajectories; eval: run the greedy policy periodically.')
 flags.DEFINE_integer('task', 0, 'Actor id; seeds its environments and exploration.')
+flags.DEFINE_integer('num_actors', 0, 'Actors in the fleet, for per-actor exploration such as '
+                     'Ape-X\'s epsilon ladder (0: unknown; the gin file\'s ladder size is used).')
 flags.DEFINE_integer('max_env_steps', 0, 'Stop after this many env steps (0: never).')
 flags.DEFINE_integer('max_evals', 0, 'Eval mode: stop after this many evaluations (0: never).')
 FLAGS = flags.FLAGS
@@ -39,7 +41,8 @@ def main(_):
     else:
       collect.run_actor(FLAGS.root_dir, FLAGS.replay_server_address, FLAGS.task,
                         max_env_steps=FLAGS.max_env_steps,
-                        server_timeout_s=FLAGS.server_timeout_s, stop_event=stop)
+                        server_timeout_s=FLAGS.server_timeout_s, stop_event=stop,
+                        num_actors=FLAGS.num_actors)
   main_utils.exit_on_user_error(_run)
 
 

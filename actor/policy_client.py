@@ -24,14 +24,26 @@ class PolicyClient:
   """
 
   def __init__(self, server_address: str, replay_config: ReplayConfig, role: str,
-               server_timeout_s: float, stop_event: Optional[threading.Event] = None):
+               server_timeout_s: float, stop_event: Optional[threading.Event] = None,
+               actor: Optional[agents.ActorSlot] = None):
+    """
+    Args:
+      server_address: host:port of the replay server.
+      replay_config: The replay table's configuration.
+      role: For log lines ('actor 3', 'eval').
+      server_timeout_s: Deadline of each (re)connect.
+      stop_event: Ends waits early when set.
+      actor: The collect actor this client serves (its exploration), or None for eval.
+    """
     self._address = server_address
     self._role = role
     self._timeout_s = server_timeout_s
     self._stop = stop_event or threading.Event()
     self._train_step = tf.Variable(-1, dtype=tf.int64, name='train_step')
-    self.agent, self.specs = builders.make_agent_and_specs(replay_config, self._train_step)
-    self._variables = agents.policy_variables(self.agent, self._train_step)
+    built = builders.build(replay_config, self._train_step, actor)
+    self.agent, self.specs = built.agent, built.specs
+    self._variables = built.variables
+    self._max_priority = built.max_priority
     self._client = None
     self.server_info = None
 
@@ -44,6 +56,11 @@ class PolicyClient:
     return self._train_step
 
   @property
+  def max_priority(self) -> Optional[float]:
+    """The priority for new items that came with the weights (prioritized replay), else None."""
+    return None if self._max_priority is None else float(self._max_priority.numpy())
+
+  @property
   def has_weights(self) -> bool:
     return self.train_step >= 0
 
@@ -54,13 +71,17 @@ class PolicyClient:
       ServerUnavailableError: no answer before --server_timeout_s.
       SignatureMismatchError: the server was built for another environment or agent.
     """
-    self.server_info = connection.wait_for_server(
-        self._address, self._timeout_s, self._role, is_running=lambda: not self._stop.is_set())
-    connection.check_signature(self.server_info, constants.REPLAY_TABLE,
-                               self.specs.replay_signature)
-    connection.check_signature(self.server_info, constants.VARIABLE_TABLE,
-                               self.specs.variables_signature)
+    self.server_info = connection.connect(self._address, self._timeout_s, self._role,
+                                          self.specs, self._is_running)
     self._client = variables_lib.VariableClient(self._address, self._variables)
+
+  def reconnect(self, error: BaseException) -> None:
+    """After a CONNECTION_ERRORS `error`: logs it, waits for the server and checks it again."""
+    self.server_info = connection.reconnect(self._address, self._timeout_s, self._role,
+                                            self.specs, error, self._is_running)
+
+  def _is_running(self) -> bool:
+    return not self._stop.is_set()
 
   def pull(self) -> Optional[int]:
     """Loads the newest weights if any were pushed; returns their train step or None.

@@ -163,7 +163,8 @@ class ReplayServer:
     from common import builders  # pylint: disable=g-import-not-at-top
     from common.config import ReplayConfig  # pylint: disable=g-import-not-at-top
     self.replay_config = ReplayConfig()
-    self.agent, self.specs = builders.make_agent_and_specs(self.replay_config)
+    self.built = builders.build(self.replay_config)
+    self.agent, self.specs = self.built.agent, self.built.specs
     self.port = free_port()
     self.server = reverb.Server(builders.make_tables(self.specs, self.replay_config),
                                 port=self.port)
@@ -181,11 +182,8 @@ class ReplayServer:
 
   def push_weights(self) -> None:
     """Writes the (freshly initialized) policy weights, as the learner's first push does."""
-    from common import agents  # pylint: disable=g-import-not-at-top
     from common import variables  # pylint: disable=g-import-not-at-top
-    train_step = self.agent.train_step_counter
-    variables.VariableClient(self.address,
-                             agents.policy_variables(self.agent, train_step)).push()
+    variables.VariableClient(self.address, self.built.variables).push()
 
   def stop(self) -> None:
     self.server.stop()

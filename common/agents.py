@@ -1,19 +1,19 @@
-"""Agents (DQN for discrete actions, SAC for continuous ones) and the variables they share.
+"""The agent seam: what an agent builder declares, and what every role takes from it.
 
-`make_agent` is the single entry point; the gin file picks the algorithm with
-`make_agent.agent_fn = @dqn_agent` or `@sac_agent`. Hyperparameters are bound on those two.
+An algorithm is one gin-configurable builder function (in `q_agents` or `actor_critic_agents`)
+and one gin file that selects it with `make_agent.agent_fn = @<builder>`. A builder is called as
+`builder(time_step_spec, action_spec, train_step, actor)` and returns an `AgentBuild`: the
+TF-Agents agent, the replay item length it trains on, and how to read one priority per sampled
+item from its train step. No role names an algorithm: the replay server, the actors, eval and the
+learner all go through `make_agent` and `builders`.
 """
 
-from typing import Callable, Sequence
+import dataclasses
+import threading
+from typing import Callable, Dict, List, Optional
 
 import gin
 import tensorflow as tf
-from tf_agents.agents.dqn import dqn_agent as dqn_lib
-from tf_agents.agents.sac import sac_agent as sac_lib
-from tf_agents.agents.sac import tanh_normal_projection_network
-from tf_agents.agents.ddpg import critic_network
-from tf_agents.networks import actor_distribution_network
-from tf_agents.networks import q_network
 from tf_agents.policies import greedy_policy as greedy_policy_lib
 from tf_agents.utils import common as tfa_common
 
@@ -21,102 +21,159 @@ from common import constants
 from common.errors import UserError
 
 
-@gin.configurable(module='common')
-def dqn_agent(time_step_spec, action_spec, train_step,
-              fc_layer_params: Sequence[int] = (100, 50),
-              learning_rate: float = 1e-3,
-              epsilon_greedy: float = 0.1,
-              gamma: float = 1.0,
-              target_update_period: int = 1,
-              target_update_tau: float = 1.0,
-              n_step_update: int = 1):
-  """Makes a DqnAgent with a QNetwork of `fc_layer_params`, Adam and squared TD loss."""
+@dataclasses.dataclass(frozen=True)
+class ActorSlot:
+  """Which collect actor builds the agent (exploration may depend on it).
+
+  Attributes:
+    task: The actor's task id (0-based).
+    num_actors: Actors in the fleet; 0 when the launcher did not say.
+  """
+  task: int
+  num_actors: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentBuild:
+  """What an agent builder declares for the roles.
+
+  Attributes:
+    agent: The TF-Agents agent; `agent.train(experience, weights=...)` applies per-item
+      importance weights.
+    sequence_length: Env steps per replay item that `agent.train` needs (n + 1 for n-step
+      returns, 2 for one-step TD targets).
+    td_errors: Called in the same graph right after `agent.train` with its LossInfo; returns
+      one float per item of the batch, the item's TD error (any sign), from which the learner
+      computes new priorities.
+  """
+  agent: object
+  sequence_length: int
+  td_errors: Callable[[object], tf.Tensor]
+
+
+class TdErrorRecorder:
+  """Wraps an element-wise TD loss `fn(targets, predictions)` and remembers `targets - predictions`.
+
+  Actor-critic agents (DDPG, TD3, SAC) call their `td_errors_loss_fn` once per critic inside
+  `train`, but return only the reduced loss. Passing the agent this recorder lets `take()`,
+  called right after `agent.train` in the same graph and thread (one thread per replica under
+  MirroredStrategy), return the per-item TD error: the mean absolute error over the critics.
+  Errors recorded in other graphs or threads (a variable-creating trace, another replica) are
+  never mixed in.
+  """
+
+  def __init__(self, loss_fn: Callable[[tf.Tensor, tf.Tensor], tf.Tensor]):
+    self._loss_fn = loss_fn
+    self._errors: Dict[tuple, List[tf.Tensor]] = {}
+    self._lock = threading.Lock()
+
+  @staticmethod
+  def _where():
+    graph = None if tf.executing_eagerly() else tf.compat.v1.get_default_graph()
+    return (id(graph), threading.get_ident())
+
+  def __call__(self, targets, predictions):
+    error = tf.abs(tf.cast(targets, tf.float32) - tf.cast(predictions, tf.float32))
+    with self._lock:
+      self._errors.setdefault(self._where(), []).append(error)
+    return self._loss_fn(targets, predictions)
+
+  def take(self, loss_info=None) -> tf.Tensor:
+    """The per-item error of this graph's and thread's calls since its last `take`."""
+    del loss_info
+    with self._lock:
+      errors = self._errors.pop(self._where(), [])
+    if not errors:
+      raise RuntimeError('TdErrorRecorder.take() before the agent computed a TD loss')
+    return tf.add_n(errors) / float(len(errors))
+
+
+def loss_info_td_error(loss_info) -> tf.Tensor:
+  """The per-item TD error that DQN-family agents return in `loss_info.extra.td_error`."""
+  return loss_info.extra.td_error
+
+
+def require_discrete(action_spec, algorithm: str) -> None:
+  """Raises the one-line UserError for a value-based agent on continuous actions."""
   if not tf.nest.flatten(action_spec)[0].dtype.is_integer:
-    raise UserError('DQN needs a discrete action space, but the environment\'s actions are '
-                    'continuous: use make_agent.agent_fn = @sac_agent')
-  network = q_network.QNetwork(time_step_spec.observation, action_spec,
-                               fc_layer_params=tuple(fc_layer_params))
-  return dqn_lib.DqnAgent(
-      time_step_spec, action_spec,
-      q_network=network,
-      optimizer=tf.keras.optimizers.Adam(learning_rate=learning_rate),
-      epsilon_greedy=epsilon_greedy,
-      gamma=gamma,
-      n_step_update=n_step_update,
-      target_update_period=target_update_period,
-      target_update_tau=target_update_tau,
-      td_errors_loss_fn=tfa_common.element_wise_squared_loss,
-      train_step_counter=train_step)
+    raise UserError(f'{algorithm} needs a discrete action space, but the environment\'s actions '
+                    'are continuous: use make_agent.agent_fn = @sac_agent, @td3_agent or '
+                    '@ddpg_agent')
+
+
+def require_continuous(action_spec, algorithm: str) -> None:
+  """Raises the one-line UserError for an actor-critic agent on discrete actions."""
+  if tf.nest.flatten(action_spec)[0].dtype.is_integer:
+    raise UserError(f'{algorithm} needs a continuous action space, but the environment\'s '
+                    'actions are discrete: use make_agent.agent_fn = @dqn_agent or @c51_agent')
 
 
 @gin.configurable(module='common')
-def sac_agent(time_step_spec, action_spec, train_step,
-              actor_fc_layer_params: Sequence[int] = (256, 256),
-              critic_joint_fc_layer_params: Sequence[int] = (256, 256),
-              actor_learning_rate: float = 3e-4,
-              critic_learning_rate: float = 3e-4,
-              alpha_learning_rate: float = 3e-4,
-              target_update_tau: float = 0.005,
-              target_update_period: int = 1,
-              gamma: float = 0.99,
-              reward_scale_factor: float = 1.0):
-  """Makes a SacAgent with the SAC Minitaur tutorial's networks (tanh-normal actor)."""
-  if tf.nest.flatten(action_spec)[0].dtype.is_integer:
-    raise UserError('SAC needs a continuous action space, but the environment\'s actions are '
-                    'discrete: use make_agent.agent_fn = @dqn_agent')
-  observation_spec = time_step_spec.observation
-  critic_net = critic_network.CriticNetwork(
-      (observation_spec, action_spec),
-      observation_fc_layer_params=None,
-      action_fc_layer_params=None,
-      joint_fc_layer_params=tuple(critic_joint_fc_layer_params),
-      kernel_initializer='glorot_uniform',
-      last_kernel_initializer='glorot_uniform')
-  actor_net = actor_distribution_network.ActorDistributionNetwork(
-      observation_spec, action_spec,
-      fc_layer_params=tuple(actor_fc_layer_params),
-      continuous_projection_net=tanh_normal_projection_network.TanhNormalProjectionNetwork)
-  return sac_lib.SacAgent(
-      time_step_spec, action_spec,
-      actor_network=actor_net,
-      critic_network=critic_net,
-      actor_optimizer=tf.keras.optimizers.Adam(learning_rate=actor_learning_rate),
-      critic_optimizer=tf.keras.optimizers.Adam(learning_rate=critic_learning_rate),
-      alpha_optimizer=tf.keras.optimizers.Adam(learning_rate=alpha_learning_rate),
-      target_update_tau=target_update_tau,
-      target_update_period=target_update_period,
-      td_errors_loss_fn=tf.math.squared_difference,
-      gamma=gamma,
-      reward_scale_factor=reward_scale_factor,
-      train_step_counter=train_step)
+def apex_epsilon(epsilon: float, actor: Optional[ActorSlot], alpha: float = 7.0,
+                 num_actors: int = 8) -> float:
+  """Ape-X's per-actor exploration: actor i of N explores with epsilon ** (1 + alpha * i / (N-1)).
+
+  Horgan et al. (2018) use epsilon = 0.4 and alpha = 7, so the actors span epsilon 0.4 down to
+  0.4 ** 8 = 0.00066. N is the fleet's actor count when the launcher passes it (`--num_actors`),
+  else `num_actors` here; a task id past N - 1 takes the least exploring rung.
+
+  Args:
+    epsilon: The base epsilon (the agent's `epsilon_greedy`).
+    actor: The actor building its collect policy; None (learner, eval, server) returns epsilon.
+    alpha: The exponent's spread.
+    num_actors: The ladder's size when the launcher does not give the fleet's actor count.
+  """
+  if actor is None:
+    return epsilon
+  n = actor.num_actors or num_actors
+  if n <= 1:
+    return epsilon
+  rung = min(actor.task, n - 1)
+  return float(epsilon ** (1.0 + alpha * rung / (n - 1)))
+
+
+@gin.configurable(module='common', allowlist=['schedule'])
+def collect_epsilon(epsilon: float, actor: Optional[ActorSlot],
+                    schedule: Optional[Callable] = None) -> float:
+  """The epsilon of an actor's epsilon-greedy collect policy.
+
+  `schedule` is None (every actor uses `epsilon`) or `@apex_epsilon` (gin).
+  """
+  if schedule is None:
+    return epsilon
+  return schedule(epsilon, actor)
 
 
 @gin.configurable(allowlist=['agent_fn'])
 def make_agent(time_step_spec, action_spec, train_step=None,
-               agent_fn: Callable = gin.REQUIRED):
+               actor: Optional[ActorSlot] = None,
+               agent_fn: Callable = gin.REQUIRED) -> AgentBuild:
   """Makes the gin-selected agent and initializes its variables.
 
   Args:
     time_step_spec: From `environments.environment_specs()`.
     action_spec: From `environments.environment_specs()`.
     train_step: The int64 train-step variable; a new one at 0 if None.
-    agent_fn: `dqn_agent` or `sac_agent` (gin).
+    actor: The collect actor building it, or None.
+    agent_fn: An agent builder (gin), e.g. `@dqn_agent`, `@c51_agent`, `@td3_agent`.
 
   Returns:
-    A TF-Agents agent whose variables exist (so their shapes give the variable-table signature).
+    The builder's AgentBuild; the agent's variables exist (so their shapes give the
+    variable-table signature).
   """
   if train_step is None:
     train_step = tfa_common.create_variable('train_step')
-  agent = agent_fn(time_step_spec, action_spec, train_step)
-  agent.initialize()
-  return agent
+  build = agent_fn(time_step_spec, action_spec, train_step, actor)
+  build.agent.initialize()
+  return build
 
 
 def greedy_policy(agent):
   """The agent's deterministic policy: what eval plays and the learner exports.
 
-  DQN's `agent.policy` is already greedy (argmax Q). SAC's `agent.policy` is the same
-  stochastic actor policy as its collect policy, so it is wrapped to play the mode.
+  DQN's and C51's `agent.policy` are already greedy (argmax Q), DDPG's and TD3's are the
+  deterministic actor; SAC's `agent.policy` is the same stochastic actor policy as its collect
+  policy, so every policy that is not greedy already is wrapped to play the mode.
   """
   policy = agent.policy
   if not isinstance(policy, greedy_policy_lib.GreedyPolicy):
@@ -124,18 +181,27 @@ def greedy_policy(agent):
   return policy
 
 
-def policy_variables(agent, train_step):
+def policy_variables(agent, train_step, max_priority: Optional[tf.Variable] = None):
   """The nest pushed to and pulled from the variable table (ReverbVariableContainer's keys).
 
   The greedy and the collect policy share these variables, so eval and the actors load the same
-  nest.
+  nest. With prioritized replay, `max_priority` (the priority actors give new items) travels in
+  the same item.
   """
-  return {
+  nest = {
       constants.POLICY_KEY: agent.collect_policy.variables(),
       constants.TRAIN_STEP_KEY: train_step,
   }
+  if max_priority is not None:
+    nest[constants.MAX_PRIORITY_KEY] = max_priority
+  return nest
 
 
 def variables_signature(variables):
   """TensorSpecs of a variables nest: the variable table's signature."""
   return tf.nest.map_structure(lambda v: tf.TensorSpec(v.shape, v.dtype), variables)
+
+
+# Registers the builders with gin (they import this module's seam).
+from common import actor_critic_agents  # pylint: disable=g-import-not-at-top,unused-import,wrong-import-position
+from common import q_agents  # pylint: disable=g-import-not-at-top,unused-import,wrong-import-position

@@ -1,10 +1,14 @@
-"""The builder seam shared by the replay server, the actors, eval and the learner.
+"""The builder layer shared by the replay server, the actors, eval and the learner.
 
-Every process calls `make_specs()` on the same gin config and gets the same specs, so table
-signatures never travel through files and processes may start in any order.
+Every process calls `build()` on the same gin config and gets the same agent layout and specs,
+so table signatures never travel through files and processes may start in any order. What an
+algorithm needs from the roles (the replay item length, the table's sampler, the learner's
+priority updates) comes from its agent builder's `AgentBuild` and from `ReplayConfig`; no role
+names an algorithm.
 """
 
 import dataclasses
+from typing import Optional
 
 import tensorflow as tf
 from tf_agents.utils import common as tfa_common
@@ -13,6 +17,7 @@ from common import agents
 from common import environments
 from common import replay
 from common.config import ReplayConfig
+from common.errors import UserError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,45 +28,89 @@ class Specs:
     time_step_spec: Of the environment.
     action_spec: Of the environment.
     collect_data_spec: Of one trajectory step written by the actors.
+    sequence_length: Env steps per replay item (the agent builder's).
+    prioritized: Whether the replay table samples by priority.
     replay_signature: Of one replay item (collect_data_spec with a time dimension).
-    variables_signature: Of the variable-table item ({policy_variables, train_step}).
+    variables_signature: Of the variable-table item ({policy_variables, train_step} and, with
+      prioritized replay, max_priority).
   """
   time_step_spec: object
   action_spec: object
   collect_data_spec: object
+  sequence_length: int
+  prioritized: bool
   replay_signature: object
   variables_signature: object
 
 
-def make_agent_and_specs(replay_config: ReplayConfig, train_step=None):
+@dataclasses.dataclass(frozen=True)
+class Build:
+  """The agent, what the roles need from it, and the specs.
+
+  Attributes:
+    agent: The TF-Agents agent.
+    specs: Specs.
+    variables: The variable-table nest (`agents.policy_variables`).
+    td_errors: The builder's per-item TD error of the last train step (`AgentBuild.td_errors`).
+    max_priority: The priority new items get (prioritized replay), else None.
+  """
+  agent: object
+  specs: Specs
+  variables: object
+  td_errors: object
+  max_priority: Optional[tf.Variable]
+
+
+def build(replay_config: ReplayConfig, train_step=None,
+          actor: Optional[agents.ActorSlot] = None) -> Build:
   """Builds the gin-configured agent and derives every signature from it.
 
   Args:
-    replay_config: Gives the replay item's sequence length.
+    replay_config: The replay table's configuration.
     train_step: The int64 train-step variable for the agent; a new one at 0 if None.
+    actor: The collect actor building it (its exploration may depend on it), or None.
 
-  Returns:
-    (agent, Specs).
+  Raises:
+    UserError: `ReplayConfig.sequence_length` contradicts the agent's item length.
   """
   time_step_spec, action_spec = environments.environment_specs()
   if train_step is None:
     train_step = tfa_common.create_variable('train_step')
-  agent = agents.make_agent(time_step_spec, action_spec, train_step)
+  agent_build = agents.make_agent(time_step_spec, action_spec, train_step, actor)
+  length = agent_build.sequence_length
+  if replay_config.sequence_length not in (None, length):
+    raise UserError(
+        f'ReplayConfig.sequence_length={replay_config.sequence_length}, but this agent trains '
+        f'on {length}-step items (n_step_update + 1 for the DQN family): bind '
+        f'ReplayConfig.sequence_length = {length}, or leave it unbound')
+  agent = agent_build.agent
+  max_priority = None
+  if replay_config.prioritized:
+    max_priority = tf.Variable(1.0, dtype=tf.float64, trainable=False, name='max_priority')
+  variables = agents.policy_variables(agent, train_step, max_priority)
   specs = Specs(
       time_step_spec=time_step_spec,
       action_spec=action_spec,
       collect_data_spec=agent.collect_data_spec,
-      replay_signature=replay.replay_signature(agent.collect_data_spec,
-                                               replay_config.sequence_length),
-      variables_signature=agents.variables_signature(
-          agents.policy_variables(agent, train_step)))
-  return agent, specs
+      sequence_length=length,
+      prioritized=replay_config.prioritized,
+      replay_signature=replay.replay_signature(agent.collect_data_spec, length),
+      variables_signature=agents.variables_signature(variables))
+  return Build(agent=agent, specs=specs, variables=variables, td_errors=agent_build.td_errors,
+               max_priority=max_priority)
+
+
+def make_agent_and_specs(replay_config: ReplayConfig, train_step=None,
+                         actor: Optional[agents.ActorSlot] = None):
+  """`build()`'s (agent, Specs), for the callers that need no more."""
+  built = build(replay_config, train_step, actor)
+  return built.agent, built.specs
 
 
 def make_tables(specs: Specs, replay_config: ReplayConfig):
   """The replay table and the variable table, in that order."""
   return [
-      replay.make_replay_table(specs.collect_data_spec, replay_config),
+      replay.make_replay_table(specs.collect_data_spec, replay_config, specs.sequence_length),
       replay.make_variable_table(specs.variables_signature),
   ]
 

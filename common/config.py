@@ -24,19 +24,35 @@ class ReplayConfig:
   """The replay table.
 
   Attributes:
-    max_size: Items (transitions of `sequence_length` steps) kept; FIFO eviction past it.
+    max_size: Items kept; FIFO eviction past it.
     min_size: Items inserted before the learner may sample.
     samples_per_insert: If set, a SampleToInsertRatio rate limiter holds the learner and the
       actors to this many sampled items per inserted item; if None, MinSize(min_size).
     samples_per_insert_tolerance: Allowed drift of that ratio, as a fraction of
       `min_size * samples_per_insert` (the error buffer; TF-Agents uses 0.1).
-    sequence_length: Env steps per item (2 for one-step TD targets).
+    sequence_length: Env steps per item. The agent builder derives it (n_step_update + 1 for
+      the DQN family, 2 otherwise); None takes that, and a different value is refused.
+    prioritized: Sample items by priority (Reverb's Prioritized selector) instead of uniformly;
+      the learner weights the loss by importance and writes back |TD error| + priority_epsilon
+      as each sampled item's new priority.
+    priority_exponent: alpha: an item is sampled with probability p_i^alpha / sum p^alpha.
+    importance_exponent: beta at train step 0: importance weights (N * P(i))^-beta, divided by
+      the batch's largest.
+    importance_exponent_final: beta after `importance_anneal_steps` train steps (linear).
+    importance_anneal_steps: Train steps over which beta anneals; 0 keeps importance_exponent.
+    priority_epsilon: Added to |TD error| so that no item's priority is 0.
   """
   max_size: int = 100_000
   min_size: int = 1_000
   samples_per_insert: Optional[float] = None
   samples_per_insert_tolerance: float = 0.1
-  sequence_length: int = 2
+  sequence_length: Optional[int] = None
+  prioritized: bool = False
+  priority_exponent: float = 0.6
+  importance_exponent: float = 0.4
+  importance_exponent_final: float = 1.0
+  importance_anneal_steps: int = 0
+  priority_epsilon: float = 1e-6
 
   def validate(self) -> None:
     if self.max_size < 1:
@@ -54,9 +70,21 @@ class ReplayConfig:
                       '(or None to disable the ratio limiter)')
     if self.samples_per_insert_tolerance <= 0:
       raise UserError('ReplayConfig.samples_per_insert_tolerance must be > 0')
-    if self.sequence_length < 2:
+    if self.sequence_length is not None and self.sequence_length < 2:
       raise UserError(f'ReplayConfig.sequence_length={self.sequence_length} must be >= 2 for '
-                      'TD targets')
+                      'TD targets (or None: the agent\'s own)')
+    if self.priority_exponent < 0:
+      raise UserError(f'ReplayConfig.priority_exponent={self.priority_exponent} must be >= 0 '
+                      '(0 samples uniformly)')
+    for name in ('importance_exponent', 'importance_exponent_final'):
+      value = getattr(self, name)
+      if not 0 <= value <= 1:
+        raise UserError(f'ReplayConfig.{name}={value} must be in [0, 1]')
+    if self.importance_anneal_steps < 0:
+      raise UserError('ReplayConfig.importance_anneal_steps must be >= 0 (0: no annealing)')
+    if self.priority_epsilon <= 0:
+      raise UserError('ReplayConfig.priority_epsilon must be > 0, or items of zero TD error '
+                      'are never sampled again')
 
 
 @gin.configurable

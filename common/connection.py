@@ -1,4 +1,10 @@
-"""Reaching the replay server: bounded, logged waits and signature checks at connect time."""
+"""Reaching the replay server: bounded, logged waits, signature checks, and reconnects.
+
+Every role connects with `connect` (wait, then check both tables against its own specs), treats
+the exceptions in `CONNECTION_ERRORS` as "the server went away", and comes back with `reconnect`,
+which checks the signatures again: a server restarted with another config is refused, not
+written to.
+"""
 
 import time
 from typing import Callable, Dict, Optional
@@ -7,8 +13,18 @@ from absl import logging
 import reverb
 import tensorflow as tf
 
+from common import constants
 from common.errors import ServerUnavailableError
 from common.errors import SignatureMismatchError
+
+# Raised by Reverb clients, datasets and writers when the server goes away or restarts: gRPC
+# statuses surfaced as TensorFlow errors (datasets, TF clients), Reverb's own errors, and the
+# RuntimeError of its pybind writers. Anything else (a bad argument, a shape error) is a bug and
+# propagates.
+CONNECTION_ERRORS = (tf.errors.UnavailableError, tf.errors.CancelledError,
+                     tf.errors.InternalError, tf.errors.DeadlineExceededError,
+                     tf.errors.AbortedError, tf.errors.UnknownError, reverb.errors.ReverbError,
+                     RuntimeError)
 
 # One gRPC ServerInfo call never waits longer than this, so a dead peer is noticed quickly.
 _PROBE_TIMEOUT_S = 2
@@ -94,3 +110,35 @@ def check_signature(server_info: Dict[str, object], table: str, expected) -> Non
     raise SignatureMismatchError(
         f'table {table!r} signature mismatch: server has {_describe(actual)}, this process '
         f'expects {_describe(expected)}: start every process with the same --gin_file')
+
+
+def check_tables(server_info: Dict[str, object], specs) -> None:
+  """Checks the replay and the variable table against `specs` (a `builders.Specs`)."""
+  check_signature(server_info, constants.REPLAY_TABLE, specs.replay_signature)
+  check_signature(server_info, constants.VARIABLE_TABLE, specs.variables_signature)
+
+
+def connect(address: str, timeout_s: float, role: str, specs,
+            is_running: Callable[[], bool] = lambda: True) -> Dict[str, object]:
+  """`wait_for_server`, then `check_tables`; returns the server's table infos.
+
+  Raises:
+    ServerUnavailableError: no answer before the deadline, or stopped while waiting.
+    SignatureMismatchError: the server was built from another config.
+  """
+  info = wait_for_server(address, timeout_s, role, is_running=is_running)
+  check_tables(info, specs)
+  return info
+
+
+def reconnect(address: str, timeout_s: float, role: str, specs, error: BaseException,
+              is_running: Callable[[], bool] = lambda: True) -> Dict[str, object]:
+  """Logs the lost connection (`error`'s first line), then `connect`s again."""
+  logging.warning('%s: lost the replay server (%s); reconnecting', role, first_line(error))
+  return connect(address, timeout_s, role, specs, is_running)
+
+
+def first_line(error: BaseException, limit: int = 200) -> str:
+  """An exception's first line, shortened, for log lines."""
+  text = str(error).strip()
+  return (text.splitlines()[0] if text else type(error).__name__)[:limit]

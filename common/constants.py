@@ -11,6 +11,7 @@ VARIABLE_TABLE = 'variables'  # Same name as tf_agents' ReverbVariableContainer 
 # Keys of the variable-table item (the ReverbVariableContainer contract).
 POLICY_KEY = 'policy_variables'
 TRAIN_STEP_KEY = 'train_step'
+MAX_PRIORITY_KEY = 'max_priority'  # Prioritized replay only: the priority of new items.
 
 # Network defaults.
 DEFAULT_PORT = 8008

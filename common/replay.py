@@ -40,15 +40,20 @@ def make_rate_limiter(config: ReplayConfig) -> reverb.rate_limiters.RateLimiter:
                     'ReplayConfig.samples_per_insert') from None
 
 
-def make_replay_table(collect_data_spec, config: ReplayConfig) -> reverb.Table:
-  """The uniform, FIFO replay table."""
+def make_replay_table(collect_data_spec, config: ReplayConfig,
+                      sequence_length: int) -> reverb.Table:
+  """The replay table: FIFO eviction; uniform sampling, or by priority when configured."""
+  if config.prioritized:
+    sampler = reverb.selectors.Prioritized(priority_exponent=config.priority_exponent)
+  else:
+    sampler = reverb.selectors.Uniform()
   return reverb.Table(
       name=constants.REPLAY_TABLE,
-      sampler=reverb.selectors.Uniform(),
+      sampler=sampler,
       remover=reverb.selectors.Fifo(),
       max_size=config.max_size,
       rate_limiter=make_rate_limiter(config),
-      signature=replay_signature(collect_data_spec, config.sequence_length))
+      signature=replay_signature(collect_data_spec, sequence_length))
 
 
 def make_variable_table(signature) -> reverb.Table:
@@ -127,6 +132,7 @@ class BatchedTrajectoryObserver:
     self._writers = [None] * num_envs
     self._recent = [None] * num_envs  # Per environment: cell references of its last steps.
     self._cached = np.zeros(num_envs, np.int64)
+    self.priority = 1.0  # Of new items; a prioritized table's actors follow the learner's max.
     self.open()
 
   def open(self) -> None:
@@ -161,7 +167,7 @@ class BatchedTrajectoryObserver:
       recent.append(writer.Append([column[i] for column in flat_columns]))
       self._cached[i] += 1
       if self._cached[i] >= length:
-        writer.CreateItem(self._table, 1.0, [list(cells) for cells in zip(*recent)],
+        writer.CreateItem(self._table, self.priority, [list(cells) for cells in zip(*recent)],
                           [False] * len(flat_columns))
         created += 1
       self._since_check[i] += 1

@@ -156,7 +156,8 @@ class RoleProcess:
           f'--checkpoint_interval_s={spec.checkpoint_interval_s:g}'])
     else:
       self.address = address
-      extra = [f'--max_train_steps={spec.max_train_steps}'] if role == 'learner' else []
+      extra = {'learner': [f'--max_train_steps={spec.max_train_steps}'],
+               'actor': [f'--num_actors={spec.num_actors}']}.get(role, [])
       argv = processes.role_argv(role, task=task, address=address,
                                  server_timeout_s=spec.server_timeout_s, extra=extra, **flags)
     self._add(f'[ray] {self.name} {"restarted" if self._restarted else "started"} on node '

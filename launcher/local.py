@@ -30,7 +30,8 @@ def commands(gin_files: Sequence[str], gin_bindings: Sequence[str], root_dir: st
               ('learner', processes.role_argv('learner', **client,
                                               extra=[f'--max_train_steps={max_train_steps}']))]
   for task in range(num_actors):
-    children.append((f'actor/{task}', processes.role_argv('actor', task=task, **client)))
+    children.append((f'actor/{task}', processes.role_argv(
+        'actor', task=task, **client, extra=[f'--num_actors={num_actors}'])))
   children.append(('eval', processes.role_argv('eval', **client)))
   return children
 

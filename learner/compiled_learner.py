@@ -1,45 +1,98 @@
-"""A TF-Agents Learner whose train steps can be XLA-compiled.
+"""A TF-Agents Learner whose train steps can be XLA-compiled and can feed prioritized replay.
 
 TF-Agents' `Learner.run(iterations=n)` already runs n train steps inside one `tf.function`
-(a `tf.while_loop`), which the learner uses through `LearnerConfig.iterations_per_call`. What it
-cannot do is compile the agent's train step with XLA: the step writes TensorBoard summaries
-from inside the graph, and summary ops do not compile. `CompiledLearner` keeps everything else
-of the stock Learner (checkpoints, restore, triggers, the summary writer) and, when `use_xla`
-is set, runs the loop over an XLA-compiled `agent.train` traced without a summary writer; the
-loss and its scalar parts are written to TensorBoard from Python every `summary_interval` train
-steps instead. bench/learner_bench.py measures it against the stock `Learner.run(iterations=1)`
-loop.
+(a `tf.while_loop`), which the learner uses through `LearnerConfig.iterations_per_call`. Two
+things it cannot do:
+- compile the agent's train step with XLA: the step writes TensorBoard summaries from inside
+  the graph, and summary ops do not compile;
+- prioritized replay: it calls `agent.train(experience)` without importance weights, drops the
+  sample info, and reduces every loss output over the batch, so no per-item TD error leaves it
+  (tensorflow/agents#522).
+`CompiledLearner` keeps everything else of the stock Learner (checkpoints, restore, triggers,
+the summary writer). When `use_xla` or `prioritized_step` is set, `run` goes through its own
+loop of n train steps in one graph: each step is `prioritized_step(experience, sample_info)`
+(weighted loss, then priorities) or `agent.train(experience)`, XLA-compiled with `use_xla` and
+traced without a summary writer. The loop returns the sampled keys and their new priorities of
+all n steps, handed to `on_priorities`; the loss and its scalar parts are written to TensorBoard
+from Python every `summary_interval` train steps. bench/learner_bench.py measures both.
 """
 
+from typing import Callable, Optional
+
 from absl import logging
+import numpy as np
 import tensorflow as tf
 from tf_agents.train import learner as tfa_learner
 
 
 class CompiledLearner(tfa_learner.Learner):
-  """`tf_agents.train.learner.Learner` with an optional XLA-compiled train step.
+  """`tf_agents.train.learner.Learner` with an optional XLA-compiled or prioritized train step.
 
-  Takes the stock Learner's arguments plus `use_xla`. Without it, `run` is the stock one.
+  Takes the stock Learner's arguments plus:
+    use_xla: Compile each train step with XLA.
+    prioritized_step: A `priorities.PrioritizedStep`; with it, each step trains on weighted
+      samples and returns new priorities.
+    on_priorities: Called after each `run` with (keys uint64 [n * batch], priorities float64)
+      when `prioritized_step` is set.
+  Without either option, `run` is the stock one.
   """
 
-  def __init__(self, *args, use_xla: bool = False, **kwargs):
+  def __init__(self, *args, use_xla: bool = False,
+               prioritized_step: Optional[Callable] = None,
+               on_priorities: Optional[Callable[[np.ndarray, np.ndarray], None]] = None,
+               **kwargs):
     super().__init__(*args, **kwargs)
     self._use_xla = use_xla
+    self._prioritized = prioritized_step is not None
+    self._on_priorities = on_priorities
     self._summary_every = int(self.summary_interval.numpy())
     self._last_summary_step = int(self.train_step.numpy())
-    if use_xla:
-      self._compiled_train = tf.function(self._agent.train, jit_compile=True)
+    self._own_loop = use_xla or self._prioritized
+    if self._prioritized:
+      step_fn = prioritized_step
+    else:
+      step_fn = lambda experience, _: self._agent.train(experience)  # pylint: disable=unnecessary-lambda
+    self._step_fn = tf.function(step_fn, jit_compile=True) if use_xla else step_fn
+    if self._own_loop:
       self._compiled_loop = tf.function(self._loop)
+    if use_xla:
       logging.info('learner: train step compiled with XLA')
+    if self._prioritized:
+      logging.info('learner: prioritized replay; importance-weighted loss, priority updates')
+
+  def _gathered(self, value):
+    return tf.concat(self.strategy.experimental_local_results(value), axis=0)
+
+  def _one_step(self, iterator):
+    experience, sample_info = next(iterator)
+    outputs = self.strategy.run(self._step_fn, args=(experience, sample_info))
+    if not self._prioritized:
+      return outputs, None, None
+    loss_info, keys, priorities = outputs
+    return loss_info, self._gathered(keys), self._gathered(priorities)
 
   def _loop(self, iterations, iterator):
-    """`iterations` train steps in one graph; returns the last step's loss, reduced."""
-    experience, _ = next(iterator)
-    loss_info = self.strategy.run(self._compiled_train, args=(experience,))
-    for _ in tf.range(iterations - 1):
-      experience, _ = next(iterator)
-      loss_info = self.strategy.run(self._compiled_train, args=(experience,))
-    return tf.nest.map_structure(self._reduce, loss_info)
+    """`iterations` train steps in one graph.
+
+    Returns:
+      (last step's LossInfo reduced over replicas, keys, priorities); keys and priorities
+      are those of every step, concatenated ([0]-shaped without prioritized replay).
+    """
+    keys_array = tf.TensorArray(tf.uint64, size=iterations, infer_shape=False)
+    priorities_array = tf.TensorArray(tf.float64, size=iterations, infer_shape=False)
+    loss_info, keys, priorities = self._one_step(iterator)
+    if self._prioritized:
+      keys_array = keys_array.write(0, keys)
+      priorities_array = priorities_array.write(0, priorities)
+    for i in tf.range(1, iterations):
+      loss_info, keys, priorities = self._one_step(iterator)
+      if self._prioritized:
+        keys_array = keys_array.write(i, keys)
+        priorities_array = priorities_array.write(i, priorities)
+    reduced = tf.nest.map_structure(self._reduce, loss_info)
+    if not self._prioritized:
+      return reduced, tf.zeros([0], tf.uint64), tf.zeros([0], tf.float64)
+    return reduced, keys_array.concat(), priorities_array.concat()
 
   def _reduce(self, loss):
     rank = loss.values[0].shape.rank if isinstance(
@@ -49,11 +102,13 @@ class CompiledLearner(tfa_learner.Learner):
 
   def run(self, iterations=1, iterator=None, parallel_iterations=10):
     """Runs `iterations` train steps, then the triggers; returns the reduced LossInfo."""
-    if not self._use_xla:
+    if not self._own_loop:
       return super().run(iterations, iterator, parallel_iterations)
     with self.strategy.scope():
-      loss_info = self._compiled_loop(tf.constant(iterations),
-                                      iterator or self._experience_iterator)
+      loss_info, keys, priorities = self._compiled_loop(
+          tf.constant(iterations), iterator or self._experience_iterator)
+    if self._prioritized and self._on_priorities is not None:
+      self._on_priorities(keys.numpy(), priorities.numpy())
     step = int(self.train_step.numpy())
     if self._summary_every > 0 and (step // self._summary_every
                                     > self._last_summary_step // self._summary_every):

@@ -1,4 +1,5 @@
-"""The learner: SAC or DQN train steps on replay samples, under a distribution strategy."""
+"""The learner: the gin-selected agent's train steps on replay samples, under a distribution
+strategy, with importance weights and priority updates when the replay table is prioritized."""
 
 import os
 import threading
@@ -11,7 +12,6 @@ from tf_agents.train import triggers
 from tf_agents.train.utils import strategy_utils
 from tf_agents.train.utils import train_utils
 
-from common import agents
 from common import builders
 from common import config as config_lib
 from common import connection
@@ -26,11 +26,9 @@ from common.errors import UserError
 from learner import agent_record
 from learner import compiled_learner
 from learner import export
+from learner import priorities as priorities_lib
 
-# Errors that mean "the replay server went away"; the learner waits for it instead of dying.
-CONNECTION_ERRORS = (tf.errors.UnavailableError, tf.errors.CancelledError,
-                     tf.errors.InternalError, tf.errors.DeadlineExceededError,
-                     tf.errors.AbortedError, tf.errors.UnknownError)
+CONNECTION_ERRORS = connection.CONNECTION_ERRORS
 
 
 def make_strategy() -> tf.distribute.Strategy:
@@ -53,7 +51,7 @@ def _iterator_fn(strategy, server_address, specs, learner_config, replay_config)
     return replay.make_dataset(
         server_address, specs.collect_data_spec,
         context.get_per_replica_batch_size(learner_config.batch_size),
-        replay_config.sequence_length, timeout_ms)
+        specs.sequence_length, timeout_ms)
 
   def make_iterator():
     return iter(strategy.distribute_datasets_from_function(dataset_fn))
@@ -91,15 +89,18 @@ def run_learner(root_dir: str, server_address: str, max_train_steps: int = 0,
 
   with strategy.scope():
     train_step = train_utils.create_train_step()
-    agent, specs = builders.make_agent_and_specs(replay_config, train_step)
+    built = builders.build(replay_config, train_step)
+  agent, specs = built.agent, built.specs
   make_iterator = _iterator_fn(strategy, server_address, specs, learner_config, replay_config)
 
-  info = connection.wait_for_server(server_address, server_timeout_s, 'learner',
-                                    is_running=lambda: not stop_event.is_set())
-  connection.check_signature(info, constants.REPLAY_TABLE, specs.replay_signature)
-  connection.check_signature(info, constants.VARIABLE_TABLE, specs.variables_signature)
-  variable_client = variables_lib.VariableClient(
-      server_address, agents.policy_variables(agent, train_step))
+  is_running = lambda: not stop_event.is_set()
+  connection.connect(server_address, server_timeout_s, 'learner', specs, is_running)
+  variable_client = variables_lib.VariableClient(server_address, built.variables)
+  priority_writer = prioritized_step = None
+  if specs.prioritized:
+    priority_writer = priorities_lib.PriorityWriter(server_address, constants.REPLAY_TABLE)
+    prioritized_step = priorities_lib.PrioritizedStep(agent, built.td_errors, replay_config,
+                                                      train_step)
 
   agent_record.check_and_record(learner_dir, agent)
   learner = compiled_learner.CompiledLearner(
@@ -108,7 +109,9 @@ def run_learner(root_dir: str, server_address: str, max_train_steps: int = 0,
       checkpoint_interval=learner_config.checkpoint_interval,
       summary_interval=learner_config.summary_interval,
       max_checkpoints_to_keep=learner_config.max_checkpoints_to_keep,
-      strategy=strategy, use_xla=learner_config.use_xla)
+      strategy=strategy, use_xla=learner_config.use_xla,
+      prioritized_step=prioritized_step,
+      on_priorities=priority_writer.submit if priority_writer else None)
   start_step = int(train_step.numpy())
   logging.info('learner: %s at train step %d', 'resumed' if start_step else 'starting',
                start_step)
@@ -120,7 +123,8 @@ def run_learner(root_dir: str, server_address: str, max_train_steps: int = 0,
                                  train_step, learner_config.policy_export_interval),
       triggers.StepPerSecondLogTrigger(train_step, interval=learner_config.log_interval),
   ])
-  push_trigger = _PushTrigger(variable_client, learner_config.push_interval, start_step)
+  push_trigger = _PushTrigger(variable_client, learner_config.push_interval, start_step,
+                              built.max_priority, priority_writer)
   learner.triggers.append(push_trigger)
   push_trigger(start_step, force_trigger=True)
 
@@ -153,11 +157,8 @@ def run_learner(root_dir: str, server_address: str, max_train_steps: int = 0,
       iterator = None
       continue
     except CONNECTION_ERRORS as e:
-      logging.warning('learner: lost the replay server (%s); waiting for it',
-                      str(e).splitlines()[0][:200])
       try:
-        connection.wait_for_server(server_address, server_timeout_s, 'learner',
-                                   is_running=lambda: not stop_event.is_set())
+        connection.reconnect(server_address, server_timeout_s, 'learner', specs, e, is_running)
       except ServerUnavailableError:
         if stop_event.is_set():
           break  # Stopping: the checkpoint below needs no server.
@@ -182,26 +183,43 @@ def run_learner(root_dir: str, server_address: str, max_train_steps: int = 0,
       trigger(final_step, force_trigger=True)
     except CONNECTION_ERRORS as e:
       logging.warning('learner: final %s failed: %s', type(trigger).__name__,
-                      str(e).splitlines()[0][:200])
+                      connection.first_line(e))
+  if priority_writer is not None:
+    priority_writer.close()
+    logging.info('learner: sent %d priority updates in %d calls (%d failed)',
+                 priority_writer.sent_updates, priority_writer.sends, priority_writer.failures)
   logging.info('%s at train step %d; checkpoint in %s', constants.LEARNER_STOPPED_LINE,
                final_step, learner_dir)
   return final_step
 
 
 class _PushTrigger:
-  """Pushes the policy weights every `interval` train steps; a failed push is logged, not fatal."""
+  """Pushes the policy weights every `interval` train steps; a failed push is logged, not fatal.
 
-  def __init__(self, client: variables_lib.VariableClient, interval: int, start: int):
+  With prioritized replay, each push also carries the largest priority written since the
+  previous push: the priority the actors give new items, so that every new item is sampled
+  soon (Schaul et al.'s rule, with the maximum of recent updates rather than of all time).
+  """
+
+  def __init__(self, client: variables_lib.VariableClient, interval: int, start: int,
+               max_priority: Optional[tf.Variable] = None,
+               priority_writer: Optional[priorities_lib.PriorityWriter] = None):
     self._client = client
     self._interval = interval
     self._last = start
+    self._max_priority = max_priority
+    self._priority_writer = priority_writer
 
   def __call__(self, step: int, force_trigger: bool = False) -> None:
     if not force_trigger and step - self._last < self._interval:
       return
+    if self._priority_writer is not None:
+      recent_max = self._priority_writer.take_max()
+      if recent_max is not None:
+        self._max_priority.assign(recent_max)
     try:
       self._client.push()
       self._last = step
     except CONNECTION_ERRORS as e:
       logging.warning('learner: weight push at step %d failed (%s); retrying at the next '
-                      'interval', step, str(e).splitlines()[0][:200])
+                      'interval', step, connection.first_line(e))

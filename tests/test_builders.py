@@ -124,6 +124,6 @@ def test_policy_variables_are_shared_by_greedy_and_collect_policies():
   parse_gin()
   train_step = tf.Variable(0, dtype=tf.int64)
   time_step_spec, action_spec = environments.environment_specs()
-  agent = agents.make_agent(time_step_spec, action_spec, train_step)
+  agent = agents.make_agent(time_step_spec, action_spec, train_step).agent
   pushed = {id(v) for v in agents.policy_variables(agent, train_step)[constants.POLICY_KEY]}
   assert {id(v) for v in agent.policy.variables()} == pushed

@@ -1,0 +1,157 @@
+"""Value-based agent builders for discrete actions: DQN, DDQN (double_q) and C51.
+
+Each is an agent builder of the seam in `agents` (select it with `make_agent.agent_fn`); all take
+n-step returns (`n_step_update`, so replay items are n + 1 steps), importance weights in
+`agent.train(experience, weights)`, and report one TD error per item for prioritized replay.
+"""
+
+from typing import Optional, Sequence
+
+import gin
+import tensorflow as tf
+from tf_agents.agents import tf_agent
+from tf_agents.agents.categorical_dqn import categorical_dqn_agent as c51_lib
+from tf_agents.agents.dqn import dqn_agent as dqn_lib
+from tf_agents.networks import categorical_q_network
+from tf_agents.networks import q_network
+from tf_agents.trajectories import trajectory
+from tf_agents.utils import common as tfa_common
+from tf_agents.utils import value_ops
+
+from common import agents
+from common.errors import UserError
+
+
+def _check_n_step(n_step_update: int) -> None:
+  if n_step_update < 1:
+    raise UserError(f'n_step_update={n_step_update} must be >= 1: bind a positive n in the '
+                    'gin file')
+
+
+@gin.configurable(module='common')
+def dqn_agent(time_step_spec, action_spec, train_step,
+              actor: Optional[agents.ActorSlot] = None,
+              fc_layer_params: Sequence[int] = (100, 50),
+              learning_rate: float = 1e-3,
+              epsilon_greedy: float = 0.1,
+              gamma: float = 1.0,
+              target_update_period: int = 1,
+              target_update_tau: float = 1.0,
+              n_step_update: int = 1,
+              double_q: bool = False) -> agents.AgentBuild:
+  """DqnAgent (or DdqnAgent with `double_q`) with a QNetwork of `fc_layer_params`, Adam and a
+  squared TD loss.
+
+  Args:
+    epsilon_greedy: Collect exploration; per actor through `collect_epsilon` (Ape-X ladder).
+    n_step_update: Steps of reward before bootstrapping; replay items are n + 1 steps.
+    double_q: Double DQN (van Hasselt et al., 2016): the online network picks the next action,
+      the target network values it.
+  """
+  algorithm = 'DDQN' if double_q else 'DQN'
+  agents.require_discrete(action_spec, algorithm)
+  _check_n_step(n_step_update)
+  network = q_network.QNetwork(time_step_spec.observation, action_spec,
+                               fc_layer_params=tuple(fc_layer_params))
+  agent_class = dqn_lib.DdqnAgent if double_q else dqn_lib.DqnAgent
+  agent = agent_class(
+      time_step_spec, action_spec,
+      q_network=network,
+      optimizer=tf.keras.optimizers.Adam(learning_rate=learning_rate),
+      epsilon_greedy=agents.collect_epsilon(epsilon_greedy, actor),
+      gamma=gamma,
+      n_step_update=n_step_update,
+      target_update_period=target_update_period,
+      target_update_tau=target_update_tau,
+      td_errors_loss_fn=tfa_common.element_wise_squared_loss,
+      train_step_counter=train_step)
+  return agents.AgentBuild(agent, n_step_update + 1, agents.loss_info_td_error)
+
+
+class WeightedCategoricalDqnAgent(c51_lib.CategoricalDqnAgent):
+  """CategoricalDqnAgent whose loss applies importance weights and reports per-item losses.
+
+  The stock `CategoricalDqnAgent._loss` accepts `weights` but ignores them, and returns no
+  per-item error. This loss is the stock one for feed-forward networks (same n-step target
+  support, projection and cross-entropy; tests/test_off_policy.py checks that they agree) with
+  `weights` applied, and `extra.td_error` set to each item's cross-entropy, the priority
+  Rainbow (Hessel et al., 2018) uses for a distributional agent.
+  """
+
+  def _loss(self, experience, td_errors_loss_fn=None, gamma=1.0, reward_scale_factor=1.0,
+            weights=None, training=False):
+    del td_errors_loss_fn  # The distributional loss is a cross-entropy.
+    if self._q_network.state_spec:
+      raise UserError('c51_agent supports feed-forward Q networks only')
+    first_two = tf.nest.map_structure(lambda x: x[:, :2], experience)
+    last_two = tf.nest.map_structure(lambda x: x[:, -2:], experience)
+    time_steps, policy_steps, _ = trajectory.experience_to_transitions(first_two, True)
+    _, _, next_time_steps = trajectory.experience_to_transitions(last_two, True)
+    actions = tf.nest.flatten(policy_steps.action)[0]
+    if actions.shape.rank > 1:
+      actions = tf.squeeze(actions, list(range(1, actions.shape.rank)))
+    with tf.name_scope('critic_loss'):
+      q_logits, _ = self._q_network(time_steps.observation, step_type=time_steps.step_type,
+                                    training=training)
+      next_q_distribution = self._next_q_distribution(next_time_steps)
+      rewards = reward_scale_factor * experience.reward[:, :-1]
+      discounts = gamma * experience.discount[:, :-1]
+      returns = value_ops.discounted_return(
+          rewards=rewards, discounts=discounts,
+          final_value=tf.zeros_like(rewards[:, 0]), time_major=False,
+          provide_all_returns=False)
+      target_support = (returns[:, None]
+                        + tf.reduce_prod(discounts, axis=1)[:, None] * self._support[None, :])
+      target_distribution = tf.stop_gradient(c51_lib.project_distribution(
+          target_support, next_q_distribution, self._support))
+      chosen_logits = tf.gather(q_logits, tf.cast(actions, tf.int32), axis=1, batch_dims=1)
+      per_item = tf.nn.softmax_cross_entropy_with_logits(labels=target_distribution,
+                                                         logits=chosen_logits)
+      aggregated = tfa_common.aggregate_losses(
+          per_example_loss=per_item, sample_weight=weights,
+          regularization_loss=self._q_network.losses)
+      tfa_common.summarize_scalar_dict(
+          {'critic_loss': aggregated.weighted, 'reg_loss': aggregated.regularization,
+           'total_loss': aggregated.total_loss},
+          step=self.train_step_counter, name_scope='Losses/')
+    return tf_agent.LossInfo(aggregated.total_loss,
+                             dqn_lib.DqnLossInfo(td_loss=aggregated.weighted, td_error=per_item))
+
+
+@gin.configurable(module='common')
+def c51_agent(time_step_spec, action_spec, train_step,
+              actor: Optional[agents.ActorSlot] = None,
+              fc_layer_params: Sequence[int] = (100,),
+              num_atoms: int = 51,
+              min_q_value: float = -20.0,
+              max_q_value: float = 20.0,
+              learning_rate: float = 1e-3,
+              epsilon_greedy: float = 0.1,
+              gamma: float = 0.99,
+              target_update_period: int = 1,
+              target_update_tau: float = 1.0,
+              n_step_update: int = 2) -> agents.AgentBuild:
+  """C51 (Bellemare et al., 2017): a CategoricalQNetwork of `num_atoms` atoms on
+  [min_q_value, max_q_value], Adam; defaults are the TF-Agents C51 tutorial's.
+  """
+  agents.require_discrete(action_spec, 'C51')
+  _check_n_step(n_step_update)
+  if not min_q_value < max_q_value or num_atoms < 2:
+    raise UserError(f'c51_agent needs min_q_value < max_q_value and num_atoms >= 2 (got '
+                    f'{min_q_value}, {max_q_value}, {num_atoms}): fix them in the gin file')
+  network = categorical_q_network.CategoricalQNetwork(
+      time_step_spec.observation, action_spec, num_atoms=num_atoms,
+      fc_layer_params=tuple(fc_layer_params))
+  agent = WeightedCategoricalDqnAgent(
+      time_step_spec, action_spec,
+      categorical_q_network=network,
+      optimizer=tf.keras.optimizers.Adam(learning_rate=learning_rate),
+      min_q_value=min_q_value,
+      max_q_value=max_q_value,
+      epsilon_greedy=agents.collect_epsilon(epsilon_greedy, actor),
+      n_step_update=n_step_update,
+      gamma=gamma,
+      target_update_period=target_update_period,
+      target_update_tau=target_update_tau,
+      train_step_counter=train_step)
+  return agents.AgentBuild(agent, n_step_update + 1, agents.loss_info_td_error)

@@ -1,0 +1,129 @@
+"""Every off-policy agent trains through the real processes, and its export is portable.
+
+For each gin file: the replay server, the learner, one collect actor and eval run as separate
+processes (`launcher.processes`); the learner trains a few hundred steps and stops; eval scores
+the final weights; the greedy SavedModel then loads in a fresh Python process with this project's
+packages blocked from import, and its actions on probe observations are those of the learner's
+final weights pulled from the variable table. Marked `slow`.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tf_agents.trajectories import time_step as ts
+
+from actor import evaluate
+from common import agents
+from common import builders
+from common import config
+from common import constants
+from common import variables as variables_lib
+from common.config import ReplayConfig
+from learner import export
+from tests.conftest import FAST_BINDINGS
+from tests.conftest import GIN_DIR
+from tests.conftest import start_role
+
+pytestmark = pytest.mark.slow
+
+TRAIN_STEPS = 200
+AGENTS = ['ddqn_cartpole.gin', 'c51_cartpole.gin', 'apex_dqn_cartpole.gin',
+          'ddpg_inverted_pendulum.gin', 'td3_inverted_pendulum.gin']
+BINDINGS = FAST_BINDINGS + ('EvalConfig.num_episodes = 1',)
+
+# Runs with nothing from this project: its top-level packages cannot even be imported.
+_FRESH_PROCESS = r'''
+import importlib.abc, json, os, sys
+
+PROJECT = {'common', 'actor', 'learner', 'launcher', 'replay_server', 'bench', 'tests'}
+
+class _Block(importlib.abc.MetaPathFinder):
+  def find_spec(self, name, path=None, target=None):
+    if name.split('.')[0] in PROJECT:
+      raise ImportError(f'project module {name} imported')
+    return None
+
+sys.meta_path.insert(0, _Block())
+os.environ['TF_USE_LEGACY_KERAS'] = '1'
+import numpy as np
+import tensorflow as tf
+from tf_agents.trajectories import time_step as ts
+
+policy_dir, probe_path = sys.argv[1:3]
+loaded = tf.saved_model.load(policy_dir)
+observations = tf.constant(np.load(probe_path))
+step = loaded.action(ts.restart(observations, batch_size=observations.shape[0]), ())
+np.save(probe_path + '.actions.npy', step.action.numpy())
+assert not PROJECT & {m.split('.')[0] for m in sys.modules}
+print(json.dumps(dict(train_step=int(loaded.get_train_step().numpy()))))
+'''
+
+
+def _log(path):
+  with open(path) as f:
+    return f.read()
+
+
+@pytest.mark.parametrize('gin_name', AGENTS)
+def test_agent_trains_through_the_real_processes_and_exports_a_portable_policy(
+    gin_name, root_dir, port, tmp_path):
+  gin_file = os.path.join(GIN_DIR, gin_name)
+  common_flags = dict(gin_files=[gin_file], gin_bindings=BINDINGS, root_dir=root_dir)
+  client = dict(common_flags, address=f'localhost:{port}')
+  logs = {role: str(tmp_path / f'{role}.log') for role in ('server', 'learner', 'actor', 'eval')}
+  started = [start_role('replay_server', port=port, log_path=logs['server'],
+                        extra=['--checkpoint_interval_s=0'], **common_flags)]
+  try:
+    started.append(start_role('learner', log_path=logs['learner'],
+                              extra=[f'--max_train_steps={TRAIN_STEPS}'], **client))
+    started.append(start_role('actor', task=1, log_path=logs['actor'],
+                              extra=['--num_actors=2', '--max_env_steps=1000000'], **client))
+    learner = started[1]
+    assert learner.wait(900) == 0, _log(logs['learner'])[-3000:]
+    learner_log = _log(logs['learner'])
+    assert re.search(rf'{constants.LEARNER_STOPPED_LINE} at train step {TRAIN_STEPS}\b',
+                     learner_log)
+    config.load_gin([gin_file], list(BINDINGS))
+    replay_config = ReplayConfig()
+    if replay_config.prioritized:
+      sent = re.search(r'sent (\d+) priority updates in (\d+) calls \((\d+) failed\)',
+                       learner_log)
+      assert sent and int(sent.group(1)) > 0 and int(sent.group(3)) == 0, learner_log[-2000:]
+    eval_process = start_role('eval', log_path=logs['eval'], extra=['--max_evals=1'], **client)
+    started.append(eval_process)
+    assert eval_process.wait(600) == 0, _log(logs['eval'])[-3000:]
+    row = evaluate.read_csv(os.path.join(root_dir, constants.EVAL_CSV))[-1]
+    assert row['train_step'] == TRAIN_STEPS
+
+    # The learner's final weights, as the actors and eval get them.
+    train_step = tf.Variable(0, dtype=tf.int64)
+    built = builders.build(replay_config, train_step)
+    assert variables_lib.VariableClient(client['address'], built.variables).pull() == TRAIN_STEPS
+  finally:
+    for process in reversed(started):
+      process.stop()
+  spec = built.specs.time_step_spec.observation
+  observations = np.random.RandomState(0).uniform(
+      -1.5, 1.5, (256,) + tuple(spec.shape)).astype(spec.dtype.as_numpy_dtype)
+  greedy = agents.greedy_policy(built.agent).action(ts.restart(tf.constant(observations), 256)).action.numpy()
+  probe_path = str(tmp_path / 'observations.npy')
+  np.save(probe_path, observations)
+  script = tmp_path / 'fresh.py'
+  script.write_text(_FRESH_PROCESS)
+  policy_dir = os.path.join(root_dir, constants.POLICY_DIR, export.GREEDY_POLICY)
+  env = {k: v for k, v in os.environ.items() if not k.startswith('PYTHON')}
+  done = subprocess.run([sys.executable, '-I', str(script), policy_dir, probe_path],
+                        cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert json.loads(done.stdout.strip().splitlines()[-1])['train_step'] == TRAIN_STEPS
+  exported = np.load(probe_path + '.actions.npy')
+  if np.issubdtype(exported.dtype, np.integer):
+    np.testing.assert_array_equal(exported, greedy)
+  else:
+    np.testing.assert_allclose(exported, greedy, rtol=1e-5, atol=1e-6)
