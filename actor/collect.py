@@ -168,7 +168,8 @@ def run_actor(root_dir: str, server_address: str, task: int, max_env_steps: int 
   builders.configure_tensorflow(threads=1)
 
   policy_client = PolicyClient(server_address, replay_config, role, server_timeout_s,
-                               stop_event, actor=agents.ActorSlot(task, num_actors))
+                               stop_event,
+                               actor=agents.ActorSlot(task, num_actors, config.num_envs))
   policy_client.connect()
   env = vector_env.VectorEnv([environments.make_environment(seed=seed + i)
                               for i in range(config.num_envs)])

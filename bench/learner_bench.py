@@ -12,12 +12,17 @@ real signature, then three learners with the same network and batch train from i
            pushes every `push_interval`), with the gin file's `use_xla`.
   ours/xla (with --compare_xla) the same with `use_xla` flipped, to show whether XLA helps on
            this machine.
+  ours/prioritized (with --prioritized) ours on a second table that samples by priority
+           (`ReplayConfig.prioritized`), with importance-weighted train steps and every sampled
+           item's new priority sent back through `PriorityWriter`, against ours on the uniform
+           table (target: >= 0.8x).
 
 Checkpoints and policy exports are off for all three. Windows alternate between the learners
 and each reports its best window, so a burst of load from other processes on a shared machine
 hurts one window rather than one side.
 
   python -m bench.learner_bench [--tasks=dqn_cartpole,sac_halfcheetah] [--window_s=4]
+      [--compare_xla] [--prioritized]
 """
 
 import argparse
@@ -27,6 +32,7 @@ import time
 from bench import harness
 
 TARGET = 1.5
+PRIORITIZED_TARGET = 0.8
 
 
 def _stock_learner(server, batch_size: int, root_dir: str):
@@ -50,23 +56,30 @@ def _stock_learner(server, batch_size: int, root_dir: str):
 def _our_learner(server, learner_config, root_dir: str, use_xla: bool):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tf_agents.train.utils import train_utils  # pylint: disable=g-import-not-at-top
-  from common import agents  # pylint: disable=g-import-not-at-top
   from common import builders  # pylint: disable=g-import-not-at-top
+  from common import constants  # pylint: disable=g-import-not-at-top
   from common import variables  # pylint: disable=g-import-not-at-top
   from learner import compiled_learner  # pylint: disable=g-import-not-at-top
+  from learner import priorities  # pylint: disable=g-import-not-at-top
   from learner import train  # pylint: disable=g-import-not-at-top
   strategy = tf.distribute.get_strategy()
   with strategy.scope():
     train_step = train_utils.create_train_step()
-    agent, specs = builders.make_agent_and_specs(server.replay_config, train_step)
+    built = builders.build(server.replay_config, train_step)
   make_iterator = train._iterator_fn(  # pylint: disable=protected-access
-      strategy, server.address, specs, learner_config, server.replay_config)
+      strategy, server.address, built.specs, learner_config, server.replay_config)
+  writer = step = None
+  if built.specs.prioritized:
+    writer = priorities.PriorityWriter(server.address, constants.REPLAY_TABLE)
+    step = priorities.PrioritizedStep(built.agent, built.td_errors, server.replay_config,
+                                      train_step)
   learner = compiled_learner.CompiledLearner(
-      root_dir, train_step, agent, checkpoint_interval=-1,
-      summary_interval=learner_config.summary_interval, strategy=strategy, use_xla=use_xla)
-  client = variables.VariableClient(server.address, agents.policy_variables(agent, train_step))
+      root_dir, train_step, built.agent, checkpoint_interval=-1,
+      summary_interval=learner_config.summary_interval, strategy=strategy, use_xla=use_xla,
+      prioritized_step=step, on_priorities=writer.submit if writer else None)
+  client = variables.VariableClient(server.address, built.variables)
   learner.triggers.append(train._PushTrigger(  # pylint: disable=protected-access
-      client, learner_config.push_interval, 0))
+      client, learner_config.push_interval, 0, built.max_priority, writer))
   iterator = make_iterator()
   n = learner_config.iterations_per_call
   return lambda: learner.run(iterations=n, iterator=iterator), n
@@ -82,16 +95,26 @@ def _steps_per_s(call, steps_per_call: int, window_s: float) -> float:
       return steps / elapsed
 
 
-def bench_task(task: str, window_s: float, rounds: int, compare_xla: bool):
+def bench_task(task: str, window_s: float, rounds: int, compare_xla: bool,
+               prioritized: bool = False):
   """Emits the learner records for one task."""
   harness.load_task(task, ['ReplayConfig.min_size = 1000'])
+  import gin  # pylint: disable=g-import-not-at-top
   from common.config import LearnerConfig  # pylint: disable=g-import-not-at-top
   config = LearnerConfig()
   server = harness.ReplayServer()
+  servers = [server]
   try:
     insert_rate = harness.write_items(server.address, server.specs.collect_data_spec, 4000,
-                                      server.replay_config.sequence_length)
+                                      server.specs.sequence_length)
     harness.log(f'{task}: table filled with 4000 synthetic items ({insert_rate:.0f} items/s)')
+    if prioritized:
+      gin.bind_parameter('ReplayConfig.prioritized', True)
+      prioritized_server = harness.ReplayServer()
+      servers.append(prioritized_server)
+      harness.write_items(prioritized_server.address,
+                          prioritized_server.specs.collect_data_spec, 4000,
+                          prioritized_server.specs.sequence_length)
     root = tempfile.mkdtemp(prefix='bench_learner_')
     learners = {
         'stock': _stock_learner(server, config.batch_size, f'{root}/stock'),
@@ -100,6 +123,9 @@ def bench_task(task: str, window_s: float, rounds: int, compare_xla: bool):
     if compare_xla:
       learners['ours_other_xla'] = _our_learner(server, config, f'{root}/other',
                                                 not config.use_xla)
+    if prioritized:
+      learners['ours_prioritized'] = _our_learner(prioritized_server, config,
+                                                  f'{root}/prioritized', config.use_xla)
     for name, (call, _) in learners.items():  # Trace and warm up.
       start = time.monotonic()
       call()
@@ -110,7 +136,8 @@ def bench_task(task: str, window_s: float, rounds: int, compare_xla: bool):
       for name, (call, n) in learners.items():
         best[name] = max(best[name], _steps_per_s(call, n, window_s))
   finally:
-    server.stop()
+    for each in servers:
+      each.stop()
   detail = dict(batch_size=config.batch_size, iterations_per_call=config.iterations_per_call,
                 use_xla=config.use_xla, window_s=window_s, rounds=rounds)
   harness.emit(harness.make_record(
@@ -120,6 +147,11 @@ def bench_task(task: str, window_s: float, rounds: int, compare_xla: bool):
     harness.emit(harness.make_record(
         f'learner train steps/s, use_xla={not config.use_xla}', best['ours_other_xla'],
         'train steps/s', task, stock=best['stock'], **detail))
+  if prioritized:
+    harness.emit(harness.make_record(
+        'learner train steps/s, prioritized replay against uniform', best['ours_prioritized'],
+        'train steps/s', task, stock=best['ours'], versus='ours on a uniform table',
+        target=PRIORITIZED_TARGET, **detail))
 
 
 def main(argv=None):
@@ -129,9 +161,11 @@ def main(argv=None):
   parser.add_argument('--rounds', type=int, default=2)
   parser.add_argument('--compare_xla', action='store_true',
                       help='Also measure our learner with use_xla flipped.')
+  parser.add_argument('--prioritized', action='store_true',
+                      help='Also measure our learner on a prioritized table with updates.')
   args = parser.parse_args(argv)
   for task in args.tasks.split(','):
-    bench_task(task, args.window_s, args.rounds, args.compare_xla)
+    bench_task(task, args.window_s, args.rounds, args.compare_xla, args.prioritized)
 
 
 if __name__ == '__main__':

@@ -1,17 +1,22 @@
-"""Time to solve DQN CartPole-v0 (eval return >= 195), from launch, start-up included.
+"""Time to solve CartPole-v0 (eval return >= 195), from launch, start-up included.
 
-  ours      `python -m launcher.main --gin_file=gin/dqn_cartpole_fast.gin --num_actors=1`
-            (replay server, actor, learner and eval as processes; the tutorial's agent, network
-            and batch), timed from its launch to its "[local] stopping: eval return" line; env
-            steps are the replay table's inserts at that evaluation.
+  ours      `python -m launcher.main --gin_file=G --num_actors=1` for each gin file G of
+            `--gin_files` (replay server, actor, learner and eval as processes), timed from its
+            launch to its "[local] stopping: eval return" line; env steps are the replay
+            table's inserts at that evaluation.
   tutorial  bench/tutorial_dqn.py (one process, written like the TF-Agents DQN tutorial), timed
             from its launch to its SOLVED line.
 
-The two alternate, `--runs` times each, and each reports the median. The issue's measurement
-is the median of 5 runs (`--runs=5`, about 10 minutes on 2 cores); the default suite runs 1.
+All of them alternate, `--runs` times each, and each reports the median. Every gin file after
+the first is also reported against the first (Ape-X DQN against uniform DQN with the same
+actors, for example). The issue's measurement is the median of 5 runs (`--runs=5`, about 10
+minutes per gin file on 2 cores); the default suite runs 1 of gin/dqn_cartpole_fast.gin.
 
   python -m bench.solve [--runs=1] [--budget_s=240] [--num_actors=1]
+      [--gin_files=gin/dqn_cartpole_fast.gin,gin/apex_dqn_cartpole.gin] [--no_tutorial]
 """
+
+import os
 
 import argparse
 import re
@@ -52,44 +57,73 @@ def _run(argv, pattern, budget_s: float, log_path: str):
   return found[0] if found else None
 
 
+def _name(gin_file: str) -> str:
+  return os.path.splitext(os.path.basename(gin_file))[0]
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--runs', type=int, default=1)
   parser.add_argument('--budget_s', type=float, default=240.0)
   parser.add_argument('--num_actors', type=int, default=1)
-  parser.add_argument('--gin_file', default='gin/dqn_cartpole_fast.gin')
+  parser.add_argument('--gin_files', default='gin/dqn_cartpole_fast.gin',
+                      help='Comma-separated gin files; the first is the others\' baseline.')
+  parser.add_argument('--no_tutorial', action='store_true',
+                      help='Skip the tutorial loop (compare the gin files only).')
   args = parser.parse_args(argv)
+  gin_files = [f for f in args.gin_files.split(',') if f]
   root = tempfile.mkdtemp(prefix='bench_solve_')
-  ours, tutorial = [], []
+  ours = {f: [] for f in gin_files}
+  tutorial = []
   for run in range(args.runs):
-    result = _run([sys.executable, '-m', 'launcher.main', f'--gin_file={args.gin_file}',
-                   f'--root_dir={root}/ours{run}',
-                   f'--num_actors={args.num_actors}', f'--budget_s={args.budget_s:g}',
-                   f'--gin_bindings=ActorConfig.seed={run}'],
-                  _OURS_DONE, args.budget_s + 30, f'{root}/ours{run}.log')
-    if result:
-      ours.append((result[0], int(result[1].group(3)), int(result[1].group(2))))
-    harness.log(f'solve run {run}: ours {result[0] if result else "not solved"}')
+    for gin_file in gin_files:
+      run_dir = f'{root}/{_name(gin_file)}_{run}'
+      result = _run([sys.executable, '-m', 'launcher.main', f'--gin_file={gin_file}',
+                     f'--root_dir={run_dir}',
+                     f'--num_actors={args.num_actors}', f'--budget_s={args.budget_s:g}',
+                     f'--gin_bindings=ActorConfig.seed={run}'],
+                    _OURS_DONE, args.budget_s + 30, f'{run_dir}.log')
+      if result:
+        ours[gin_file].append((result[0], int(result[1].group(3)), int(result[1].group(2))))
+      harness.log(f'solve run {run}: {_name(gin_file)} '
+                  f'{result[0] if result else "not solved"}')
+    if args.no_tutorial:
+      continue
     result = _run([sys.executable, '-m', 'bench.tutorial_dqn', f'--seed={run}'],
                   _TUTORIAL_DONE, args.budget_s + 30, f'{root}/tutorial{run}.log')
     if result:
       tutorial.append((result[0], int(result[1].group(2)), int(result[1].group(3))))
     harness.log(f'solve run {run}: tutorial {result[0] if result else "not solved"}')
-  detail = dict(runs=args.runs, ours_solved=len(ours), tutorial_solved=len(tutorial),
-                ours_runs=ours, tutorial_runs=tutorial, num_actors=args.num_actors,
-                budget_s=args.budget_s, gin_file=args.gin_file, logs=root)
-  # An unsolved run counts as the budget (an optimistic bound for the side that failed).
-  ours_s = [r[0] for r in ours] + [args.budget_s] * (args.runs - len(ours))
-  tutorial_s = [r[0] for r in tutorial] + [args.budget_s] * (args.runs - len(tutorial))
-  harness.emit(harness.make_record(
-      'time to solve DQN CartPole-v0 (median, from launch)', statistics.median(ours_s), 's',
-      'dqn_cartpole', stock=statistics.median(tutorial_s), versus='TF-Agents tutorial loop',
-      target=TARGET_RATIO, higher_is_better=False, **detail))
-  if ours and tutorial:
-    harness.emit(harness.make_record(
-        'env steps to solve DQN CartPole-v0 (median)', statistics.median(r[1] for r in ours),
-        'env steps', 'dqn_cartpole', stock=statistics.median(r[1] for r in tutorial),
-        versus='TF-Agents tutorial loop', higher_is_better=False, runs=args.runs))
+
+  def seconds(results):
+    # An unsolved run counts as the budget (an optimistic bound for the side that failed).
+    return [r[0] for r in results] + [args.budget_s] * (args.runs - len(results))
+
+  baseline = gin_files[0]
+  for gin_file in gin_files:
+    name = _name(gin_file)
+    detail = dict(runs=args.runs, solved=len(ours[gin_file]), ours_runs=ours[gin_file],
+                  num_actors=args.num_actors, budget_s=args.budget_s, gin_file=gin_file,
+                  logs=root)
+    if not args.no_tutorial:
+      detail.update(tutorial_solved=len(tutorial), tutorial_runs=tutorial)
+      harness.emit(harness.make_record(
+          f'time to solve CartPole-v0 with {name} (median, from launch)',
+          statistics.median(seconds(ours[gin_file])), 's', name,
+          stock=statistics.median(seconds(tutorial)), versus='TF-Agents tutorial loop',
+          target=TARGET_RATIO, higher_is_better=False, **detail))
+      if ours[gin_file] and tutorial:
+        harness.emit(harness.make_record(
+            f'env steps to solve CartPole-v0 with {name} (median)',
+            statistics.median(r[1] for r in ours[gin_file]), 'env steps', name,
+            stock=statistics.median(r[1] for r in tutorial), versus='TF-Agents tutorial loop',
+            higher_is_better=False, runs=args.runs))
+    if gin_file != baseline:
+      harness.emit(harness.make_record(
+          f'time to solve CartPole-v0 with {name} against {_name(baseline)} (median)',
+          statistics.median(seconds(ours[gin_file])), 's', name,
+          stock=statistics.median(seconds(ours[baseline])), versus=_name(baseline),
+          higher_is_better=False, baseline_runs=ours[baseline], **detail))
 
 
 if __name__ == '__main__':

@@ -101,6 +101,14 @@ def test_apex_epsilon_ladder_spans_the_papers_range():
       0.4 ** 4.5)
 
 
+def test_apex_epsilon_gives_each_environment_of_a_batched_actor_its_own_rung():
+  # 2 actors of 4 environments: 8 slots, actor 1 holds slots 4..7.
+  second = agents.apex_epsilon(0.4, agents.ActorSlot(1, 2, num_envs=4))
+  np.testing.assert_allclose(second, [0.4 ** (1 + 7 * i / 7) for i in range(4, 8)], rtol=1e-6)
+  single = agents.apex_epsilon(0.4, agents.ActorSlot(0, 1, num_envs=8))
+  assert single[0] == pytest.approx(0.4) and single[-1] == pytest.approx(0.4 ** 8)
+
+
 def test_each_actor_builds_its_own_epsilon_from_the_gin_ladder():
   replay_config = _load(APEX_GIN)
   epsilons = []
@@ -108,6 +116,23 @@ def test_each_actor_builds_its_own_epsilon_from_the_gin_ladder():
     built = builders.build(replay_config, actor=agents.ActorSlot(task, 8))
     epsilons.append(float(built.agent.collect_policy._get_epsilon()))  # pylint: disable=protected-access
   assert epsilons == pytest.approx([0.4, 0.4 ** 8])
+
+
+def test_a_batched_actor_explores_with_one_epsilon_per_environment():
+  replay_config = _load(APEX_GIN)
+  built = builders.build(replay_config, actor=agents.ActorSlot(0, 1, num_envs=8))
+  from actor import inference  # pylint: disable=g-import-not-at-top
+  policy = inference.CompiledPolicy(built.agent.collect_policy, 8)
+  observation = np.zeros((8, 4), np.float32)
+  time_step = ts.TimeStep(step_type=np.ones(8, np.int32), reward=np.zeros(8, np.float32),
+                          discount=np.ones(8, np.float32), observation=observation)
+  greedy = int(agents.greedy_policy(built.agent).action(
+      ts.restart(tf.constant(observation[:1]), 1)).action.numpy()[0])
+  # On one observation, environment 0 (epsilon 0.4) leaves the greedy action about 20% of the
+  # time and environment 7 (epsilon 0.4 ** 8) almost never.
+  off_greedy = np.mean([policy(time_step)[0] != greedy for _ in range(400)], axis=0)
+  assert 0.1 < off_greedy[0] < 0.3
+  assert off_greedy[7] < 0.02
 
 
 # --- Start-up refusals ------------------------------------------------------------------------
