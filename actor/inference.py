@@ -24,7 +24,7 @@ class CompiledPolicy:
 
   def __init__(self, tf_policy, batch_size: int, jit_compile: bool = False):
     if tf.nest.flatten(tf_policy.policy_state_spec):
-      raise ValueError('CompiledPolicy supports stateless policies only (DQN, SAC)')
+      raise ValueError('CompiledPolicy supports stateless (feed-forward) policies only')
     self._policy = tf_policy
     self._time_step_spec = tf_policy.time_step_spec
     self._action_spec = tf_policy.action_spec

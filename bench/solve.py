@@ -1,11 +1,12 @@
-"""Time to solve CartPole-v0 (eval return >= 195), from launch, start-up included.
+"""Time to solve a task (eval return >= its EvalConfig.target_return), from launch, start-up
+included.
 
   ours      `python -m launcher.main --gin_file=G --num_actors=1` for each gin file G of
             `--gin_files` (replay server, actor, learner and eval as processes), timed from its
             launch to its "[local] stopping: eval return" line; env steps are the replay
             table's inserts at that evaluation.
-  tutorial  bench/tutorial_dqn.py (one process, written like the TF-Agents DQN tutorial), timed
-            from its launch to its SOLVED line.
+  tutorial  bench/tutorial_dqn.py (one process, written like the TF-Agents DQN tutorial, on
+            CartPole-v0), timed from its launch to its SOLVED line.
 
 All of them alternate, `--runs` times each, and each reports the median. Every gin file after
 the first is also reported against the first (Ape-X DQN against uniform DQN with the same
@@ -16,9 +17,8 @@ minutes per gin file on 2 cores); the default suite runs 1 of gin/dqn_cartpole_f
       [--gin_files=gin/dqn_cartpole_fast.gin,gin/apex_dqn_cartpole.gin] [--no_tutorial]
 """
 
-import os
-
 import argparse
+import os
 import re
 import statistics
 import sys
@@ -108,19 +108,19 @@ def main(argv=None):
     if not args.no_tutorial:
       detail.update(tutorial_solved=len(tutorial), tutorial_runs=tutorial)
       harness.emit(harness.make_record(
-          f'time to solve CartPole-v0 with {name} (median, from launch)',
+          f'time to solve {name} (median, from launch)',
           statistics.median(seconds(ours[gin_file])), 's', name,
           stock=statistics.median(seconds(tutorial)), versus='TF-Agents tutorial loop',
           target=TARGET_RATIO, higher_is_better=False, **detail))
       if ours[gin_file] and tutorial:
         harness.emit(harness.make_record(
-            f'env steps to solve CartPole-v0 with {name} (median)',
+            f'env steps to solve {name} (median)',
             statistics.median(r[1] for r in ours[gin_file]), 'env steps', name,
             stock=statistics.median(r[1] for r in tutorial), versus='TF-Agents tutorial loop',
             higher_is_better=False, runs=args.runs))
     if gin_file != baseline:
       harness.emit(harness.make_record(
-          f'time to solve CartPole-v0 with {name} against {_name(baseline)} (median)',
+          f'time to solve {name} against {_name(baseline)} (median)',
           statistics.median(seconds(ours[gin_file])), 's', name,
           stock=statistics.median(seconds(ours[baseline])), versus=_name(baseline),
           higher_is_better=False, baseline_runs=ours[baseline], **detail))

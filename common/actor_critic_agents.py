@@ -34,9 +34,17 @@ def _critic(observation_spec, action_spec, joint_fc_layer_params: Sequence[int])
       last_kernel_initializer='glorot_uniform')
 
 
-def _deterministic_actor(observation_spec, action_spec, fc_layer_params: Sequence[int]):
-  return actor_network.ActorNetwork(observation_spec, action_spec,
-                                    fc_layer_params=tuple(fc_layer_params))
+def _deterministic_actor_critic(time_step_spec, action_spec, actor_fc_layer_params,
+                                critic_joint_fc_layer_params, actor_learning_rate,
+                                critic_learning_rate):
+  """The networks and optimizers that TD3 and DDPG share: a deterministic actor, a critic."""
+  observation_spec = time_step_spec.observation
+  return dict(
+      actor_network=actor_network.ActorNetwork(observation_spec, action_spec,
+                                               fc_layer_params=tuple(actor_fc_layer_params)),
+      critic_network=_critic(observation_spec, action_spec, critic_joint_fc_layer_params),
+      actor_optimizer=tf.keras.optimizers.Adam(learning_rate=actor_learning_rate),
+      critic_optimizer=tf.keras.optimizers.Adam(learning_rate=critic_learning_rate))
 
 
 @gin.configurable(module='common')
@@ -97,14 +105,12 @@ def td3_agent(time_step_spec, action_spec, train_step,
   """
   del actor  # Every actor explores with the same Gaussian noise.
   agents.require_continuous(action_spec, 'TD3')
-  observation_spec = time_step_spec.observation
   recorder = agents.TdErrorRecorder(tfa_common.element_wise_squared_loss)
   agent = td3_lib.Td3Agent(
       time_step_spec, action_spec,
-      actor_network=_deterministic_actor(observation_spec, action_spec, actor_fc_layer_params),
-      critic_network=_critic(observation_spec, action_spec, critic_joint_fc_layer_params),
-      actor_optimizer=tf.keras.optimizers.Adam(learning_rate=actor_learning_rate),
-      critic_optimizer=tf.keras.optimizers.Adam(learning_rate=critic_learning_rate),
+      **_deterministic_actor_critic(time_step_spec, action_spec, actor_fc_layer_params,
+                                    critic_joint_fc_layer_params, actor_learning_rate,
+                                    critic_learning_rate),
       exploration_noise_std=exploration_noise_std,
       target_policy_noise=target_policy_noise,
       target_policy_noise_clip=target_policy_noise_clip,
@@ -115,7 +121,10 @@ def td3_agent(time_step_spec, action_spec, train_step,
       gamma=gamma,
       reward_scale_factor=reward_scale_factor,
       train_step_counter=train_step)
-  return agents.AgentBuild(agent, 2, recorder.take)
+  return agents.AgentBuild(
+      agent, 2, recorder.take,
+      single_replica_reason='TD3 applies its delayed actor update inside a tf.cond, and '
+      'MirroredStrategy cannot all-reduce gradients there')
 
 
 class GaussianDdpgAgent(ddpg_lib.DdpgAgent):
@@ -153,14 +162,12 @@ def ddpg_agent(time_step_spec, action_spec, train_step,
   """
   del actor  # Every actor explores with the same Gaussian noise.
   agents.require_continuous(action_spec, 'DDPG')
-  observation_spec = time_step_spec.observation
   recorder = agents.TdErrorRecorder(tfa_common.element_wise_squared_loss)
   agent = GaussianDdpgAgent(
       time_step_spec, action_spec,
-      actor_network=_deterministic_actor(observation_spec, action_spec, actor_fc_layer_params),
-      critic_network=_critic(observation_spec, action_spec, critic_joint_fc_layer_params),
-      actor_optimizer=tf.keras.optimizers.Adam(learning_rate=actor_learning_rate),
-      critic_optimizer=tf.keras.optimizers.Adam(learning_rate=critic_learning_rate),
+      **_deterministic_actor_critic(time_step_spec, action_spec, actor_fc_layer_params,
+                                    critic_joint_fc_layer_params, actor_learning_rate,
+                                    critic_learning_rate),
       exploration_noise_std=exploration_noise_std,
       target_update_tau=target_update_tau,
       target_update_period=target_update_period,

@@ -48,10 +48,13 @@ class AgentBuild:
     td_errors: Called in the same graph right after `agent.train` with its LossInfo; returns
       one float per item of the batch, the item's TD error (any sign), from which the learner
       computes new priorities.
+    single_replica_reason: Set when `agent.train` cannot run replicated (MirroredStrategy over
+      several devices); the learner then refuses more than one replica with this reason.
   """
   agent: object
   sequence_length: int
   td_errors: Callable[[object], tf.Tensor]
+  single_replica_reason: Optional[str] = None
 
 
 class TdErrorRecorder:

@@ -53,12 +53,14 @@ class Build:
     variables: The variable-table nest (`agents.policy_variables`).
     td_errors: The builder's per-item TD error of the last train step (`AgentBuild.td_errors`).
     max_priority: The priority new items get (prioritized replay), else None.
+    single_replica_reason: Why the agent cannot train replicated, or None.
   """
   agent: object
   specs: Specs
   variables: object
   td_errors: object
   max_priority: Optional[tf.Variable]
+  single_replica_reason: Optional[str] = None
 
 
 def build(replay_config: ReplayConfig, train_step=None,
@@ -97,7 +99,8 @@ def build(replay_config: ReplayConfig, train_step=None,
       replay_signature=replay.replay_signature(agent.collect_data_spec, length),
       variables_signature=agents.variables_signature(variables))
   return Build(agent=agent, specs=specs, variables=variables, td_errors=agent_build.td_errors,
-               max_priority=max_priority)
+               max_priority=max_priority,
+               single_replica_reason=agent_build.single_replica_reason)
 
 
 def make_agent_and_specs(replay_config: ReplayConfig, train_step=None,

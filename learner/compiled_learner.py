@@ -49,7 +49,10 @@ class CompiledLearner(tfa_learner.Learner):
     self._last_summary_step = int(self.train_step.numpy())
     self._own_loop = use_xla or self._prioritized
     if self._prioritized:
-      step_fn = prioritized_step
+      # Like the stock Learner's `agent.train`: autograph must not rewrite the agent's Python
+      # control flow, or a gradient all-reduce ends up inside a converted conditional, which
+      # MirroredStrategy cannot run.
+      step_fn = tf.autograph.experimental.do_not_convert(prioritized_step)
     else:
       step_fn = lambda experience, _: self._agent.train(experience)  # pylint: disable=unnecessary-lambda
     self._step_fn = tf.function(step_fn, jit_compile=True) if use_xla else step_fn

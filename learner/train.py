@@ -91,6 +91,10 @@ def run_learner(root_dir: str, server_address: str, max_train_steps: int = 0,
     train_step = train_utils.create_train_step()
     built = builders.build(replay_config, train_step)
   agent, specs = built.agent, built.specs
+  if built.single_replica_reason and strategy.num_replicas_in_sync > 1:
+    raise UserError(f'{built.single_replica_reason}, so this agent cannot train on '
+                    f'{strategy.num_replicas_in_sync} replicas: give the learner one GPU '
+                    '(CUDA_VISIBLE_DEVICES=0) or pick another agent')
   make_iterator = _iterator_fn(strategy, server_address, specs, learner_config, replay_config)
 
   is_running = lambda: not stop_event.is_set()

@@ -36,6 +36,24 @@ FAST_BINDINGS = (
 )
 
 
+# The start of a script run with `python -I` outside the checkout: from its first line on, none of
+# this project's packages can be imported, and TensorFlow runs with Keras 2 as TF-Agents needs.
+FRESH_PROCESS_HEADER = r'''
+import importlib.abc, json, os, sys
+
+PROJECT = {'common', 'actor', 'learner', 'launcher', 'replay_server', 'results', 'bench', 'tests'}
+
+class _Block(importlib.abc.MetaPathFinder):
+  def find_spec(self, name, path=None, target=None):
+    if name.split('.')[0] in PROJECT:
+      raise ImportError(f'project module {name} imported')
+    return None
+
+sys.meta_path.insert(0, _Block())
+os.environ['TF_USE_LEGACY_KERAS'] = '1'
+'''
+
+
 def wait_until(predicate, timeout_s: float, what: str, interval_s: float = 0.2, detail=None):
   """`bench.harness.wait_for` that fails the test instead of raising.
 

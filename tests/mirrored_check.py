@@ -1,13 +1,16 @@
 """Run as a script by test_mirrored_strategy.py, in a fresh process per check.
 
-  python -m tests.mirrored_check ROOT dqn|sac|learner
+  python -m tests.mirrored_check ROOT dqn|sac|learner|prioritized|td3
 
 Splits the CPU into two logical devices (possible only before TensorFlow initializes them).
 `dqn`: one replicated train step gives the same loss as the default strategy on the same batch
 and the same initial weights. `sac`: the replicated step runs and gives a finite loss close to
 the default strategy's (SAC samples actions inside its loss, so the two are equal only in
 distribution). `learner`: `run_learner` trains under a MirroredStrategy against a real Reverb
-server fed by a real actor. Prints its result and exits non-zero on failure.
+server fed by a real actor. `prioritized`: the same with DDPG on a prioritized table, so that
+the importance-weighted step, the per-replica TD errors and the priority updates run replicated.
+`td3`: run_learner refuses TD3 on two replicas with its one-line reason.
+Prints its result and exits non-zero on failure.
 """
 
 import math
@@ -31,7 +34,9 @@ from tf_agents.trajectories import time_step as ts  # noqa: E402
 
 from actor import collect  # noqa: E402
 from common import builders  # noqa: E402
+from common import constants  # noqa: E402
 from common.config import ReplayConfig  # noqa: E402
+from common.errors import UserError  # noqa: E402
 from learner import train  # noqa: E402
 
 
@@ -80,12 +85,12 @@ def check_loss(gin_file, root):
   return default_loss, mirrored_loss
 
 
-def check_run_learner(root):
+def check_run_learner(root, gin_file='gin/dqn_cartpole.gin', bindings=()):
   gin.clear_config()
-  gin.parse_config_files_and_bindings(['gin/dqn_cartpole.gin'], [
+  gin.parse_config_files_and_bindings([gin_file], [
       'ReplayConfig.min_size = 64', 'LearnerConfig.iterations_per_call = 5',
       'LearnerConfig.checkpoint_interval = 20', 'LearnerConfig.policy_export_interval = 20',
-      'ActorConfig.steps_per_run = 20'])
+      'ActorConfig.steps_per_run = 20', *bindings])
   config = ReplayConfig()
   _, specs = builders.make_agent_and_specs(config)
   port = portpicker.pick_unused_port()
@@ -98,17 +103,31 @@ def check_run_learner(root):
   try:
     strategy = tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1'])
     step = train.run_learner(f'{root}/run', address, max_train_steps=20, strategy=strategy)
+    priorities = {float(sample[0].info.priority) for sample in
+                  reverb.Client(address).sample(constants.REPLAY_TABLE, 300)}
   finally:
     stop.set()
     actor.join(timeout=60)
     server.stop()
-  print(f'run_learner under MirroredStrategy reached train step {step}')
-  return step
+  print(f'run_learner under MirroredStrategy reached train step {step}; '
+        f'{len(priorities)} distinct priorities in replay')
+  return step, len(priorities)
 
 
 def main(root, check):
   if check == 'learner':
-    return 0 if check_run_learner(root) == 20 else 1
+    return 0 if check_run_learner(root)[0] == 20 else 1
+  if check == 'prioritized':
+    step, distinct = check_run_learner(root, 'gin/ddpg_inverted_pendulum.gin',
+                                       ['ReplayConfig.prioritized = True'])
+    return 0 if step == 20 and distinct > 10 else 1
+  if check == 'td3':
+    try:
+      check_run_learner(root, 'gin/td3_inverted_pendulum.gin')
+    except UserError as e:
+      print(f'refused: {e}')
+      return 0
+    return 1
   gin_file = {'dqn': 'gin/dqn_cartpole.gin', 'sac': 'gin/sac_inverted_pendulum.gin'}[check]
   default_loss, mirrored_loss = check_loss(gin_file, root)
   if not (math.isfinite(default_loss) and math.isfinite(mirrored_loss)):

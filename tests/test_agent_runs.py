@@ -27,6 +27,7 @@ from common import variables as variables_lib
 from common.config import ReplayConfig
 from learner import export
 from tests.conftest import FAST_BINDINGS
+from tests.conftest import FRESH_PROCESS_HEADER
 from tests.conftest import GIN_DIR
 from tests.conftest import start_role
 
@@ -38,20 +39,7 @@ AGENTS = ['ddqn_cartpole.gin', 'c51_cartpole.gin', 'apex_dqn_cartpole.gin',
 BINDINGS = FAST_BINDINGS + ('EvalConfig.num_episodes = 1',)
 
 # Runs with nothing from this project: its top-level packages cannot even be imported.
-_FRESH_PROCESS = r'''
-import importlib.abc, json, os, sys
-
-PROJECT = {'common', 'actor', 'learner', 'launcher', 'replay_server', 'bench', 'tests'}
-
-class _Block(importlib.abc.MetaPathFinder):
-  def find_spec(self, name, path=None, target=None):
-    if name.split('.')[0] in PROJECT:
-      raise ImportError(f'project module {name} imported')
-    return None
-
-sys.meta_path.insert(0, _Block())
-os.environ['TF_USE_LEGACY_KERAS'] = '1'
-import numpy as np
+_FRESH_PROCESS = FRESH_PROCESS_HEADER + r'''import numpy as np
 import tensorflow as tf
 from tf_agents.trajectories import time_step as ts
 

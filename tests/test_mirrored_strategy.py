@@ -45,3 +45,15 @@ def test_sac_replicated_train_step_runs(tmp_path):
 def test_run_learner_trains_under_mirrored_strategy(tmp_path):
   stdout = _run(tmp_path, 'learner')
   assert 'run_learner under MirroredStrategy reached train step 20' in stdout
+
+
+def test_prioritized_learner_trains_and_updates_priorities_under_mirrored_strategy(tmp_path):
+  stdout = _run(tmp_path, 'prioritized')
+  match = re.search(r'reached train step 20; (\d+) distinct priorities', stdout)
+  assert match and int(match.group(1)) > 10, stdout[-3000:]
+
+
+def test_td3_is_refused_on_several_replicas_with_its_reason(tmp_path):
+  stdout = _run(tmp_path, 'td3')
+  assert 'refused: TD3 applies its delayed actor update inside a tf.cond' in stdout
+  assert 'give the learner one GPU' in stdout

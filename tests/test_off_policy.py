@@ -304,10 +304,11 @@ def test_priorities_written_by_the_learner_are_on_the_server(port, tmp_path):
   built = builders.build(replay_config)
   server, address = _server(built, replay_config, port)
   writer = priorities.PriorityWriter(address, constants.REPLAY_TABLE)
-  submitted = {}
+  submitted = {}  # key -> every priority the learner computed for it
 
   def on_priorities(keys, values):
-    submitted.update(zip(keys.tolist(), values.tolist()))
+    for key, value in zip(keys.tolist(), values.tolist()):
+      submitted.setdefault(key, []).append(value)
     writer.submit(keys, values)
 
   try:
@@ -317,18 +318,19 @@ def test_priorities_written_by_the_learner_are_on_the_server(port, tmp_path):
     learner.run(iterations=5, iterator=iterator)
     assert writer.flush(timeout_s=30)
     assert writer.failures == 0 and writer.sent_updates == len(submitted) > 0
-    assert all(v != 1.0 for v in submitted.values())
-    # Every item's priority, read back from the server: the learner's where it sampled the
-    # item, the actors' 1.0 elsewhere.
+    assert all(v != 1.0 for values in submitted.values() for v in values)
+    # Every item's priority, read back from the server: one the learner computed for it where
+    # it sampled the item, the actors' 1.0 elsewhere.
     client = reverb.Client(address)
     on_server = {}
     for sample in client.sample(constants.REPLAY_TABLE, 2000):
       on_server[int(sample[0].info.key)] = float(sample[0].info.priority)
-    for key, value in submitted.items():
-      if key in on_server:
-        assert on_server[key] == pytest.approx(value)
-    assert set(submitted) & set(on_server)
-    assert writer.take_max() == pytest.approx(max(submitted.values()))
+    updated = set(submitted) & set(on_server)
+    assert updated
+    for key in updated:
+      assert any(on_server[key] == pytest.approx(v) for v in submitted[key])
+    assert {on_server[k] for k in set(on_server) - set(submitted)} <= {1.0}
+    assert writer.take_max() == pytest.approx(max(max(v) for v in submitted.values()))
   finally:
     writer.close()
     server.stop()
@@ -348,14 +350,14 @@ def test_sample_frequencies_follow_the_priorities(port):
     writer.submit(np.array(keys, np.uint64), wanted)
     assert writer.flush(timeout_s=30)
     counts = dict.fromkeys(keys, 0)
-    draws = 8000
+    draws = 20000
     for sample in client.sample(constants.REPLAY_TABLE, draws):
       counts[int(sample[0].info.key)] += 1
   finally:
     writer.close()
     server.stop()
   frequencies = np.array([counts[k] for k in keys]) / draws
-  # Binomial standard error at p = 0.7 and 8000 draws is 0.005; allow four of them.
+  # Binomial standard error at p = 0.7 and 20000 draws is 0.0032; allow six of them.
   np.testing.assert_allclose(frequencies, wanted / wanted.sum(), atol=0.02)
 
 

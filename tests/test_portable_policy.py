@@ -30,25 +30,13 @@ from common.config import EvalConfig
 from common.config import ReplayConfig
 from learner import export
 from learner import train
+from tests.conftest import FRESH_PROCESS_HEADER
 from tests.conftest import parse_gin
 
 TRAIN_STEPS = 300
 
 # Runs with nothing from this project: its top-level packages cannot even be imported.
-_FRESH_PROCESS = r'''
-import importlib.abc, json, os, sys
-
-PROJECT = {'common', 'actor', 'learner', 'launcher', 'replay_server', 'results', 'tests'}
-
-class _Block(importlib.abc.MetaPathFinder):
-  def find_spec(self, name, path=None, target=None):
-    if name.split('.')[0] in PROJECT:
-      raise ImportError(f'project module {name} imported')
-    return None
-
-sys.meta_path.insert(0, _Block())
-os.environ['TF_USE_LEGACY_KERAS'] = '1'
-import tensorflow as tf
+_FRESH_PROCESS = FRESH_PROCESS_HEADER + r'''import tensorflow as tf
 from tf_agents.drivers import py_driver
 from tf_agents.environments import suite_gym
 from tf_agents.metrics import py_metrics
