@@ -134,6 +134,12 @@ class _Stats:
     self.last_reset_seconds = 0.0
     self.policy_lag = 0
     self.pulls = 0
+    self.rate = 0.0
+
+  def record(self, task: int, weights_step: int) -> dict:
+    """This actor's status record for the status table (`replay.publish_status`)."""
+    return {'role': 'actor', 'task': task, 'env_steps': self.env_steps,
+            'env_steps_per_s': round(self.rate, 1), 'weights_step': weights_step}
 
 
 def run_actor(root_dir: str, server_address: str, task: int, max_env_steps: int = 0,
@@ -180,6 +186,7 @@ def run_actor(root_dir: str, server_address: str, task: int, max_env_steps: int 
   observer = replay.BatchedTrajectoryObserver(
       reverb.Client(server_address), config.num_envs, policy_client.specs.sequence_length,
       is_running=lambda: not stop_event.is_set())
+  status_client = reverb.Client(server_address)
   summary_dir = os.path.join(root_dir, constants.ACTOR_DIR, str(task))
   summary_writer = tf.summary.create_file_writer(summary_dir)
   config_lib.record_run_config(summary_dir, {'root_dir': root_dir, 'task': task,
@@ -201,7 +208,9 @@ def run_actor(root_dir: str, server_address: str, task: int, max_env_steps: int 
     try:
       # Until the first weights arrive, look for them after every run (a cheap probe).
       if steps_since_pull >= config.variable_update_interval or not collector.use_learned:
-        _pull(policy_client, collector, stats, observer)
+        if _pull(policy_client, collector, stats, observer):
+          # At each pull, so that the status view's policy lag is the lag of the weights in use.
+          replay.publish_status(status_client, stats.record(task, policy_client.train_step))
         steps_since_pull = 0
       budget = config.steps_per_run
       if max_env_steps:
@@ -218,6 +227,7 @@ def run_actor(root_dir: str, server_address: str, task: int, max_env_steps: int 
       continue
     if time.monotonic() - last_log >= config.log_interval_s:
       _log(collector.metrics, env, policy_client, summary_writer, stats, role)
+      replay.publish_status(status_client, stats.record(task, policy_client.train_step))
       last_log = time.monotonic()
 
   watchdog.stop()
@@ -241,11 +251,12 @@ def run_actor(root_dir: str, server_address: str, task: int, max_env_steps: int 
 
 
 def _pull(policy_client: PolicyClient, collector: Collector, stats: _Stats,
-          observer: replay.BatchedTrajectoryObserver) -> None:
+          observer: replay.BatchedTrajectoryObserver) -> bool:
+  """Pulls the newest weights; returns whether any arrived."""
   previous = policy_client.train_step
   step = policy_client.pull()
   if step is None:
-    return
+    return False
   stats.pulls += 1
   if policy_client.max_priority is not None:
     observer.priority = policy_client.max_priority
@@ -254,6 +265,7 @@ def _pull(policy_client: PolicyClient, collector: Collector, stats: _Stats,
   if not collector.use_learned:
     collector.use_learned = True
     policy_client.log_first_weights(step)
+  return True
 
 
 def _log(metrics: EpisodeMetrics, env: vector_env.VectorEnv, policy_client: PolicyClient,
@@ -267,7 +279,7 @@ def _log(metrics: EpisodeMetrics, env: vector_env.VectorEnv, policy_client: Poli
   """
   now = time.monotonic()
   elapsed = max(now - stats.last_time, 1e-9)
-  rate = (stats.env_steps - stats.last_env_steps) / elapsed
+  rate = stats.rate = (stats.env_steps - stats.last_env_steps) / elapsed
   reset_share = (env.reset_seconds - stats.last_reset_seconds) / elapsed
   stats.last_env_steps, stats.last_time = stats.env_steps, now
   stats.last_reset_seconds = env.reset_seconds

@@ -1,4 +1,5 @@
-r"""Starts a collect actor, or the eval process with --mode=eval.
+r"""Starts a collect actor (`reverb-fleet actor`), or the eval process with --mode=eval
+(`reverb-fleet eval`).
 
   python -m actor.main --gin_file=gin/dqn_cartpole.gin --replay_server_address=localhost:8008 \
       --task=0 --root_dir=runs/cp
@@ -25,7 +26,7 @@ FLAGS = flags.FLAGS
 
 
 def main(_):
-  main_utils.block_stop_signals()
+  main_utils.start_process()
 
   def _run():
     main_utils.preflight()

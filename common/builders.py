@@ -111,10 +111,11 @@ def make_agent_and_specs(replay_config: ReplayConfig, train_step=None,
 
 
 def make_tables(specs: Specs, replay_config: ReplayConfig):
-  """The replay table and the variable table, in that order."""
+  """The replay table, the variable table and the status table, in that order."""
   return [
       replay.make_replay_table(specs.collect_data_spec, replay_config, specs.sequence_length),
       replay.make_variable_table(specs.variables_signature),
+      replay.make_status_table(),
   ]
 
 

@@ -10,7 +10,7 @@ import dataclasses
 import json
 import os
 import tempfile
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 from absl import logging
 import gin
@@ -173,6 +173,25 @@ class EvalConfig:
   def validate(self) -> None:
     if self.num_episodes <= 0 or self.interval <= 0:
       raise UserError('EvalConfig.num_episodes and EvalConfig.interval must be > 0')
+
+
+def resolve_gin_files(gin_files: Sequence[str]) -> List[str]:
+  """Absolute paths of `gin_files`: as given from the working directory, else the project's.
+
+  So `reverb-fleet run --gin_file=gin/sac_inverted_pendulum.gin` works from any directory, and
+  a launcher's children (which run in the project directory) read the files the user meant.
+  A path found in neither place is returned as given, for the one-line error of `load_gin`.
+  """
+  from common import console  # pylint: disable=g-import-not-at-top
+  resolved = []
+  for path in gin_files:
+    if os.path.isfile(path):
+      resolved.append(os.path.abspath(path))
+    elif not os.path.isabs(path) and os.path.isfile(os.path.join(console.REPO, path)):
+      resolved.append(os.path.join(console.REPO, path))
+    else:
+      resolved.append(path)
+  return resolved
 
 
 def load_gin(gin_files: Sequence[str], gin_bindings: Sequence[str] = ()) -> None:

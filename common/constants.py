@@ -7,6 +7,9 @@ other thing the replay server, the actors, the eval process and the learner have
 # Reverb tables.
 REPLAY_TABLE = 'uniform_table'
 VARIABLE_TABLE = 'variables'  # Same name as tf_agents' ReverbVariableContainer default.
+# Actors' status records (JSON strings) for `reverb-fleet status`; the newest STATUS_TABLE_SIZE.
+STATUS_TABLE = 'fleet_status'
+STATUS_TABLE_SIZE = 256
 
 # Keys of the variable-table item (the ReverbVariableContainer contract).
 POLICY_KEY = 'policy_variables'

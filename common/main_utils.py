@@ -30,14 +30,18 @@ def define_common_flags(server_address: bool = True) -> None:
 def preflight(port: int = 0) -> None:
   """The checks that need no TensorFlow, run before the heavy imports; writes nothing.
 
-  Checks the gin files' syntax, that --root_dir can be written, that `port` is free (the
+  Resolves --gin_file (`config.resolve_gin_files`), checks the gin files' syntax, that --root_dir can be written, that `port` is free (the
   replay server) and the form of --replay_server_address (the others).
 
   Raises:
     UserError: naming the problem and the fix.
   """
-  from common import preflight as checks  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from common import config
+  from common import preflight as checks
   values = flags.FLAGS
+  if values.gin_file:
+    values.gin_file = config.resolve_gin_files(values.gin_file)
   checks.check_gin_syntax(values.gin_file or (), values.gin_bindings)
   checks.check_writable_dir(values.root_dir)
   if port:
@@ -68,6 +72,17 @@ _STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 _PARENT_PID_ENV = 'REVERB_FLEET_PARENT_PID'  # Set by launcher.processes (die_with_parent).
 _PR_SET_PDEATHSIG = 1
+
+
+def start_process() -> None:
+  """What every role's main does first, before TensorFlow or Reverb start threads.
+
+  Applies --verbosity to the console (`console.start`: quiet by default, stderr through the
+  noise filter), then blocks the stop signals (`block_stop_signals`).
+  """
+  from common import console  # pylint: disable=g-import-not-at-top
+  console.start(flags.FLAGS['verbosity'].present)
+  block_stop_signals()
 
 
 def block_stop_signals() -> None:
@@ -112,8 +127,9 @@ def stop_event_on_signals() -> threading.Event:
   event = threading.Event()
 
   def _handler(signum, _):
-    logging.info('Received %s: stopping after the current step',
-                 signal.Signals(signum).name)
+    if not event.is_set():  # A launcher's stop repeats SIGTERM while it waits: say it once.
+      logging.info('Received %s: stopping after the current step',
+                   signal.Signals(signum).name)
     event.set()
 
   if _STOP_SIGNALS <= signal.pthread_sigmask(signal.SIG_BLOCK, []):

@@ -1,6 +1,7 @@
 """Reverb tables, the learner's dataset and the actors' observer, all derived from specs."""
 
 import collections
+import json
 import time
 from typing import Callable, Optional, Sequence
 
@@ -66,6 +67,44 @@ def make_variable_table(signature) -> reverb.Table:
       max_times_sampled=0,
       rate_limiter=reverb.rate_limiters.MinSize(1),
       signature=signature)
+
+
+def make_status_table() -> reverb.Table:
+  """The status table: the newest JSON status records of the actors (`publish_status`).
+
+  Read by `reverb-fleet status` without TensorFlow (Reverb stores string tensors uncompressed;
+  see common/reverb_rpc.py). Uniform sampling, FIFO eviction, never rate-limited by size.
+  """
+  return reverb.Table(
+      name=constants.STATUS_TABLE,
+      sampler=reverb.selectors.Uniform(),
+      remover=reverb.selectors.Fifo(),
+      max_size=constants.STATUS_TABLE_SIZE,
+      max_times_sampled=0,
+      rate_limiter=reverb.rate_limiters.MinSize(1),
+      signature=tf.TensorSpec((), tf.string, name='status'))
+
+
+def publish_status(client: reverb.Client, record: dict, timeout_s: float = 2.0) -> bool:
+  """Inserts one status record (a JSON object; `time` is added) into the status table.
+
+  Never raises, and waits at most `timeout_s` for the server's confirmation: the status view
+  is a convenience, collection is not. Returns whether the insert was confirmed.
+  """
+  payload = json.dumps(dict(record, time=round(time.time(), 3)), sort_keys=True)
+  try:
+    writer = client.trajectory_writer(num_keep_alive_refs=1)
+    try:
+      writer.append([np.array(payload.encode(), dtype=object)])
+      writer.create_item(constants.STATUS_TABLE, 1.0, [writer.history[0][-1]])
+      writer.flush(timeout_ms=int(timeout_s * 1000))
+    finally:
+      writer.close()
+  except (RuntimeError, ValueError, reverb.errors.ReverbError, tf.errors.OpError) as e:
+    logging.log_every_n_seconds(logging.INFO, 'status record not published: %s', 600,
+                                str(e).splitlines()[0] if str(e) else type(e).__name__)
+    return False
+  return True
 
 
 def make_dataset(server_address: str, collect_data_spec, batch_size: int, sequence_length: int,

@@ -48,7 +48,10 @@ class VariableClient:
     writer = self._client.writer(max_sequence_length=1)
     try:
       writer.append([v.numpy() for v in self._flat_variables])
-      writer.create_item(table=constants.VARIABLE_TABLE, num_timesteps=1, priority=1.0)
+      # The priority is the train step, so that `reverb-fleet status` reads it without
+      # decoding the weights (the table samples uniformly: the priority changes nothing else).
+      step = float(self._variables[constants.TRAIN_STEP_KEY].numpy())
+      writer.create_item(table=constants.VARIABLE_TABLE, num_timesteps=1, priority=step)
     finally:
       try:
         writer.close(retry_on_unavailable=False)

@@ -13,9 +13,9 @@ and receives `docker stop`'s SIGTERM itself):
 
 Roles that answer and exit:
 
-  healthcheck [HOST:PORT]  exit 0 if the Reverb server answers a ServerInfo call that lists the
-                           replay table, 1 otherwise (cheap: gRPC only, no TensorFlow import)
-  status [HOST:PORT]       print one line per table (size, inserts, samples)
+  healthcheck [HOST:PORT]     exit 0 if the Reverb server answers a ServerInfo call that lists
+                              the replay table, 1 otherwise (gRPC only, no TensorFlow import)
+  status [HOST:PORT] [FLAGS]  the fleet status view (launcher/fleet_status.py; --watch, ...)
 
 Two container conveniences:
 
@@ -48,7 +48,6 @@ _DNS_ATTEMPTS = 3
 _PTR = 12
 _REPLICA = re.compile(r'^(?P<base>.+?)[_-](?P<number>[0-9]+)$')
 # gRPC method of Reverb's service that `reverb.Client.server_info` calls.
-_SERVER_INFO_METHOD = '/deepmind.reverb.ReverbService/ServerInfo'
 _HEALTH_TIMEOUT_S = 3.0
 
 
@@ -256,28 +255,11 @@ def command(role: str, args: Sequence[str], task: Optional[int] = None) -> List[
 
 def healthy(address: str, timeout_s: float = _HEALTH_TIMEOUT_S) -> bool:
   """Whether a Reverb server at `address` answers ServerInfo and holds the replay table."""
-  import grpc  # pylint: disable=import-outside-toplevel  (only the probes need it)
+  from common import reverb_rpc  # pylint: disable=import-outside-toplevel  (probes only)
   try:
-    with grpc.insecure_channel(address) as channel:
-      server_info = channel.unary_unary(_SERVER_INFO_METHOD)
-      response = server_info(b'', timeout=timeout_s)
-  except grpc.RpcError:
+    return constants.REPLAY_TABLE in reverb_rpc.server_info(address, timeout_s)
+  except reverb_rpc.RpcError:
     return False
-  return constants.REPLAY_TABLE.encode() in response
-
-
-def print_status(address: str) -> int:
-  """Prints each table's state; returns 0, or 1 when the server does not answer."""
-  import common  # pylint: disable=import-outside-toplevel,unused-import  (legacy Keras first)
-  from common import connection  # pylint: disable=import-outside-toplevel
-  from common import replay  # pylint: disable=import-outside-toplevel
-  info = connection.probe(address, timeout_s=5)
-  if info is None:
-    print(f'replay server {address} does not answer', file=sys.stderr)
-    return 1
-  for name in sorted(info):
-    print(replay.table_state(info[name]))
-  return 0
 
 
 # ---- Entrypoint -----------------------------------------------------------------------------
@@ -293,7 +275,9 @@ def main(argv: Sequence[str]) -> int:
     if role == 'healthcheck':
       return 0 if healthy(args[0] if args else DEFAULT_ADDRESS) else 1
     if role == 'status':
-      return print_status(args[0] if args else DEFAULT_ADDRESS)
+      if not args or args[0].startswith('-'):
+        args.insert(0, DEFAULT_ADDRESS)
+      os.execv(sys.executable, [sys.executable, '-m', 'launcher.fleet_status', *args])
     task = None
     if role == 'actor' and not has_flag(args, 'task'):
       name = container_name()

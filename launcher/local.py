@@ -57,6 +57,8 @@ def run_local(gin_files: Sequence[str], gin_bindings: Sequence[str], root_dir: s
   start = time.monotonic()
   status.print_child_line(f'[local] root_dir={root_dir} port={port} actors={num_actors} '
                           f'target_return={target} budget_s={budget_s or "none"}')
+  status.print_child_line(f'[local] fleet status view: reverb-fleet status localhost:{port} '
+                          f'--root_dir={root_dir} --watch')
 
   def _printer(name):
     def _print(line):

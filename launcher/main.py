@@ -1,19 +1,20 @@
 r"""Runs everything locally: replay server, actors, learner and eval as child processes.
 
-  python -m launcher.main                       # DQN CartPole-v0, 2 actors, until return 195
+  reverb-fleet run                              # DQN CartPole-v0, 2 actors, until return 195
+  python -m launcher.main                       # the same
   python -m launcher.main --gin_file=gin/sac_inverted_pendulum.gin --num_actors=1
 """
 
 import common  # pylint: disable=unused-import  (sets TF_USE_LEGACY_KERAS first)
 
+import os
 import sys
 
 from absl import app
 from absl import flags
 import portpicker
 
-from common import builders  # noqa: F401  pylint: disable=unused-import  (registers gin configurables)
-from common import config
+from common import console
 from common import main_utils
 from launcher import local
 
@@ -29,12 +30,19 @@ FLAGS = flags.FLAGS
 
 
 def main(_):
+  console.start(FLAGS['verbosity'].present)
+
   def _run():
-    config.load_gin(FLAGS.gin_file, FLAGS.gin_bindings)
+    # pylint: disable=g-import-not-at-top  (TensorFlow loads behind the console's filter)
+    from common import builders  # noqa: F401  pylint: disable=unused-import  (gin configurables)
+    from common import config
+    gin_files = config.resolve_gin_files(FLAGS.gin_file)
+    config.load_gin(gin_files, FLAGS.gin_bindings)
     config.validated_configs()
-    config.ensure_writable_dir(FLAGS.root_dir)
+    root_dir = os.path.abspath(FLAGS.root_dir)  # The children run in the project directory.
+    config.ensure_writable_dir(root_dir)
     port = FLAGS.port or portpicker.pick_unused_port()
-    sys.exit(local.run_local(FLAGS.gin_file, FLAGS.gin_bindings, FLAGS.root_dir, port,
+    sys.exit(local.run_local(gin_files, FLAGS.gin_bindings, root_dir, port,
                              FLAGS.num_actors, budget_s=FLAGS.budget_s,
                              max_train_steps=FLAGS.max_train_steps,
                              server_timeout_s=FLAGS.server_timeout_s))

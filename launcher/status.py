@@ -42,8 +42,10 @@ class StatusLine:
 
   The line shows the train step (from the learner's log lines), env steps/s (replay inserts per
   second over the last `window_s`), the replay size, the last eval return and the train step it
-  was measured at, the elapsed time (against the budget, when there is one) and the ETA: the
-  time until the budget or the train-step budget ends the run, whichever comes first.
+  was measured at, the elapsed time (against the budget, when there is one), the time left in
+  the budget (`budget_left`), and, only where one can be made, an estimate: with
+  `max_train_steps`, the time to reach it at the train-step rate measured since this run first
+  logged a step (`eta_max_train_steps`, also `~` before the first rate).
 
   On a terminal (`out.isatty()`) `refresh()` redraws the line in place. A child's output line
   clears it, is printed, and the line is drawn again below it, so the live line stays last. It
@@ -144,21 +146,29 @@ class StatusLine:
     (t0, n0), (t1, n1) = self._inserts[0], self._inserts[-1]
     return max(n1 - n0, 0) / (t1 - t0)
 
+  def budget_left_s(self) -> Optional[float]:
+    """Seconds left in the wall-clock budget; None without one."""
+    if not self._budget_s:
+      return None
+    return max(self._budget_s - (self._clock() - self._start), 0.0)
+
   def eta_s(self) -> Optional[float]:
-    """Seconds until the budget or the train-step budget ends the run; None if unbounded."""
+    """Estimated seconds until the learner reaches `max_train_steps`; None if it cannot be said.
+
+    The rate is measured since this run first logged a train step, so a resumed run is not
+    flattered by the steps of its earlier life. None without `max_train_steps` or before two
+    distinct steps were seen.
+    """
+    if not self._max_train_steps or self._first_step is None:
+      return None
+    if self.train_step >= self._max_train_steps:
+      return 0.0
     now = self._clock()
-    candidates = []
-    if self._budget_s:
-      candidates.append(max(self._budget_s - (now - self._start), 0.0))
-    if self._max_train_steps and self._first_step is not None:
-      t0, step0 = self._first_step
-      if self.train_step >= self._max_train_steps:
-        candidates.append(0.0)
-      elif self.train_step > step0 and now > t0:
-        # Measured since this run first logged a step, so a resumed run is not flattered.
-        rate = (self.train_step - step0) / (now - t0)
-        candidates.append((self._max_train_steps - self.train_step) / rate)
-    return min(candidates) if candidates else None
+    t0, step0 = self._first_step
+    if self.train_step <= step0 or now <= t0:
+      return None
+    rate = (self.train_step - step0) / (now - t0)
+    return (self._max_train_steps - self.train_step) / rate
 
   def text(self) -> str:
     """The status line, from the last `sample()`."""
@@ -173,9 +183,12 @@ class StatusLine:
              f'eval_return={eval_text}',
              f'elapsed={_duration(elapsed)}'
              + (f'/{_duration(self._budget_s)}' if self._budget_s else '')]
-    eta = self.eta_s()
-    if eta is not None:
-      parts.append(f'ETA={_duration(eta)}')
+    left = self.budget_left_s()
+    if left is not None:
+      parts.append(f'budget_left={_duration(left)}')
+    if self._max_train_steps:
+      eta = self.eta_s()
+      parts.append(f'eta_max_train_steps={_duration(eta) if eta is not None else "~"}')
     return ' '.join(parts)
 
   def refresh(self) -> None:

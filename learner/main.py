@@ -1,4 +1,4 @@
-r"""Starts the learner.
+r"""Starts the learner (`reverb-fleet learner`).
 
   python -m learner.main --gin_file=gin/dqn_cartpole.gin --replay_server_address=localhost:8008 \
       --root_dir=runs/cp
@@ -17,7 +17,7 @@ FLAGS = flags.FLAGS
 
 
 def main(_):
-  main_utils.block_stop_signals()
+  main_utils.start_process()
 
   def _run():
     main_utils.preflight()

@@ -134,6 +134,7 @@ def run_learner(root_dir: str, server_address: str, max_train_steps: int = 0,
 
   iterator = None  # Made inside the loop, where losing the server is handled.
   last_log_step, stall_since = start_step, None
+  last_log_time = time.monotonic()
   watchdog = watchdog_lib.Watchdog('learner', server_address,
                                    quiet_s=max(10.0, 2 * learner_config.rate_limiter_timeout_s),
                                    deadline_s=server_timeout_s, stop_event=stop_event)
@@ -172,8 +173,11 @@ def run_learner(root_dir: str, server_address: str, max_train_steps: int = 0,
       continue
     step = int(train_step.numpy())
     if step - last_log_step >= learner_config.log_interval:
-      logging.info('learner: train_step=%d loss=%.4f', step, float(loss_info.loss))
-      last_log_step = step
+      now = time.monotonic()
+      logging.info('learner: train_step=%d steps/s=%.1f loss=%.4f', step,
+                   (step - last_log_step) / max(now - last_log_time, 1e-9),
+                   float(loss_info.loss))
+      last_log_step, last_log_time = step, now
 
   watchdog.stop()
   final_step = int(train_step.numpy())

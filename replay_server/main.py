@@ -1,4 +1,4 @@
-r"""Starts the replay server.
+r"""Starts the replay server (`reverb-fleet server`).
 
   python -m replay_server.main --gin_file=gin/dqn_cartpole.gin --port=8008 --root_dir=runs/cp
 """
@@ -21,7 +21,7 @@ FLAGS = flags.FLAGS
 
 
 def main(_):
-  main_utils.block_stop_signals()
+  main_utils.start_process()
 
   def _run():
     main_utils.preflight(port=FLAGS.port)

@@ -69,7 +69,8 @@ class ReplayServer:
 
   def _log_ready(self, info) -> None:
     tables = '; '.join(
-        f'{name} max_size={t.max_size} size={t.current_size} signature={t.signature}'
+        f'{name} max_size={t.max_size} size={t.current_size} '
+        f'signature={" ".join(str(t.signature).split())}'
         for name, t in sorted(info.items()))
     logging.info('%s on port %d, tables: %s', constants.SERVER_READY_LINE, self.port, tables)
 

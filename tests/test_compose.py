@@ -311,8 +311,10 @@ def test_eight_actors_with_distinct_tasks_and_seeds_insert(stack):
   # the counter is read after the log lines, and a margin covers episode ends).
   status = stack.exec('replay_server', 'python', '-m', 'launcher.container', 'status',
                       timeout_s=300)
-  inserts = int(re.search(r'table uniform_table: .* inserts=(\d+)', status).group(1))
+  inserts = int(re.search(r'([\d,]+) inserted and', status).group(1).replace(',', ''))
   assert inserts >= 0.9 * reported_steps, (inserts, reported_steps)
+  # The fleet status view: every actor publishes its status records to the server.
+  assert f'actors    {NUM_ACTORS} reporting' in status, status
 
 
 def test_learner_reaches_train_steps(stack):

@@ -65,7 +65,7 @@ def test_terminal_mode_redraws_one_line_and_keeps_it_below_child_output(cartpole
   assert 0 < size <= inserted
   assert f'env_steps/s={size / 2:.0f}' in line
   assert 'train_step=40' in line and 'eval_return=23.5@40' in line
-  assert 'elapsed=0m02s/10m00s ETA=9m58s' in line
+  assert 'elapsed=0m02s/10m00s budget_left=9m58s' in line and 'eta' not in line
 
   # A child's line clears the live line, is printed whole, and the live line comes back.
   before = out.getvalue()
@@ -110,7 +110,7 @@ def test_plain_mode_prints_status_lines_at_the_interval(cartpole_server, root_di
   assert lines[0] == '[actor/0] collecting'
   # 300 steps in the 30 s since step 100 was first seen: 10 steps/s, 600 steps to go.
   assert lines[1] == ('[status] train_step=400 env_steps/s=? replay_size=0 eval_return=- '
-                      'elapsed=0m30s ETA=1m00s')
+                      'elapsed=0m30s eta_max_train_steps=1m00s')
   assert '\r' not in out.getvalue() and '\x1b' not in out.getvalue()
   clock.now += 29.0
   status.refresh()
