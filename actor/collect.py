@@ -179,7 +179,8 @@ def run_actor(root_dir: str, server_address: str, task: int, max_env_steps: int 
   policy_client.connect()
   env = vector_env.VectorEnv([environments.make_environment(seed=seed + i)
                               for i in range(config.num_envs)])
-  learned = inference.CompiledPolicy(policy_client.agent.collect_policy, config.num_envs)
+  learned = inference.make_policy(policy_client.agent.collect_policy, config.num_envs,
+                                  config.inference, seed)
   random_policy = inference.RandomPolicy(env.action_spec(),
                                          policy_client.specs.collect_data_spec.policy_info,
                                          config.num_envs, seed)
@@ -194,9 +195,9 @@ def run_actor(root_dir: str, server_address: str, task: int, max_env_steps: int 
                                              'max_env_steps': max_env_steps})
   collector = Collector(env, learned, random_policy, observer,
                         EpisodeMetrics(config.num_envs))
-  logging.info('%s: collecting %d env(s) from %s into table %s (seed=%d, max_env_steps=%s)',
-               role, config.num_envs, server_address, constants.REPLAY_TABLE, seed,
-               max_env_steps or 'none')
+  logging.info('%s: collecting %d env(s) from %s into table %s (seed=%d, max_env_steps=%s, '
+               'policy inference: %s)', role, config.num_envs, server_address,
+               constants.REPLAY_TABLE, seed, max_env_steps or 'none', learned.description)
 
   stats = _Stats()
   steps_since_pull = config.variable_update_interval  # Pull before the first run.
@@ -209,6 +210,7 @@ def run_actor(root_dir: str, server_address: str, task: int, max_env_steps: int 
       # Until the first weights arrive, look for them after every run (a cheap probe).
       if steps_since_pull >= config.variable_update_interval or not collector.use_learned:
         if _pull(policy_client, collector, stats, observer):
+          learned.sync()
           # At each pull, so that the status view's policy lag is the lag of the weights in use.
           replay.publish_status(status_client, stats.record(task, policy_client.train_step))
         steps_since_pull = 0

@@ -29,6 +29,7 @@ from common import environments
 from common import eval_log
 from common import replay
 from common import watchdog as watchdog_lib
+from common.config import ActorConfig
 from common.config import EvalConfig
 from common.connection import CONNECTION_ERRORS
 from common.config import ReplayConfig
@@ -91,7 +92,8 @@ def run_eval(root_dir: str, server_address: str, max_evals: int = 0,
                                stop_event)
   policy_client.connect()
   env = vector_env.VectorEnv([environments.make_environment(seed=eval_config.seed)])
-  greedy = inference.CompiledPolicy(agents.greedy_policy(policy_client.agent), 1)
+  greedy = inference.make_policy(agents.greedy_policy(policy_client.agent), 1,
+                                 ActorConfig().inference, eval_config.seed)
   eval_dir = os.path.join(root_dir, constants.EVAL_DIR)
   os.makedirs(eval_dir, exist_ok=True)
   config_lib.record_run_config(eval_dir, {'root_dir': root_dir, 'max_evals': max_evals,
@@ -115,6 +117,7 @@ def run_eval(root_dir: str, server_address: str, max_evals: int = 0,
         continue
       if stop_event.is_set():
         break
+      greedy.sync()  # The pulled weights, for a NumPy policy.
       average_return, average_length = evaluate_policy(env, greedy, eval_config.num_episodes)
       info = policy_client.server_info = connection.probe(server_address)
       env_steps = replay.inserted_items(info[constants.REPLAY_TABLE]) if info else -1

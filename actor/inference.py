@@ -5,7 +5,8 @@ TF-Agents' PyTFEagerPolicy converts and re-nests the time step, then goes throug
 call; on CartPole that is most of an actor's time. `CompiledPolicy` traces the policy once for a
 fixed batch size into a concrete function of flat tensors (optionally XLA-compiled), and each call
 is one invocation of that function, numpy in and numpy out. `RandomPolicy` draws the warm-up
-actions with numpy, without TensorFlow.
+actions with numpy, without TensorFlow. `make_policy` picks between `CompiledPolicy` and the
+NumPy forward pass of actor/numpy_policy.py (`ActorConfig.inference`).
 """
 
 from typing import Tuple
@@ -46,6 +47,9 @@ class CompiledPolicy:
     self._captured = self._fn.captured_inputs
     self._call_flat = getattr(self._fn, '_call_flat', None)
 
+  def sync(self) -> None:
+    """Nothing to do: the traced function reads the variables themselves."""
+
   def __call__(self, time_step) -> Tuple[object, object]:
     """Returns (action, info) as numpy nests with the batch dimension."""
     flat = tf.nest.flatten(time_step)
@@ -57,6 +61,71 @@ class CompiledPolicy:
     action = tf.nest.pack_sequence_as(self._action_spec, outputs[:self._num_action])
     info = tf.nest.pack_sequence_as(self._info_spec, outputs[self._num_action:])
     return action, info
+
+
+def make_policy(tf_policy, batch_size: int, mode: str = 'auto', seed: int = 0,
+                calls: int = 200):
+  """The collect policy's inference path for `ActorConfig.inference` (`mode`).
+
+  'tf': a `CompiledPolicy`. 'numpy': the `numpy_policy` twin. 'auto': where there is a twin,
+  whichever of the two is faster here: both are timed on the same zero time step, `calls`
+  calls each in three alternating rounds (about 0.1-0.5 s at start-up), and the lower median
+  wins; without a twin, `CompiledPolicy`. The network's size, the batch and the machine's BLAS
+  decide, so the choice is measured where it runs rather than assumed. Both are called with a
+  numpy time step and return (action, info); `sync()` must follow every weight pull. The
+  returned policy's `description` says what was chosen and why.
+
+  Raises:
+    UserError: 'numpy' for a policy that has no NumPy twin.
+  """
+  # pylint: disable=g-import-not-at-top
+  from actor import numpy_policy
+  from common.errors import UserError
+  twin = None
+  if mode in ('auto', 'numpy'):
+    twin = numpy_policy.for_policy(tf_policy, batch_size, seed)
+    if twin is None and mode == 'numpy':
+      raise UserError(f'ActorConfig.inference=\'numpy\' but {type(tf_policy).__name__} over this '
+                      'network has no NumPy twin (dense DQN and SAC networks only): bind '
+                      '\'auto\' or \'tf\'')
+  if twin is not None and mode == 'numpy':
+    twin.description = f'NumPy {type(twin).__name__} (ActorConfig.inference=\'numpy\')'
+    return twin
+  compiled = CompiledPolicy(tf_policy, batch_size)
+  if twin is None:
+    compiled.description = ('TensorFlow CompiledPolicy' + (
+        ' (no NumPy twin for this policy)' if mode == 'auto' else
+        ' (ActorConfig.inference=\'tf\')'))
+    return compiled
+  step = zero_time_step(tf_policy.time_step_spec, batch_size)
+  numpy_s, tf_s = time_per_call([twin, compiled], step, calls)
+  chosen = twin if numpy_s <= tf_s else compiled
+  chosen.description = (f'{"NumPy " + type(twin).__name__ if chosen is twin else "TensorFlow"} '
+                        f'(measured {1e6 * numpy_s:.0f} us per call in NumPy, '
+                        f'{1e6 * tf_s:.0f} us in TensorFlow)')
+  return chosen
+
+
+def zero_time_step(time_step_spec, batch_size: int):
+  """A time step of zeros with the batch dimension, as numpy arrays."""
+  return tf.nest.map_structure(
+      lambda s: np.zeros((batch_size,) + tuple(s.shape), s.dtype.as_numpy_dtype),
+      time_step_spec)
+
+
+def time_per_call(policies, time_step, calls: int, rounds: int = 3):
+  """Median seconds per call of each policy over `rounds` alternating rounds of `calls`."""
+  import time  # pylint: disable=g-import-not-at-top
+  for policy in policies:
+    policy(time_step)  # Warm-up: the first call of a traced function is slower.
+  samples = [[] for _ in policies]
+  for _ in range(rounds):
+    for policy, out in zip(policies, samples):
+      start = time.perf_counter()
+      for _ in range(calls):
+        policy(time_step)
+      out.append((time.perf_counter() - start) / calls)
+  return [sorted(out)[len(out) // 2] for out in samples]
 
 
 class RandomPolicy:

@@ -9,6 +9,8 @@ r"""Starts a collect actor (`reverb-fleet actor`), or the eval process with --mo
 
 import common  # pylint: disable=unused-import  (sets TF_USE_LEGACY_KERAS first)
 
+import os
+
 from absl import app
 from absl import flags
 
@@ -26,6 +28,12 @@ FLAGS = flags.FLAGS
 
 
 def main(_):
+  # One BLAS thread, before numpy loads: the NumPy policy's matrices are small, and OpenBLAS's
+  # spinning worker threads take the core that the environments and the learner need
+  # (HalfCheetah's actor beside a learner: 491 env steps/s with one thread, 323 without;
+  # bench/actor_bench.py, docs/performance.md).
+  os.environ.setdefault('OPENBLAS_NUM_THREADS', '1')
+  os.environ.setdefault('MKL_NUM_THREADS', '1')
   main_utils.start_process()
 
   def _run():

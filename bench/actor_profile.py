@@ -37,7 +37,7 @@ def classify(raw_profile: str) -> collections.Counter:
     inner = ';'.join(frames[max(i for i, f in enumerate(frames) if _LOOP in f) + 1:])
     if 'vector_env.py' in inner:
       part = 'environment resets' if '_reset_slot' in inner else 'environment steps'
-    elif 'inference.py' in inner:
+    elif 'inference.py' in inner or 'numpy_policy.py' in inner:
       part = 'policy inference'
     elif 'replay.py' in inner:
       part = 'replay writes'

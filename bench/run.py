@@ -38,6 +38,7 @@ def _suite(args):
       ('env_rate', ['bench.env_rate', f'--json_out={raw_json}']),
       ('replay', ['bench.replay_bench']),
       ('learner', ['bench.learner_bench', '--prioritized']),
+      ('inference', ['bench.inference_bench']),
       ('actor', ['bench.actor_bench']),  # Measures the raw rate again, beside its windows.
       ('scaling', ['bench.scaling']),
       ('solve', ['bench.solve', f'--runs={args.solve_runs}']),

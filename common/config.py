@@ -128,6 +128,9 @@ class LearnerConfig:
       raise UserError('LearnerConfig.rate_limiter_timeout_s must be > 0 seconds')
 
 
+INFERENCE_MODES = ('auto', 'tf', 'numpy')
+
+
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
 class ActorConfig:
@@ -139,14 +142,23 @@ class ActorConfig:
     variable_update_interval: Env steps (summed over the batch) between weight pulls.
     log_interval_s: Seconds between log lines and TensorBoard summaries.
     seed: Base seed; actor `task` t uses seed + 1000 * t (+ env index), so no two are alike.
+    inference: How the collect policy (and eval's greedy policy) runs. 'auto': where the
+      policy has a NumPy twin (actor/numpy_policy.py: DQN, DDQN and SAC over dense networks),
+      whichever of NumPy and TensorFlow the process measures faster at start-up
+      (`inference.make_policy`), else TensorFlow; 'tf': always TensorFlow (`CompiledPolicy`);
+      'numpy': NumPy, refused for a policy without a twin.
   """
   num_envs: int = 1
   steps_per_run: int = 100
   variable_update_interval: int = 1_000
   log_interval_s: float = 10.0
   seed: int = 0
+  inference: str = 'auto'
 
   def validate(self) -> None:
+    if self.inference not in INFERENCE_MODES:
+      raise UserError(f'ActorConfig.inference={self.inference!r} is not one of '
+                      f'{", ".join(map(repr, INFERENCE_MODES))}: bind one of them in the gin file')
     for name in ('num_envs', 'steps_per_run', 'variable_update_interval'):
       value = getattr(self, name)
       if value <= 0:

@@ -1,6 +1,6 @@
 r"""Runs everything locally: replay server, actors, learner and eval as child processes.
 
-  reverb-fleet run                              # DQN CartPole-v0, 2 actors, until return 195
+  reverb-fleet run                              # DQN CartPole-v0, 1 actor, until return 195
   python -m launcher.main                       # the same
   python -m launcher.main --gin_file=gin/sac_inverted_pendulum.gin --num_actors=1
 """
@@ -18,10 +18,12 @@ from common import console
 from common import main_utils
 from launcher import local
 
-flags.DEFINE_multi_string('gin_file', ['gin/dqn_cartpole.gin'], 'Gin files (see gin/).')
+flags.DEFINE_multi_string('gin_file', ['gin/dqn_cartpole_fast.gin'], 'Gin files (see gin/); the '
+                          'default is the fastest measured way to solve CartPole (see the file).')
 flags.DEFINE_multi_string('gin_bindings', [], 'Extra gin bindings, passed to every process.')
 flags.DEFINE_string('root_dir', 'runs/dqn_cartpole', 'Run directory (resumed if it exists).')
-flags.DEFINE_integer('num_actors', 2, 'Collect actors to start.')
+flags.DEFINE_integer('num_actors', 1, 'Collect actors to start (one actor of 8 environments is the '
+                     'fastest measured CartPole default on 2 cores).')
 flags.DEFINE_integer('port', 0, 'Replay server port (0: a free one).')
 flags.DEFINE_float('budget_s', 1800.0, 'Wall-clock budget in seconds (0: none).')
 flags.DEFINE_integer('max_train_steps', 0, 'Learner train-step budget (0: none).')

@@ -50,3 +50,24 @@ def test_profile_split_assigns_collect_loop_samples_to_their_part():
   parts = actor_profile.classify(raw)
   assert parts == {'environment steps': 50, 'environment resets': 20, 'policy inference': 15,
                    'replay writes': 10, 'metrics': 3, 'loop and trajectory': 2}
+
+
+def test_stock_example_solve_counts_evaluations_and_env_steps(monkeypatch):
+  # The stock example logs each evaluation as TF-Agents' Actor.log_metrics does.
+  from bench import solve  # pylint: disable=g-import-not-at-top
+  lines = ['eval_actor \n\t\t AverageReturn = 9.5', 'AverageReturn = 120.0',
+           'AverageReturn = 195.0', 'AverageReturn = 200.0']
+
+  def fake_run(argv, pattern, budget_s, log_path, accept):
+    assert argv[1:3] == ['-m', solve.STOCK_MODULE]
+    for line in lines:
+      match = pattern.search(line)
+      if match and accept(match):
+        return 12.5, match
+    return None
+
+  monkeypatch.setattr(solve, '_run', fake_run)
+  # Solved at the third evaluation: train step 2000, after 1000 random + 2000 env steps.
+  assert solve.run_stock('/tmp/x', 60.0) == (12.5, 3000, 2000)
+  lines[:] = lines[:2]
+  assert solve.run_stock('/tmp/x', 60.0) is None
