@@ -135,9 +135,11 @@ class _Stats:
     self.policy_lag = 0
     self.pulls = 0
     self.rate = 0.0
+    self.published_step = None  # Weights step of the last status record.
 
   def record(self, task: int, weights_step: int) -> dict:
     """This actor's status record for the status table (`replay.publish_status`)."""
+    self.published_step = weights_step
     return {'role': 'actor', 'task': task, 'env_steps': self.env_steps,
             'env_steps_per_s': round(self.rate, 1), 'weights_step': weights_step}
 
@@ -209,10 +211,13 @@ def run_actor(root_dir: str, server_address: str, task: int, max_env_steps: int 
     try:
       # Until the first weights arrive, look for them after every run (a cheap probe).
       if steps_since_pull >= config.variable_update_interval or not collector.use_learned:
+        published = stats.published_step
         if _pull(policy_client, collector, stats, observer):
           learned.sync()
-          # At each pull, so that the status view's policy lag is the lag of the weights in use.
-          replay.publish_status(status_client, stats.record(task, policy_client.train_step))
+          # When new weights arrive, so that the status view's policy lag is the lag of the
+          # weights in use (a pull of the same weights, every few ms on CartPole, needs none).
+          if policy_client.train_step != published:
+            replay.publish_status(status_client, stats.record(task, policy_client.train_step))
         steps_since_pull = 0
       budget = config.steps_per_run
       if max_env_steps:

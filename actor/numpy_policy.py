@@ -104,10 +104,9 @@ def _flat_observation(spec) -> bool:
 class QPolicy:
   """The epsilon-greedy (or greedy) Q-network policy, in NumPy. See the module docstring."""
 
-  def __init__(self, network: q_network.QNetwork, dense: List[tf.keras.layers.Dense],
+  def __init__(self, dense: List[tf.keras.layers.Dense],
                action_spec, epsilon, batch_size: int, seed: int):
     self._stack = DenseStack(dense)
-    self._network = network
     self._minimum = int(np.asarray(action_spec.minimum))
     self._maximum = int(np.asarray(action_spec.maximum))
     self._dtype = action_spec.dtype.as_numpy_dtype
@@ -241,7 +240,7 @@ def for_policy(tf_policy, batch_size: int, seed: int):
     action_spec = tf.nest.flatten(tf_policy.action_spec)
     if len(action_spec) != 1 or action_spec[0].shape.rank != 0:
       return None
-    return QPolicy(network, dense + [head], action_spec[0], epsilon, batch_size, seed)
+    return QPolicy(dense + [head], action_spec[0], epsilon, batch_size, seed)
   if isinstance(policy, actor_policy.ActorPolicy) and epsilon is None:
     network = policy._actor_network  # pylint: disable=protected-access
     if type(network) is not actor_distribution_network.ActorDistributionNetwork:  # pylint: disable=unidiomatic-typecheck
