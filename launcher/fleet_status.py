@@ -10,7 +10,7 @@ It shows the replay table's size and fill; inserts/s and samples/s over the last
 samples-per-insert ratio against the rate limiter's target and its error window; the learner's
 train step (the variable table's item carries it as its priority); each actor's policy lag (the
 learner's step minus the step of the weights the actor collects with, from the status records
-the actors publish at each weight pull, `replay.publish_status`); and, with --root_dir, the
+the actors publish when new weights arrive, `replay.publish_status`); and, with --root_dir, the
 last eval return.
 
 Everything is read with `common.reverb_rpc` (plain gRPC). Exit status: 0, or 1 when no server
@@ -92,9 +92,9 @@ def _actors(items: List[reverb_rpc.SampledItem]) -> List[dict]:
   """The newest record of each actor among the sampled ones.
 
   The table holds the newest STATUS_TABLE_SIZE records; sampling 4x that many with replacement
-  misses a given record with probability e^-4 (under 2%), and an actor publishes one at each
-  weight pull and every `ActorConfig.log_interval_s`, so its newest sampled record is at most a
-  few pulls old.
+  misses a given record with probability e^-4 (under 2%), and an actor publishes one when new
+  weights arrive and every `ActorConfig.log_interval_s`, so its newest sampled record is at
+  most a few pushes old.
   """
   newest: Dict[int, dict] = {}
   for item in items:
@@ -173,7 +173,7 @@ def render(snapshot: Snapshot, root_dir: Optional[str] = None) -> str:
     lines.append(f'learner   train_step {snapshot.train_step:,} (weights pushed '
                  f'{snapshot.weights_age_s:.0f} s ago)')
   if not snapshot.actors:
-    lines.append('actors    no status records (actors publish one at each weight pull and '
+    lines.append('actors    no status records (actors publish one when new weights arrive and '
                  'every ActorConfig.log_interval_s)')
   else:
     lags = [snapshot.train_step - a['weights_step'] for a in snapshot.actors
