@@ -15,8 +15,9 @@ main_utils.define_common_flags(server_address=False)
 flags.DEFINE_integer('port', constants.DEFAULT_PORT, 'gRPC port to serve on.')
 flags.DEFINE_float('checkpoint_interval_s', 300.0,
                    'Seconds between replay checkpoints (0: only on stop).')
-flags.DEFINE_integer('keep_checkpoints', 2, 'Most complete replay checkpoints kept on disk '
-                     '(Reverb itself keeps only its newest one; this bounds what is left).')
+flags.DEFINE_integer('keep_checkpoints', 2, 'Complete replay checkpoints kept on disk: the '
+                     'newest, and the ones before it to fall back on if it is unreadable.',
+                     lower_bound=1)
 FLAGS = flags.FLAGS
 
 

@@ -1,7 +1,6 @@
 """The replay server: the replay table and the variable table, checkpointed under root_dir."""
 
 import os
-import shutil
 import threading
 import time
 from typing import Optional
@@ -16,21 +15,7 @@ from common import replay
 from common.config import ReplayConfig
 from common.errors import UserError
 from common.preflight import check_port_free
-
-
-def complete_checkpoints(checkpoint_dir: str):
-  """Checkpoint directories that Reverb finished (those with its DONE marker), oldest first."""
-  if not os.path.isdir(checkpoint_dir):
-    return []
-  names = sorted(n for n in os.listdir(checkpoint_dir)
-                 if os.path.isfile(os.path.join(checkpoint_dir, n, 'DONE')))
-  return [os.path.join(checkpoint_dir, n) for n in names]
-
-
-def prune_checkpoints(checkpoint_dir: str, keep: int) -> None:
-  """Deletes all but the newest `keep` complete checkpoints (incomplete ones are never loaded)."""
-  for path in complete_checkpoints(checkpoint_dir)[:-keep]:
-    shutil.rmtree(path, ignore_errors=True)
+from replay_server import checkpoints as checkpoints_lib
 
 
 class ReplayServer:
@@ -49,23 +34,36 @@ class ReplayServer:
     self._checkpoint_dir = os.path.join(root_dir, constants.REPLAY_CHECKPOINT_DIR)
     self._keep = keep_checkpoints
     os.makedirs(self._checkpoint_dir, exist_ok=True)
-    restored = complete_checkpoints(self._checkpoint_dir)
-    try:
-      self._server = reverb.Server(
-          tables=tables, port=port,
-          checkpointer=reverb.checkpointers.DefaultCheckpointer(path=self._checkpoint_dir))
-    except (RuntimeError, ValueError) as e:
-      message = ' '.join(str(e).split())[:300]
-      raise UserError(f'replay server failed to start ({message}): if a checkpoint under '
-                      f'{self._checkpoint_dir} is from another config, use a fresh --root_dir'
-                      ) from None
+    restored = self._start(tables, port)
     self.port = port
     self._client = reverb.Client(f'localhost:{port}')
     info = self._client.server_info()
     if restored:
-      logging.info('Restored replay checkpoint %s: %s', restored[-1],
+      logging.info('Restored replay checkpoint %s: %s', restored,
                    replay.table_state(info[constants.REPLAY_TABLE]))
     self._log_ready(info)
+
+  def _start(self, tables, port: int) -> Optional[str]:
+    """Starts Reverb on the newest readable checkpoint, in the configured settings
+    (`checkpoints.reconcile`); an unreadable one is set aside for the one before it.
+
+    Returns:
+      The checkpoint restored, or None.
+    """
+    while True:
+      restored = checkpoints_lib.reconcile(self._checkpoint_dir, tables)
+      try:
+        self._server = reverb.Server(
+            tables=tables, port=port,
+            checkpointer=reverb.checkpointers.DefaultCheckpointer(path=self._checkpoint_dir))
+        return restored[0] if restored else None
+      except (RuntimeError, ValueError) as e:
+        message = ' '.join(str(e).split())[:300]
+        if not restored:
+          raise UserError(f'replay server failed to start ({message}): fix the table settings '
+                          'in the gin file') from None
+        for path in restored:
+          checkpoints_lib.set_aside(path, message)
 
   def _log_ready(self, info) -> None:
     tables = '; '.join(
@@ -83,8 +81,9 @@ class ReplayServer:
     # Read before the checkpoint: the table only grows (or stays full) meanwhile, so the
     # checkpoint holds at least this many items.
     size = self._client.server_info()[constants.REPLAY_TABLE].current_size
+    checkpoints_lib.keep_previous(self._checkpoint_dir, self._keep)
     path = self._client.checkpoint()
-    prune_checkpoints(self._checkpoint_dir, self._keep)
+    checkpoints_lib.prune_checkpoints(self._checkpoint_dir, self._keep)
     logging.info('Replay checkpoint %s written in %.2f s (%d items)', path,
                  time.monotonic() - start, size)
     return path

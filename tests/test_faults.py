@@ -19,6 +19,7 @@ import reverb
 
 from common import constants
 from learner import agent_record
+from replay_server import checkpoints as checkpoints_lib
 from replay_server import server as server_lib
 from tests.conftest import CARTPOLE_GIN
 from tests.conftest import FAST_BINDINGS
@@ -238,12 +239,12 @@ def test_sigterm_learner_and_server_write_a_checkpoint(run):
   final = _last_int(r'learner stopped at train step (\d+)', run.log('learner'))
   assert final is not None and final in run.learner_checkpoints()
   checkpoints_dir = os.path.join(run.root_dir, constants.REPLAY_CHECKPOINT_DIR)
-  before = set(server_lib.complete_checkpoints(checkpoints_dir))
+  before = set(checkpoints_lib.complete_checkpoints(checkpoints_dir))
   run.processes['server'].stop()
   assert run.processes['server'].returncode == 0, run.log('server')[-3000:]
   final_path = re.findall(r'replay_server stopped: final checkpoint (\S+)', run.log('server'))
   assert final_path and final_path[-1] in set(
-      server_lib.complete_checkpoints(checkpoints_dir)) - before
+      checkpoints_lib.complete_checkpoints(checkpoints_dir)) - before
 
 
 def test_actors_blocked_on_a_dead_server_still_stop_on_sigterm(run):
@@ -279,10 +280,10 @@ def test_incomplete_replay_checkpoint_is_never_loaded_or_counted(tmp_path):
   if not os.path.isdir(complete):
     shutil.copytree(str(tmp_path / 'kept'), complete)
   directory = os.path.dirname(complete)
-  assert sorted(server_lib.complete_checkpoints(directory)) == [complete, newer]
+  assert sorted(checkpoints_lib.complete_checkpoints(directory)) == [complete, newer]
   os.remove(os.path.join(newer, 'DONE'))  # As a write killed before its end leaves it.
-  assert server_lib.complete_checkpoints(directory) == [complete]
-  server_lib.prune_checkpoints(directory, keep=1)
+  assert checkpoints_lib.complete_checkpoints(directory) == [complete]
+  checkpoints_lib.prune_checkpoints(directory, keep=1)
   assert os.path.isdir(complete)  # The incomplete one did not count towards `keep`.
   server = server_lib.ReplayServer(root, port, ReplayConfig(), keep_checkpoints=1)
   try:

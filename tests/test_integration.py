@@ -19,6 +19,7 @@ from common import replay
 from common import variables as variables_lib
 from common.config import ReplayConfig
 from learner import train
+from replay_server import checkpoints as checkpoints_lib
 from replay_server import server as server_lib
 from tests.conftest import parse_gin
 from tests.conftest import wait_until
@@ -203,7 +204,7 @@ def test_replay_server_checkpoints_on_stop_and_restores(root_dir, port, tmp_path
   size = reverb.Client(address).server_info()[constants.REPLAY_TABLE].current_size
   stop.set()
   thread.join(timeout=60)
-  checkpoints = server_lib.complete_checkpoints(
+  checkpoints = checkpoints_lib.complete_checkpoints(
       os.path.join(root_dir, constants.REPLAY_CHECKPOINT_DIR))
   assert len(checkpoints) == 1
 
@@ -225,7 +226,7 @@ def test_prune_keeps_the_newest_complete_checkpoints(tmp_path):
     (tmp_path / name).mkdir()
     if name != 'd':
       (tmp_path / name / 'DONE').write_text('')
-  server_lib.prune_checkpoints(str(tmp_path), keep=2)
+  checkpoints_lib.prune_checkpoints(str(tmp_path), keep=2)
   assert sorted(os.listdir(tmp_path)) == ['b', 'c', 'd']
-  assert server_lib.complete_checkpoints(str(tmp_path)) == [str(tmp_path / 'b'),
+  assert checkpoints_lib.complete_checkpoints(str(tmp_path)) == [str(tmp_path / 'b'),
                                                              str(tmp_path / 'c')]

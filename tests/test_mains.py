@@ -12,6 +12,7 @@ import reverb
 
 from actor import evaluate
 from common import constants
+from replay_server import checkpoints as checkpoints_lib
 from replay_server import server as server_lib
 from tests.conftest import CARTPOLE_GIN
 from tests.conftest import FAST_BINDINGS
@@ -73,7 +74,7 @@ def test_three_kinds_of_process_train_in_any_start_order(order, root_dir, port, 
   assert codes['actor'] == 0, _log(tmp_path / 'actor.log')
   assert codes['server'] == 0, _log(tmp_path / 'server.log')
   assert 'replay_server stopped' in _log(tmp_path / 'server.log')
-  assert server_lib.complete_checkpoints(
+  assert checkpoints_lib.complete_checkpoints(
       os.path.join(root_dir, constants.REPLAY_CHECKPOINT_DIR))
   for name in ('greedy_policy', 'collect_policy'):
     assert os.path.isfile(os.path.join(root_dir, constants.POLICY_DIR, name, 'saved_model.pb'))

@@ -1,0 +1,132 @@
+"""A restarted replay server runs the config it is given, falls back past an unreadable
+checkpoint, and survives a checkpoint it cannot write (real Reverb servers, real checkpoints)."""
+
+import glob
+import os
+
+import numpy as np
+import portpicker
+import pytest
+import reverb
+import tensorflow as tf
+
+from common import constants
+from common.config import ReplayConfig
+from common.errors import UserError
+from replay_server import checkpoints as checkpoints_lib
+from replay_server import server as server_lib
+from tests.conftest import CARTPOLE_GIN
+from tests.conftest import FAST_BINDINGS
+from tests.conftest import parse_gin
+
+BINDINGS = list(FAST_BINDINGS) + ['ReplayConfig.max_size = 1000', 'ReplayConfig.min_size = 1',
+                                  'ReplayConfig.samples_per_insert = None']
+
+
+def _insert(port: int, count: int, start: int = 0) -> None:
+  """`count` CartPole items whose first observation entry is start, start + 1, ..."""
+  client = reverb.Client(f'localhost:{port}')
+  flat = tf.nest.flatten(client.server_info()[constants.REPLAY_TABLE].signature)
+  with client.trajectory_writer(num_keep_alive_refs=2) as writer:
+    for i in range(count):
+      for _ in range(2):
+        writer.append([np.full(s.shape[1:], start + i, s.dtype.as_numpy_dtype) for s in flat])
+      writer.create_item(constants.REPLAY_TABLE, 1.0, [c[-2:] for c in writer.history])
+      writer.end_episode()
+    writer.flush()
+
+
+def _server(root: str, bindings=BINDINGS, keep: int = 2) -> server_lib.ReplayServer:
+  parse_gin(CARTPOLE_GIN, bindings)
+  return server_lib.ReplayServer(root, portpicker.pick_unused_port(), ReplayConfig(),
+                                 keep_checkpoints=keep)
+
+
+def _table(server):
+  return server.info()[constants.REPLAY_TABLE]
+
+
+def _first_values(server, count: int = 200):
+  """The first observation entry of sampled items (which item they came from)."""
+  client = reverb.Client(f'localhost:{server.port}')
+  return {int(np.ravel(s[0].data[1])[0]) for s in client.sample(constants.REPLAY_TABLE, count)}
+
+
+def _checkpointed(root: str, *counts: int):
+  """Runs a server that inserts `counts[k]` more items, then checkpoints, for each k; returns
+  the checkpoint paths."""
+  server = _server(root)
+  paths, start = [], 0
+  try:
+    for count in counts:
+      _insert(server.port, count, start=start)
+      start += count
+      paths.append(server.checkpoint())
+  finally:
+    server.stop()
+  return paths
+
+
+def test_restart_with_other_table_settings_applies_them(tmp_path, caplog):
+  root = str(tmp_path / 'run')
+  _checkpointed(root, 50)
+
+  smaller = BINDINGS + ['ReplayConfig.max_size = 20', 'ReplayConfig.samples_per_insert = 2.0',
+                        'ReplayConfig.min_size = 10']
+  with caplog.at_level('WARNING'):
+    server = _server(root, smaller)
+  try:
+    table = _table(server)
+    assert table.max_size == 20
+    assert table.current_size == 20
+    assert table.rate_limiter_info.samples_per_insert == 2.0
+    assert table.rate_limiter_info.min_size_to_sample == 10
+    # FIFO: the newest 20 of the 50 items stayed (the new ratio window allows 2 samples now).
+    assert _first_values(server, count=2) <= set(range(30, 50))
+    # Both sides can go on: the ratio starts inside its window.
+    _insert(server.port, 1, start=50)
+    assert len(list(reverb.Client(f'localhost:{server.port}').sample(constants.REPLAY_TABLE,
+                                                                     1))) == 1
+  finally:
+    server.stop()
+  lines = [r.getMessage() for r in caplog.records if 'applying the configuration' in r.getMessage()]
+  assert len(lines) == 1, caplog.text
+  assert 'max_size: 1000 -> 20' in lines[0]
+  assert 'samples_per_insert=1 min_size=1' in lines[0]  # The old MinSize(1) limiter.
+  assert 'samples_per_insert=2' in lines[0]
+
+
+def test_restart_with_another_environment_is_refused_and_changes_nothing(tmp_path):
+  root = str(tmp_path / 'run')
+  _checkpointed(root, 5)
+  before = sorted(glob.glob(os.path.join(root, '**'), recursive=True))
+  with pytest.raises(UserError) as refused:
+    _server(root, BINDINGS + ["make_environment.env_name = 'Acrobot-v1'"])
+  message = str(refused.value)
+  assert "holds table 'uniform_table' of another environment or agent" in message
+  assert 'float32[2, 4]' in message and 'float32[2, 6]' in message
+  assert 'fresh --root_dir' in message
+  assert sorted(glob.glob(os.path.join(root, '**'), recursive=True)) == before
+
+
+def test_truncated_newest_checkpoint_falls_back_to_the_previous(tmp_path, caplog):
+  root = str(tmp_path / 'run')
+  first, newest = _checkpointed(root, 10, 10)
+  checkpoint_dir = os.path.dirname(newest)
+  previous = glob.glob(os.path.join(os.path.dirname(checkpoint_dir),
+                                    checkpoints_lib.PREVIOUS_DIR, '*'))
+  assert [os.path.basename(p) for p in previous] == [os.path.basename(first)]
+  chunks = os.path.join(newest, 'chunks.tfrecord')
+  with open(chunks, 'r+b') as f:
+    f.truncate(os.path.getsize(chunks) // 2)
+
+  with caplog.at_level('WARNING'):
+    server = _server(root)
+  try:
+    assert _table(server).current_size == 10  # The first checkpoint's items.
+    assert _first_values(server) <= set(range(10))
+  finally:
+    server.stop()
+  assert 'is unreadable' in caplog.text and 'falling back to the previous' in caplog.text
+  corrupt = os.path.join(os.path.dirname(checkpoint_dir), checkpoints_lib.CORRUPT_DIR)
+  assert os.listdir(corrupt) == [os.path.basename(newest)]  # Kept for a post-mortem.
