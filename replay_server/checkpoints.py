@@ -134,6 +134,23 @@ def read_tables(path: str) -> Dict[str, object]:
                                          checkpoint_pb2.PriorityTableCheckpoint)}
 
 
+def item_counts(path: str) -> Dict[str, int]:
+  """Items per table that checkpoint `path` records (its items file).
+
+  Reverb restores a checkpoint whose chunk file was cut at a record boundary without an error,
+  and without the items whose chunks are missing; comparing the restored table sizes with these
+  counts finds that.
+
+  Raises:
+    UnreadableCheckpointError: the items file cannot be read.
+  """
+  from reverb.cc import schema_pb2  # pylint: disable=g-import-not-at-top
+  counts = {}
+  for item in _read(os.path.join(path, _ITEMS_FILE), schema_pb2.PrioritizedItem):
+    counts[item.table] = counts.get(item.table, 0) + 1
+  return counts
+
+
 def _flat_signature(signature) -> list:
   return [(s.dtype.name, tuple(s.shape.as_list())) for s in tf.nest.flatten(signature)]
 

@@ -10,6 +10,7 @@ import reverb
 
 from common import builders
 from common import config as config_lib
+from common import connection
 from common import constants
 from common import replay
 from common.config import ReplayConfig
@@ -30,11 +31,11 @@ class ReplayServer:
     """
     check_port_free(port)
     _, specs = builders.make_agent_and_specs(replay_config)
-    tables = builders.make_tables(specs, replay_config)
+    make_tables = lambda: builders.make_tables(specs, replay_config)
     self._checkpoint_dir = os.path.join(root_dir, constants.REPLAY_CHECKPOINT_DIR)
     self._keep = keep_checkpoints
     os.makedirs(self._checkpoint_dir, exist_ok=True)
-    restored = self._start(tables, port)
+    restored = self._start(make_tables, port)
     self.port = port
     self._client = reverb.Client(f'localhost:{port}')
     info = self._client.server_info()
@@ -43,27 +44,46 @@ class ReplayServer:
                    replay.table_state(info[constants.REPLAY_TABLE]))
     self._log_ready(info)
 
-  def _start(self, tables, port: int) -> Optional[str]:
+  def _start(self, make_tables, port: int) -> Optional[str]:
     """Starts Reverb on the newest readable checkpoint, in the configured settings
-    (`checkpoints.reconcile`); an unreadable one is set aside for the one before it.
+    (`checkpoints.reconcile`); an unreadable one, or one restored with fewer items than it
+    records, is set aside for the one before it.
 
     Returns:
       The checkpoint restored, or None.
     """
     while True:
+      tables = make_tables()
       restored = checkpoints_lib.reconcile(self._checkpoint_dir, tables)
       try:
+        expected = checkpoints_lib.item_counts(restored[0]) if restored else {}
         self._server = reverb.Server(
             tables=tables, port=port,
             checkpointer=reverb.checkpointers.DefaultCheckpointer(path=self._checkpoint_dir))
-        return restored[0] if restored else None
-      except (RuntimeError, ValueError) as e:
+      except (RuntimeError, ValueError, checkpoints_lib.UnreadableCheckpointError) as e:
         message = ' '.join(str(e).split())[:300]
         if not restored:
           raise UserError(f'replay server failed to start ({message}): fix the table settings '
                           'in the gin file') from None
         for path in restored:
           checkpoints_lib.set_aside(path, message)
+        continue
+      missing = self._missing_items(port, tables, expected)
+      if not missing:
+        return restored[0] if restored else None
+      self._server.stop()
+      for path in restored:
+        checkpoints_lib.set_aside(path, missing)
+
+  @staticmethod
+  def _missing_items(port: int, tables, expected) -> str:
+    """Tables restored with fewer items than their checkpoint records, described; '' if none."""
+    info = connection.wait_for_server(f'localhost:{port}', 60, 'replay server')
+    short = [f'{t.name} restored {info[t.name].current_size} of '
+             f'{min(expected[t.name], t.info.max_size)} items'
+             for t in tables if t.name in expected
+             and info[t.name].current_size < min(expected[t.name], t.info.max_size)]
+    return '; '.join(short)
 
   def _log_ready(self, info) -> None:
     tables = '; '.join(

@@ -109,7 +109,10 @@ def test_restart_with_another_environment_is_refused_and_changes_nothing(tmp_pat
   assert sorted(glob.glob(os.path.join(root, '**'), recursive=True)) == before
 
 
-def test_truncated_newest_checkpoint_falls_back_to_the_previous(tmp_path, caplog):
+@pytest.mark.parametrize('kept_fraction', [0.0, 0.5])
+def test_truncated_newest_checkpoint_falls_back_to_the_previous(kept_fraction, tmp_path, caplog):
+  """Cut at a record boundary (0), Reverb loads the chunk file without an error and drops the
+  items it cannot find; cut inside a record (0.5, usually), it fails. Both fall back."""
   root = str(tmp_path / 'run')
   first, newest = _checkpointed(root, 10, 10)
   checkpoint_dir = os.path.dirname(newest)
@@ -118,7 +121,7 @@ def test_truncated_newest_checkpoint_falls_back_to_the_previous(tmp_path, caplog
   assert [os.path.basename(p) for p in previous] == [os.path.basename(first)]
   chunks = os.path.join(newest, 'chunks.tfrecord')
   with open(chunks, 'r+b') as f:
-    f.truncate(os.path.getsize(chunks) // 2)
+    f.truncate(int(os.path.getsize(chunks) * kept_fraction))
 
   with caplog.at_level('WARNING'):
     server = _server(root)
