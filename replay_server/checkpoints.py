@@ -134,21 +134,18 @@ def read_tables(path: str) -> Dict[str, object]:
                                          checkpoint_pb2.PriorityTableCheckpoint)}
 
 
-def item_counts(path: str) -> Dict[str, int]:
-  """Items per table that checkpoint `path` records (its items file).
+def recorded_sizes(path: str) -> Dict[str, int]:
+  """Items per table that checkpoint `path` holds: its rate limiters' inserts minus deletes.
 
   Reverb restores a checkpoint whose chunk file was cut at a record boundary without an error,
   and without the items whose chunks are missing; comparing the restored table sizes with these
-  counts finds that.
+  finds that.
 
   Raises:
-    UnreadableCheckpointError: the items file cannot be read.
+    UnreadableCheckpointError: the table file cannot be read.
   """
-  from reverb.cc import schema_pb2  # pylint: disable=g-import-not-at-top
-  counts = {}
-  for item in _read(os.path.join(path, _ITEMS_FILE), schema_pb2.PrioritizedItem):
-    counts[item.table] = counts.get(item.table, 0) + 1
-  return counts
+  return {name: r.rate_limiter.insert_count - r.rate_limiter.delete_count
+          for name, r in read_tables(path).items()}
 
 
 def _flat_signature(signature) -> list:

@@ -56,7 +56,7 @@ class ReplayServer:
       tables = make_tables()
       restored = checkpoints_lib.reconcile(self._checkpoint_dir, tables)
       try:
-        expected = checkpoints_lib.item_counts(restored[0]) if restored else {}
+        expected = checkpoints_lib.recorded_sizes(restored[0]) if restored else {}
         self._server = reverb.Server(
             tables=tables, port=port,
             checkpointer=reverb.checkpointers.DefaultCheckpointer(path=self._checkpoint_dir))

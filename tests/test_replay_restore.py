@@ -1,5 +1,5 @@
-"""A restarted replay server runs the config it is given, falls back past an unreadable
-checkpoint, and survives a checkpoint it cannot write (real Reverb servers, real checkpoints)."""
+"""A restarted replay server runs the config it is given, and falls back past an unreadable
+checkpoint (real Reverb servers, real checkpoints)."""
 
 import glob
 import os
