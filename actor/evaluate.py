@@ -28,6 +28,7 @@ from common import constants
 from common import environments
 from common import eval_log
 from common import replay
+from common import storage
 from common import watchdog as watchdog_lib
 from common.config import ActorConfig
 from common.config import EvalConfig
@@ -61,15 +62,53 @@ def evaluate_policy(env: vector_env.VectorEnv, policy, num_episodes: int):
 
 
 def append_csv_row(path: str, row: dict) -> None:
-  """Appends one row (writing the header first if the file is new), flushed to disk."""
+  """Appends one row (writing the header first if the file is new), flushed to disk.
+
+  A failed write (disk full, I/O error) is cut off again, so that the file never ends in half
+  a row; the error is raised.
+  """
   new = not os.path.exists(path)
   with open(path, 'a', newline='') as f:
-    writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
-    if new:
-      writer.writeheader()
-    writer.writerow(row)
-    f.flush()
-    os.fsync(f.fileno())
+    size = f.tell()
+    try:
+      writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+      if new:
+        writer.writeheader()
+      writer.writerow(row)
+      f.flush()
+      os.fsync(f.fileno())
+    except OSError:
+      try:
+        f.truncate(size)
+      except OSError:
+        pass
+      raise
+
+
+class _Results:
+  """Eval results not yet on disk: written in order, kept in memory while writes fail."""
+
+  def __init__(self, csv_path: str, summary_writer):
+    self._csv_path, self._writer = csv_path, summary_writer
+    self._rows = []
+
+  def add(self, row: dict) -> None:
+    self._rows.append(row)
+
+  def write(self) -> None:
+    """Writes the kept rows, oldest first; raises on a storage fault with the rest kept."""
+    while self._rows:
+      row = self._rows[0]
+      append_csv_row(self._csv_path, row)
+      self._rows.pop(0)
+      with self._writer.as_default():
+        step, env_steps = row['train_step'], row['env_steps']
+        tf.summary.scalar('Metrics/AverageReturn', row['average_return'], step=step)
+        tf.summary.scalar('Metrics/AverageEpisodeLength', row['average_episode_length'],
+                          step=step)
+        tf.summary.scalar('Metrics/AverageReturn_vs_env_steps', row['average_return'],
+                          step=env_steps)
+      self._writer.flush()
 
 
 read_csv = eval_log.read_csv  # The eval CSV's reader, beside its writer.
@@ -79,6 +118,9 @@ def run_eval(root_dir: str, server_address: str, max_evals: int = 0,
              server_timeout_s: float = 300.0, stop_event: Optional[threading.Event] = None,
              poll_interval_s: float = 1.0) -> int:
   """Evaluates until `max_evals` evaluations are done (0: for ever) or `stop_event` is set.
+
+  Results that cannot be written (disk full, read-only) are kept in memory and retried with
+  backoff (`storage.RetryingSave`); on stop, a last failure raises `storage.StorageError`.
 
   Returns:
     The number of evaluations run.
@@ -99,7 +141,8 @@ def run_eval(root_dir: str, server_address: str, max_evals: int = 0,
   config_lib.record_run_config(eval_dir, {'root_dir': root_dir, 'max_evals': max_evals,
                                           'replay_server_address': server_address})
   csv_path = os.path.join(root_dir, constants.EVAL_CSV)
-  writer = tf.summary.create_file_writer(eval_dir)
+  results = _Results(csv_path, tf.summary.create_file_writer(eval_dir))
+  save = storage.RetryingSave('eval results', eval_dir, results.write)
   done_rows = read_csv(csv_path)
   last_step = int(done_rows[-1]['train_step']) if done_rows else None
   evals = 0
@@ -127,16 +170,14 @@ def run_eval(root_dir: str, server_address: str, max_evals: int = 0,
     row = dict(train_step=step, env_steps=env_steps, timestamp=round(time.time(), 3),
                average_return=average_return, average_episode_length=average_length,
                num_episodes=eval_config.num_episodes)
-    append_csv_row(csv_path, row)
-    with writer.as_default():
-      tf.summary.scalar('Metrics/AverageReturn', average_return, step=step)
-      tf.summary.scalar('Metrics/AverageEpisodeLength', average_length, step=step)
-      tf.summary.scalar('Metrics/AverageReturn_vs_env_steps', average_return, step=env_steps)
-    writer.flush()
+    results.add(row)
+    save()
     logging.info('eval: train_step=%d env_steps=%d AverageReturn=%.2f AverageEpisodeLength=%.1f',
                  step, env_steps, average_return, average_length)
     last_step = step
     evals += 1
   watchdog.stop()
+  if save.pending:
+    save.final()
   logging.info('%s after %d evaluations', constants.EVAL_STOPPED_LINE, evals)
   return evals

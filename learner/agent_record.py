@@ -9,6 +9,7 @@ started on a `root_dir` whose checkpoints hold another agent stops with one line
 import json
 import os
 
+from absl import logging
 import tensorflow as tf
 
 from common import config as config_lib
@@ -49,6 +50,38 @@ def check_and_record(learner_dir: str, agent) -> None:
           f'this config builds {_short(current)}): pass a fresh --root_dir, or the gin file '
           'that run used')
   config_lib.atomic_write(path, json.dumps(current, indent=1) + '\n')
+
+
+def _optimizers(agent) -> dict:
+  """The agent's Keras optimizers by attribute name ('optimizer', 'actor_optimizer', ...)."""
+  found = {}
+  for name, value in sorted(vars(agent).items()):
+    if isinstance(value, tf.keras.optimizers.Optimizer) and isinstance(
+        getattr(value, 'learning_rate', None), tf.Variable):
+      found[name.lstrip('_')] = value
+  return found
+
+
+def configured_learning_rates(agent) -> dict:
+  """The learning rate of each optimizer as configured; read it before the restore."""
+  return {name: float(o.learning_rate.numpy()) for name, o in _optimizers(agent).items()}
+
+
+def apply_learning_rates(agent, configured: dict) -> None:
+  """Sets each optimizer's learning rate back to `configured` after a restore, in one line.
+
+  A Keras optimizer keeps its learning rate in a variable, which the checkpoint restores: a
+  learner resumed with a new learning rate would otherwise keep the old one, silently.
+  """
+  changed = []
+  for name, optimizer in _optimizers(agent).items():
+    restored = float(optimizer.learning_rate.numpy())
+    if name in configured and restored != configured[name]:
+      optimizer.learning_rate.assign(configured[name])
+      changed.append(f'{name}.learning_rate {restored:g} -> {configured[name]:g}')
+  if changed:
+    logging.warning('learner: the checkpoint was trained with other settings; applying the '
+                    'configuration (%s)', ', '.join(changed))
 
 
 def _short(record: dict) -> str:

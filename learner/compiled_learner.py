@@ -17,12 +17,17 @@ all n steps, handed to `on_priorities`; the loss and its scalar parts are writte
 from Python every `summary_interval` train steps. bench/learner_bench.py measures both.
 """
 
+import glob
+import os
+import shutil
 from typing import Callable, Optional
 
 from absl import logging
 import numpy as np
 import tensorflow as tf
 from tf_agents.train import learner as tfa_learner
+
+from common import storage
 
 
 class CompiledLearner(tfa_learner.Learner):
@@ -34,13 +39,18 @@ class CompiledLearner(tfa_learner.Learner):
       samples and returns new priorities.
     on_priorities: Called after each `run` with (keys uint64 [n * batch], priorities float64)
       when `prioritized_step` is set.
-  Without either option, `run` is the stock one.
+    save_guard: Called with the train step before each checkpoint; raises to prevent it
+      (`divergence.FiniteCheck`).
+  Without either option, `run` is the stock one. In both, a checkpoint that fails on a storage
+  fault is logged and retried with backoff (`storage.IntervalSave`) while training goes on.
   """
 
   def __init__(self, *args, use_xla: bool = False,
                prioritized_step: Optional[Callable] = None,
                on_priorities: Optional[Callable[[np.ndarray, np.ndarray], None]] = None,
+               save_guard: Optional[Callable[[int], None]] = None,
                **kwargs):
+    self._save_guard = save_guard  # Read by _get_checkpoint_trigger, inside super().__init__.
     super().__init__(*args, **kwargs)
     self._use_xla = use_xla
     self._prioritized = prioritized_step is not None
@@ -62,6 +72,25 @@ class CompiledLearner(tfa_learner.Learner):
       logging.info('learner: train step compiled with XLA')
     if self._prioritized:
       logging.info('learner: prioritized replay; importance-weighted loss, priority updates')
+
+  def _get_checkpoint_trigger(self, checkpoint_interval):
+    """The stock checkpoint trigger, made a `storage.IntervalSave` (logged retries)."""
+    if checkpoint_interval <= 0:
+      return super()._get_checkpoint_trigger(checkpoint_interval)
+    directory = self._checkpointer.manager.directory
+
+    def save():
+      try:
+        return self._checkpointer.save(self.train_step)
+      except Exception as e:
+        if storage.is_storage_error(e):  # Free what the failed write took, for the next try.
+          for path in glob.glob(os.path.join(directory, '*_temp*')):
+            storage.remove(path)
+        raise
+
+    return storage.IntervalSave(
+        checkpoint_interval, storage.RetryingSave('learner checkpoint', directory, save),
+        start=int(self.train_step.numpy()), guard=self._save_guard)
 
   def _gathered(self, value):
     return tf.concat(self.strategy.experimental_local_results(value), axis=0)

@@ -9,13 +9,14 @@ that a reader never sees a half-written model.
 
 import os
 import shutil
+from typing import Callable, Optional
 
 from absl import logging
 import tensorflow as tf
 from tf_agents.policies import policy_saver
-from tf_agents.train import interval_trigger
 
 from common import agents
+from common import storage
 
 GREEDY_POLICY = 'greedy_policy'
 COLLECT_POLICY = 'collect_policy'
@@ -30,10 +31,15 @@ def _swap_in(tmp_dir: str, final_dir: str) -> None:
   shutil.rmtree(old_dir, ignore_errors=True)
 
 
-class PolicyExportTrigger(interval_trigger.IntervalTrigger):
-  """Every `interval` train steps, writes greedy_policy/ and collect_policy/ SavedModels."""
+class PolicyExportTrigger(storage.IntervalSave):
+  """Every `interval` train steps, writes greedy_policy/ and collect_policy/ SavedModels.
 
-  def __init__(self, policy_dir: str, agent, train_step: tf.Variable, interval: int):
+  An export that fails on a storage fault leaves the previous SavedModels in place, removes
+  what it wrote, and is retried with backoff (`storage.IntervalSave`).
+  """
+
+  def __init__(self, policy_dir: str, agent, train_step: tf.Variable, interval: int,
+               guard: Optional[Callable[[int], None]] = None):
     self._policy_dir = policy_dir
     self._train_step = train_step
     self._savers = {
@@ -42,7 +48,8 @@ class PolicyExportTrigger(interval_trigger.IntervalTrigger):
         COLLECT_POLICY: policy_saver.PolicySaver(agent.collect_policy, batch_size=None,
                                                  train_step=train_step),
     }
-    super().__init__(interval, self._export, start=int(train_step.numpy()))
+    super().__init__(interval, storage.RetryingSave('policy export', policy_dir, self._export),
+                     start=int(train_step.numpy()), guard=guard)
 
   def _export(self) -> None:
     os.makedirs(self._policy_dir, exist_ok=True)
@@ -50,7 +57,11 @@ class PolicyExportTrigger(interval_trigger.IntervalTrigger):
       final_dir = os.path.join(self._policy_dir, name)
       tmp_dir = final_dir + '.tmp'
       shutil.rmtree(tmp_dir, ignore_errors=True)
-      saver.save(tmp_dir)
+      try:
+        saver.save(tmp_dir)
+      except Exception:
+        storage.remove(tmp_dir)
+        raise
       _swap_in(tmp_dir, final_dir)
     logging.info('Exported %s at train step %d to %s', ', '.join(self._savers),
                  int(self._train_step.numpy()), self._policy_dir)

@@ -4,7 +4,7 @@ strategy, with importance weights and priority updates when the replay table is 
 import os
 import threading
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 from absl import logging
 import tensorflow as tf
@@ -17,6 +17,7 @@ from common import config as config_lib
 from common import connection
 from common import constants
 from common import replay
+from common import storage
 from common import variables as variables_lib
 from common import watchdog as watchdog_lib
 from common.config import LearnerConfig
@@ -25,6 +26,7 @@ from common.errors import ServerUnavailableError
 from common.errors import UserError
 from learner import agent_record
 from learner import compiled_learner
+from learner import divergence
 from learner import export
 from learner import priorities as priorities_lib
 
@@ -66,7 +68,13 @@ def run_learner(root_dir: str, server_address: str, max_train_steps: int = 0,
   """Trains until the train step reaches `max_train_steps` (0: for ever) or `stop_event`.
 
   Resumes from the newest checkpoint under root_dir/learner. On stop it checkpoints, exports
-  the policies and pushes the weights once more.
+  the policies and pushes the weights once more. A checkpoint or export that fails on a
+  storage fault is retried with backoff while training goes on (`storage.IntervalSave`).
+
+  Raises:
+    divergence.DivergedError: the loss or a weight became inf or NaN; raised before anything
+      non-finite is checkpointed, exported or pushed, and without the saves on stop.
+    storage.StorageError: a save on stop failed on every try (the weight push still ran).
 
   Args:
     root_dir: Run directory; the learner owns root_dir/learner.
@@ -107,6 +115,9 @@ def run_learner(root_dir: str, server_address: str, max_train_steps: int = 0,
                                                       train_step)
 
   agent_record.check_and_record(learner_dir, agent)
+  learning_rates = agent_record.configured_learning_rates(agent)
+  finite = divergence.FiniteCheck(
+      agent.variables, os.path.join(learner_dir, agent_record.CHECKPOINT_SUBDIR))
   learner = compiled_learner.CompiledLearner(
       learner_dir, train_step, agent,
       experience_dataset_fn=None,
@@ -115,7 +126,9 @@ def run_learner(root_dir: str, server_address: str, max_train_steps: int = 0,
       max_checkpoints_to_keep=learner_config.max_checkpoints_to_keep,
       strategy=strategy, use_xla=learner_config.use_xla,
       prioritized_step=prioritized_step,
-      on_priorities=priority_writer.submit if priority_writer else None)
+      on_priorities=priority_writer.submit if priority_writer else None,
+      save_guard=finite)
+  agent_record.apply_learning_rates(agent, learning_rates)
   start_step = int(train_step.numpy())
   logging.info('learner: %s at train step %d', 'resumed' if start_step else 'starting',
                start_step)
@@ -124,11 +137,12 @@ def run_learner(root_dir: str, server_address: str, max_train_steps: int = 0,
                                              'max_train_steps': max_train_steps})
   learner.triggers.extend([
       export.PolicyExportTrigger(os.path.join(root_dir, constants.POLICY_DIR), agent,
-                                 train_step, learner_config.policy_export_interval),
+                                 train_step, learner_config.policy_export_interval,
+                                 guard=finite),
       triggers.StepPerSecondLogTrigger(train_step, interval=learner_config.log_interval),
   ])
   push_trigger = _PushTrigger(variable_client, learner_config.push_interval, start_step,
-                              built.max_priority, priority_writer)
+                              built.max_priority, priority_writer, guard=finite)
   learner.triggers.append(push_trigger)
   push_trigger(start_step, force_trigger=True)
 
@@ -151,6 +165,9 @@ def run_learner(root_dir: str, server_address: str, max_train_steps: int = 0,
         iterator = make_iterator()
       loss_info = learner.run(iterations=iterations, iterator=iterator)
       stall_since = None
+    except tf.errors.InvalidArgumentError as e:
+      finite.raise_if_numerics_error(int(train_step.numpy()), e)
+      raise
     except tf.errors.OutOfRangeError:
       # The rate limiter held the sample past its timeout: say why, then wait again.
       stall_since = stall_since or time.monotonic() - learner_config.rate_limiter_timeout_s
@@ -172,6 +189,7 @@ def run_learner(root_dir: str, server_address: str, max_train_steps: int = 0,
       iterator = None
       continue
     step = int(train_step.numpy())
+    finite(step, float(loss_info.loss))
     if step - last_log_step >= learner_config.log_interval:
       now = time.monotonic()
       logging.info('learner: train_step=%d steps/s=%.1f loss=%.4f', step,
@@ -181,6 +199,7 @@ def run_learner(root_dir: str, server_address: str, max_train_steps: int = 0,
 
   watchdog.stop()
   final_step = int(train_step.numpy())
+  storage_errors = []
   for trigger in learner.triggers:
     if trigger is push_trigger and connection.probe(server_address) is None:
       # A push to a dead server blocks without a deadline; the checkpoint is already written.
@@ -192,10 +211,14 @@ def run_learner(root_dir: str, server_address: str, max_train_steps: int = 0,
     except CONNECTION_ERRORS as e:
       logging.warning('learner: final %s failed: %s', type(trigger).__name__,
                       connection.first_line(e))
+    except storage.StorageError as e:  # The other saves (the weight push) still run.
+      storage_errors.append(e)
   if priority_writer is not None:
     priority_writer.close()
     logging.info('learner: sent %d priority updates in %d calls (%d failed)',
                  priority_writer.sent_updates, priority_writer.sends, priority_writer.failures)
+  if storage_errors:
+    raise storage_errors[0]
   logging.info('%s at train step %d; checkpoint in %s', constants.LEARNER_STOPPED_LINE,
                final_step, learner_dir)
   return final_step
@@ -211,8 +234,10 @@ class _PushTrigger:
 
   def __init__(self, client: variables_lib.VariableClient, interval: int, start: int,
                max_priority: Optional[tf.Variable] = None,
-               priority_writer: Optional[priorities_lib.PriorityWriter] = None):
+               priority_writer: Optional[priorities_lib.PriorityWriter] = None,
+               guard: Optional[Callable[[int], None]] = None):
     self._client = client
+    self._guard = guard
     self._interval = interval
     self._last = start
     self._max_priority = max_priority
@@ -221,6 +246,8 @@ class _PushTrigger:
   def __call__(self, step: int, force_trigger: bool = False) -> None:
     if not force_trigger and step - self._last < self._interval:
       return
+    if self._guard is not None:
+      self._guard(step)
     if self._priority_writer is not None:
       recent_max = self._priority_writer.take_max()
       if recent_max is not None:

@@ -66,6 +66,16 @@ def prune_checkpoints(checkpoint_dir: str, keep: int) -> None:
       shutil.rmtree(path, ignore_errors=True)
 
 
+def remove_incomplete(checkpoint_dir: str) -> None:
+  """Deletes every incomplete checkpoint, newer ones included: call only after a failed write,
+  when no write is in the making, so that the space it took is free for the next try."""
+  complete = complete_checkpoints(checkpoint_dir)
+  for name in os.listdir(checkpoint_dir) if os.path.isdir(checkpoint_dir) else ():
+    path = os.path.join(checkpoint_dir, name)
+    if os.path.isdir(path) and path not in complete:
+      shutil.rmtree(path, ignore_errors=True)
+
+
 def _sibling(checkpoint_dir: str, name: str) -> str:
   return os.path.join(os.path.dirname(os.path.abspath(checkpoint_dir)), name)
 

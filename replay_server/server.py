@@ -13,6 +13,7 @@ from common import config as config_lib
 from common import connection
 from common import constants
 from common import replay
+from common import storage
 from common.config import ReplayConfig
 from common.errors import UserError
 from common.preflight import check_port_free
@@ -96,13 +97,23 @@ class ReplayServer:
     return self._client.server_info()
 
   def checkpoint(self) -> str:
-    """Writes a checkpoint and prunes old ones; returns its path."""
+    """Writes a checkpoint and prunes old ones; returns its path.
+
+    Raises:
+      What the write raised on a storage fault (`storage.is_storage_error`), after deleting
+      the incomplete checkpoint it left, so that the space is free for the next try.
+    """
     start = time.monotonic()
     # Read before the checkpoint: the table only grows (or stays full) meanwhile, so the
     # checkpoint holds at least this many items.
     size = self._client.server_info()[constants.REPLAY_TABLE].current_size
-    checkpoints_lib.keep_previous(self._checkpoint_dir, self._keep)
-    path = self._client.checkpoint()
+    try:
+      checkpoints_lib.keep_previous(self._checkpoint_dir, self._keep)
+      path = self._client.checkpoint()
+    except Exception as e:
+      if storage.is_storage_error(e):
+        checkpoints_lib.remove_incomplete(self._checkpoint_dir)
+      raise
     checkpoints_lib.prune_checkpoints(self._checkpoint_dir, self._keep)
     logging.info('Replay checkpoint %s written in %.2f s (%d items)', path,
                  time.monotonic() - start, size)
@@ -116,6 +127,10 @@ def serve(root_dir: str, port: int, checkpoint_interval_s: float, keep_checkpoin
           stop_event: Optional[threading.Event] = None, log_interval_s: float = 60.0,
           ready_event: Optional[threading.Event] = None) -> None:
   """Runs the replay server until `stop_event` is set, then checkpoints and stops.
+
+  A checkpoint that fails on a storage fault (disk full, read-only, I/O error) is logged and
+  retried with backoff while the server keeps serving (`storage.RetryingSave`); only the final
+  one, failing on every try, ends the run with a `StorageError`.
 
   Args:
     root_dir: Run directory; checkpoints go to root_dir/replay_server/checkpoints.
@@ -136,17 +151,22 @@ def serve(root_dir: str, port: int, checkpoint_interval_s: float, keep_checkpoin
       'keep_checkpoints': keep_checkpoints})
   if ready_event is not None:
     ready_event.set()
+  saver = storage.RetryingSave(
+      'replay checkpoint', os.path.join(root_dir, constants.REPLAY_CHECKPOINT_DIR),
+      server.checkpoint, first_retry_s=min(30.0, checkpoint_interval_s or 30.0),
+      max_retry_s=max(30.0, checkpoint_interval_s))
   last_checkpoint = last_log = time.monotonic()
   try:
     while not stop_event.wait(1.0):
       now = time.monotonic()
-      if checkpoint_interval_s and now - last_checkpoint >= checkpoint_interval_s:
-        server.checkpoint()
+      if saver.retry_due() or (checkpoint_interval_s and not saver.pending
+                               and now - last_checkpoint >= checkpoint_interval_s):
+        saver()
         last_checkpoint = now
       if now - last_log >= log_interval_s:
         logging.info('%s', replay.table_state(server.info()[constants.REPLAY_TABLE]))
         last_log = now
-    path = server.checkpoint()
+    path = saver.final()
   finally:
     server.stop()
   logging.info('%s: final checkpoint %s', constants.SERVER_STOPPED_LINE, path)

@@ -2,6 +2,7 @@
 
 import logging
 import os
+import re
 import threading
 import time
 
@@ -18,9 +19,11 @@ from common import constants
 from common import replay
 from common import variables as variables_lib
 from common.config import ReplayConfig
+from learner import divergence
 from learner import train
 from replay_server import checkpoints as checkpoints_lib
 from replay_server import server as server_lib
+from tests.conftest import FAST_BINDINGS
 from tests.conftest import parse_gin
 from tests.conftest import wait_until
 
@@ -176,6 +179,49 @@ def test_learner_resumes_from_its_checkpoint(cartpole_server, root_dir):
   assert train.run_learner(root_dir, cartpole_server, max_train_steps=70) == 70
   checkpoints = os.listdir(os.path.join(root_dir, 'learner', 'train', 'checkpoints'))
   assert any('70' in name for name in checkpoints)
+
+
+def test_diverged_learner_stops_before_saving_or_pushing_non_finite_weights(cartpole_server,
+                                                                            root_dir, caplog):
+  collect.run_actor(root_dir, cartpole_server, task=0, max_env_steps=200)
+  assert train.run_learner(root_dir, cartpole_server, max_train_steps=20) == 20
+  checkpoint_dir = os.path.join(root_dir, 'learner', 'train', 'checkpoints')
+  policy_dir = os.path.join(root_dir, constants.POLICY_DIR, 'greedy_policy')
+  exported_at = os.stat(policy_dir).st_mtime_ns
+  parse_gin(bindings=FAST_BINDINGS + ('dqn_agent.learning_rate = 1e30',))
+  with caplog.at_level(logging.WARNING):
+    with pytest.raises(divergence.DivergedError) as e:
+      train.run_learner(root_dir, cartpole_server, max_train_steps=500)
+  # The resumed learner runs the configured learning rate, not the checkpoint's.
+  assert ('learner: the checkpoint was trained with other settings; applying the configuration '
+          '(optimizer.learning_rate 0.001 -> 1e+30)') in caplog.text
+  message = str(e.value)
+  # DQN's own check_numerics on the loss fails before that step's gradients are applied.
+  assert re.match(r"learner diverged at train step 2\d: the agent's own check failed \(Loss is "
+                  r'inf or nan\); nothing non-finite was saved, exported or pushed', message)
+  assert 'the newest checkpoint, ckpt-20 in ' in message and 'lower the learning rate' in message
+  assert os.path.basename(tf.train.latest_checkpoint(checkpoint_dir)) == 'ckpt-20'
+  assert os.stat(policy_dir).st_mtime_ns == exported_at
+  pushed = reverb.Client(cartpole_server).sample(constants.VARIABLE_TABLE, 1)
+  weights = [np.asarray(w) for w in next(pushed)[0].data]
+  assert all(np.isfinite(w).all() for w in weights if w.dtype.kind == 'f')
+  # The last good checkpoint still loads: a learner with the old settings resumes from it.
+  parse_gin()
+  assert train.run_learner(root_dir, cartpole_server, max_train_steps=30) == 30
+
+
+def test_finite_check_names_the_first_non_finite_variable(tmp_path):
+  check = divergence.FiniteCheck(
+      [tf.Variable([1.0], name='q/kernel'), tf.Variable(3, name='step'),
+       tf.Variable([0.0, np.nan], name='q/bias'), tf.Variable([np.inf], name='target/bias')],
+      str(tmp_path))
+  with pytest.raises(divergence.DivergedError,
+                     match=r'^learner diverged at train step 7: variable q/bias:0 and 1 more '
+                           r'holds inf or NaN; .* and no checkpoint was written: lower'):
+    check(7)
+  with pytest.raises(divergence.DivergedError, match='train step 8: the loss is inf'):
+    divergence.FiniteCheck([tf.Variable([1.0])], str(tmp_path))(8, float('inf'))
+  divergence.FiniteCheck([tf.Variable([1.0])], str(tmp_path))(9, 0.5)  # Finite: no error.
 
 
 def test_eval_writes_a_csv_row_for_the_pushed_weights(cartpole_server, root_dir):
