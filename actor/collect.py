@@ -31,6 +31,7 @@ from common import connection
 from common import constants
 from common import environments
 from common import replay
+from common import storage
 from common import watchdog as watchdog_lib
 from common.config import ActorConfig
 from common.config import ReplayConfig
@@ -191,7 +192,8 @@ def run_actor(root_dir: str, server_address: str, task: int, max_env_steps: int 
       is_running=lambda: not stop_event.is_set())
   status_client = reverb.Client(server_address)
   summary_dir = os.path.join(root_dir, constants.ACTOR_DIR, str(task))
-  summary_writer = tf.summary.create_file_writer(summary_dir)
+  summary_faults = storage.SummaryFaults(role, summary_dir)
+  summary_writer = summary_faults.wrap(tf.summary.create_file_writer(summary_dir))
   config_lib.record_run_config(summary_dir, {'root_dir': root_dir, 'task': task,
                                              'replay_server_address': server_address,
                                              'max_env_steps': max_env_steps})
@@ -233,7 +235,7 @@ def run_actor(root_dir: str, server_address: str, task: int, max_env_steps: int 
       steps_since_pull = config.variable_update_interval
       continue
     if time.monotonic() - last_log >= config.log_interval_s:
-      _log(collector.metrics, env, policy_client, summary_writer, stats, role)
+      _log(collector.metrics, env, policy_client, summary_writer, stats, role, summary_faults)
       replay.publish_status(status_client, stats.record(task, policy_client.train_step))
       last_log = time.monotonic()
 
@@ -250,7 +252,7 @@ def run_actor(root_dir: str, server_address: str, task: int, max_env_steps: int 
     pass
   observer.close()
   env.close()
-  _log(collector.metrics, env, policy_client, summary_writer, stats, role)
+  _log(collector.metrics, env, policy_client, summary_writer, stats, role, summary_faults)
   summary_writer.flush()
   logging.info('%s: %s after %d env steps', constants.ACTOR_STOPPED_LINE, role,
                stats.env_steps)
@@ -276,7 +278,8 @@ def _pull(policy_client: PolicyClient, collector: Collector, stats: _Stats,
 
 
 def _log(metrics: EpisodeMetrics, env: vector_env.VectorEnv, policy_client: PolicyClient,
-         summary_writer, stats: _Stats, role: str) -> None:
+         summary_writer, stats: _Stats, role: str,
+         summary_faults: storage.SummaryFaults) -> None:
   """Logs and summarizes the interval since the last call.
 
   `env_resets` is the share of the interval's wall time spent resetting environments: a policy
@@ -296,6 +299,16 @@ def _log(metrics: EpisodeMetrics, env: vector_env.VectorEnv, policy_client: Poli
   logging.info('%s: env_steps=%d env_steps/s=%.0f episodes=%d avg_return=%.2f '
                'weights_step=%d policy_lag=%d%s', role, stats.env_steps, rate,
                metrics.episodes, average_return, weights_step, stats.policy_lag, resets)
+  try:
+    _summarize(summary_writer, env, metrics, stats, rate, reset_share, average_return,
+               weights_step)
+  except Exception as e:  # pylint: disable=broad-except
+    if not summary_faults.handle(e):
+      raise
+
+
+def _summarize(summary_writer, env, metrics, stats, rate, reset_share, average_return,
+               weights_step) -> None:
   with summary_writer.as_default():
     if env.uses_gym_directly:
       tf.summary.scalar('actor/env_reset_time_share', reset_share, step=stats.env_steps)

@@ -34,13 +34,22 @@ def is_storage_error(e: BaseException) -> bool:
   return isinstance(e, _STORAGE_EXCEPTIONS) or type(e).__module__ == _TF_ERROR_MODULE
 
 
+_KNOWN_REASONS = ('No space left on device', 'Read-only file system', 'Permission denied',
+                  'Input/output error', 'Disk quota exceeded', 'File too large')
+
+
+def is_disk_error(e: BaseException) -> bool:
+  """A storage error whose message names a disk fault (`_KNOWN_REASONS`): what a write inside
+  a TensorFlow graph (a summary) raises, told apart from the graph's other errors."""
+  return is_storage_error(e) and reason(e) in _KNOWN_REASONS
+
+
 def reason(e: BaseException) -> str:
   """The short reason of a storage error: 'No space left on device', 'Read-only file system'."""
   if isinstance(e, OSError) and e.errno in errno.errorcode and e.strerror:
     return e.strerror
   text = ' '.join(str(getattr(e, 'message', None) or e).split())
-  for known in ('No space left on device', 'Read-only file system', 'Permission denied',
-                'Input/output error', 'Disk quota exceeded', 'File too large'):
+  for known in _KNOWN_REASONS:
     if known.lower() in text.lower():
       return known
   return text[:200] or type(e).__name__
@@ -178,3 +187,49 @@ class IntervalSave:
   def _check(self, step: int) -> None:
     if self._guard is not None:
       self._guard(step)
+
+
+class SummaryFaults:
+  """TensorBoard summaries lost to a storage fault: logged once per fault, never raised.
+
+  A summary writer flushes when its queue fills, from inside the op that writes a summary
+  (in a train step's graph, too), and when its `as_default()` block ends. On a full or
+  read-only disk each of those raises. `wrap` makes a writer's flush log instead; `handle`
+  tells the caller of a summary write whether its error was such a fault (and logs it).
+  """
+
+  def __init__(self, role: str, where: str):
+    self._role, self._where = role, where
+    self._failing = False
+
+  def wrap(self, writer):
+    """Makes `writer.flush()` (also called by `as_default()`) log storage faults; returns it."""
+    flush = writer.flush
+
+    def _flush():
+      try:
+        flush()
+      except Exception as e:  # pylint: disable=broad-except
+        if not self.handle(e):
+          raise
+        return
+      self.written()
+
+    writer.flush = _flush
+    return writer
+
+  def handle(self, e: BaseException) -> bool:
+    """True, after one log line per fault, if `e` is a disk fault (`is_disk_error`)."""
+    if not is_disk_error(e):
+      return False
+    if not self._failing:
+      logging.warning('%s: TensorBoard summaries to %s not written (%s); going on without them '
+                      'until the disk is writable', self._role, self._where, reason(e))
+      self._failing = True
+    return True
+
+  def written(self) -> None:
+    """Call after a write that succeeded: ends a fault, in one line."""
+    if self._failing:
+      logging.info('%s: TensorBoard summaries to %s written again', self._role, self._where)
+      self._failing = False

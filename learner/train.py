@@ -129,6 +129,8 @@ def run_learner(root_dir: str, server_address: str, max_train_steps: int = 0,
       on_priorities=priority_writer.submit if priority_writer else None,
       save_guard=finite)
   agent_record.apply_learning_rates(agent, learning_rates)
+  summary_faults = storage.SummaryFaults('learner', os.path.join(learner_dir, 'train'))
+  summary_faults.wrap(learner.train_summary_writer)
   start_step = int(train_step.numpy())
   logging.info('learner: %s at train step %d', 'resumed' if start_step else 'starting',
                start_step)
@@ -167,6 +169,12 @@ def run_learner(root_dir: str, server_address: str, max_train_steps: int = 0,
       stall_since = None
     except tf.errors.InvalidArgumentError as e:
       finite.raise_if_numerics_error(int(train_step.numpy()), e)
+      if summary_faults.handle(e):
+        continue
+      raise
+    except tf.errors.ResourceExhaustedError as e:  # A summary write on a full disk.
+      if summary_faults.handle(e):
+        continue
       raise
     except tf.errors.OutOfRangeError:
       # The rate limiter held the sample past its timeout: say why, then wait again.
@@ -179,6 +187,8 @@ def run_learner(root_dir: str, server_address: str, max_train_steps: int = 0,
       iterator = None
       continue
     except CONNECTION_ERRORS as e:
+      if summary_faults.handle(e):  # A summary write on a read-only disk, not the server.
+        continue
       try:
         connection.reconnect(server_address, server_timeout_s, 'learner', specs, e, is_running)
       except ServerUnavailableError:
