@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from common import constants
 from common.errors import ServerUnavailableError
+from common.errors import StopRequested
 from common.errors import SignatureMismatchError
 
 # Raised by Reverb clients, datasets and writers when the server goes away or restarts: gRPC
@@ -54,7 +55,8 @@ def wait_for_server(address: str, timeout_s: float, role: str,
     The server's table infos (name -> TableInfo).
 
   Raises:
-    ServerUnavailableError: the deadline passed, or `is_running()` turned False.
+    ServerUnavailableError: the deadline passed.
+    StopRequested: `is_running()` turned False.
   """
   start = time.monotonic()
   last_log = -float('inf')
@@ -68,8 +70,8 @@ def wait_for_server(address: str, timeout_s: float, role: str,
       return info
     elapsed = time.monotonic() - start
     if not is_running():
-      raise ServerUnavailableError(f'{role}: stopped while waiting for the replay server at '
-                                   f'{address}')
+      raise StopRequested(f'{role}: stopped while waiting for the replay server at {address}, '
+                          'before it answered')
     if timeout_s and elapsed >= timeout_s:
       raise ServerUnavailableError(
           f'replay server {address} did not answer within {timeout_s:g} s: start '

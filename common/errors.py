@@ -15,3 +15,10 @@ class ServerUnavailableError(UserError):
 
 class SignatureMismatchError(UserError):
   """A process was built for another environment or agent than the replay server."""
+
+
+class StopRequested(ServerUnavailableError):
+  """A stop (SIGTERM, SIGINT) came while the process waited for the replay server.
+
+  Not a failure: every `main.py` logs it as the process's stop line and exits 0.
+  """

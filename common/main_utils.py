@@ -9,6 +9,7 @@ from absl import flags
 from absl import logging
 
 from common import constants
+from common.errors import StopRequested
 from common.errors import UserError
 
 
@@ -65,6 +66,18 @@ def load_and_check_config() -> None:
   config.load_gin(values.gin_file, values.gin_bindings)
   config.validated_configs()
   environments.check_env_id(gin.query_parameter('make_environment.env_name'))
+
+
+def own_role_dir(role: str, sub_dir: str) -> None:
+  """Takes this process's lock on root_dir/sub_dir (`ownership.own`), after the config checks
+  and before anything is written there.
+
+  Raises:
+    UserError: another process of the role owns it.
+  """
+  import os  # pylint: disable=g-import-not-at-top
+  from common import ownership  # pylint: disable=g-import-not-at-top
+  ownership.own(os.path.join(flags.FLAGS.root_dir, sub_dir), role)
 
 
 _STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
@@ -145,9 +158,17 @@ def stop_event_on_signals() -> threading.Event:
 
 
 def exit_on_user_error(fn: Callable[[], None]) -> None:
-  """Runs `fn`; a UserError becomes one line on stderr and exit status 2."""
+  """Runs `fn`; a UserError becomes one line on stderr and exit status 2.
+
+  A stop requested while waiting for the replay server (`StopRequested`) is not an error: its
+  line goes to stderr, and the exit status is 0.
+  """
   try:
     fn()
+  except StopRequested as e:
+    logging.flush()
+    print(str(e), file=sys.stderr, flush=True)
+    sys.exit(0)
   except UserError as e:
     logging.flush()
     print(f'error: {e}', file=sys.stderr, flush=True)

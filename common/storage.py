@@ -116,7 +116,7 @@ class RetryingSave:
       self._failed(e)
       return None
     if self.failures:
-      logging.info('%s written to %s again, after %d failed tr%s', self._what, self._where,
+      logging.warning('%s written to %s again, after %d failed tr%s', self._what, self._where,
                    self.failures, 'y' if self.failures == 1 else 'ies')
     self.failures, self._retry_at, self.last_error = 0, None, None
     return result
@@ -231,5 +231,5 @@ class SummaryFaults:
   def written(self) -> None:
     """Call after a write that succeeded: ends a fault, in one line."""
     if self._failing:
-      logging.info('%s: TensorBoard summaries to %s written again', self._role, self._where)
+      logging.warning('%s: TensorBoard summaries to %s written again', self._role, self._where)
       self._failing = False

@@ -34,7 +34,8 @@ class Watchdog:
 
   def __init__(self, role: str, server_address: str, quiet_s: float = 10.0,
                deadline_s: float = 0.0, exit_fn: Callable[[int], None] = os._exit,
-               stop_event: Optional[threading.Event] = None, stop_grace_s: float = 10.0):
+               stop_event: Optional[threading.Event] = None, stop_grace_s: float = 10.0,
+               stop_waits_while_server_answers: bool = False):
     """
     Args:
       role: Prefix of the log lines.
@@ -45,6 +46,10 @@ class Watchdog:
       stop_event: The caller's stop request; if it stays unanswered (no `beat()` and no
         `stop()`) for `stop_grace_s`, `exit_fn(0)` ends the process.
       stop_grace_s: Seconds a stop request may wait for the blocked loop.
+      stop_waits_while_server_answers: Count `stop_grace_s` only while the server does not
+        answer: for a loop whose every wait on a live server is bounded (the learner's
+        samples time out), so that a long step (a first trace, an export) still ends in the
+        saves on stop.
     """
     self._role = role
     self._address = server_address
@@ -55,6 +60,8 @@ class Watchdog:
     self._unreachable_since = None
     self._stop_event = stop_event
     self._stop_grace_s = stop_grace_s
+    self._stop_waits = stop_waits_while_server_answers
+    self._stop_wait_logged = False
     self._stop_seen = None
     self._done = threading.Event()
     self._thread = threading.Thread(target=self._run, name=f'{role} watchdog', daemon=True)
@@ -74,6 +81,13 @@ class Watchdog:
       return False
     self._stop_seen = self._stop_seen or time.monotonic()
     if time.monotonic() - self._stop_seen < self._stop_grace_s:
+      return False
+    if self._stop_waits and connection.probe(self._address) is not None:
+      if not self._stop_wait_logged:
+        logging.info('%s: stop requested %.0f s ago; finishing the current step first',
+                     self._role, time.monotonic() - self._stop_seen)
+        self._stop_wait_logged = True
+      self._stop_seen = time.monotonic()  # The grace counts from the server's last answer.
       return False
     logging.warning('%s: stop requested %.0f s ago, but blocked waiting on the replay server %s; '
                     'exiting without flushing', self._role, time.monotonic() - self._stop_seen,

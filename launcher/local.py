@@ -19,6 +19,10 @@ from launcher import processes
 from launcher.status import StatusLine
 from launcher.status import outcome
 
+# Seconds each child may take to stop after SIGTERM before it is killed: the learner's saves on
+# stop (checkpoint, export, a last push) after the step it is in, as in docker-compose.yml.
+STOP_GRACE_S = 180.0
+
 
 def commands(gin_files: Sequence[str], gin_bindings: Sequence[str], root_dir: str, port: int,
              num_actors: int, max_train_steps: int = 0,
@@ -87,7 +91,7 @@ def run_local(gin_files: Sequence[str], gin_bindings: Sequence[str], root_dir: s
   finally:
     status.close()
     status.print_child_line(f'[local] stopping: {reason or "error"}')
-    processes.stop_all(children)
+    processes.stop_all(children, grace_s=STOP_GRACE_S)
     signal.signal(signal.SIGINT, previous)
   status.print_child_line(f'[local] done ({reason}); exit status {code}')
   return code

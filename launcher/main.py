@@ -43,6 +43,8 @@ def main(_):
     config.validated_configs()
     root_dir = os.path.abspath(FLAGS.root_dir)  # The children run in the project directory.
     config.ensure_writable_dir(root_dir)
+    from common import ownership
+    ownership.own(root_dir, 'local launcher')  # Before any child starts.
     port = FLAGS.port or portpicker.pick_unused_port()
     sys.exit(local.run_local(gin_files, FLAGS.gin_bindings, root_dir, port,
                              FLAGS.num_actors, budget_s=FLAGS.budget_s,

@@ -153,7 +153,8 @@ def run_learner(root_dir: str, server_address: str, max_train_steps: int = 0,
   last_log_time = time.monotonic()
   watchdog = watchdog_lib.Watchdog('learner', server_address,
                                    quiet_s=max(10.0, 2 * learner_config.rate_limiter_timeout_s),
-                                   deadline_s=server_timeout_s, stop_event=stop_event)
+                                   deadline_s=server_timeout_s, stop_event=stop_event,
+                                   stop_waits_while_server_answers=True)
   while not stop_event.is_set():
     watchdog.beat()
     step = int(train_step.numpy())
@@ -167,15 +168,6 @@ def run_learner(root_dir: str, server_address: str, max_train_steps: int = 0,
         iterator = make_iterator()
       loss_info = learner.run(iterations=iterations, iterator=iterator)
       stall_since = None
-    except tf.errors.InvalidArgumentError as e:
-      finite.raise_if_numerics_error(int(train_step.numpy()), e)
-      if summary_faults.handle(e):
-        continue
-      raise
-    except tf.errors.ResourceExhaustedError as e:  # A summary write on a full disk.
-      if summary_faults.handle(e):
-        continue
-      raise
     except tf.errors.OutOfRangeError:
       # The rate limiter held the sample past its timeout: say why, then wait again.
       stall_since = stall_since or time.monotonic() - learner_config.rate_limiter_timeout_s
@@ -186,9 +178,12 @@ def run_learner(root_dir: str, server_address: str, max_train_steps: int = 0,
                       'actors', time.monotonic() - stall_since, step, state)
       iterator = None
       continue
-    except CONNECTION_ERRORS as e:
-      if summary_faults.handle(e):  # A summary write on a read-only disk, not the server.
+    except Exception as e:  # pylint: disable=broad-except
+      finite.raise_if_numerics_error(int(train_step.numpy()), e)
+      if summary_faults.handle(e):  # A summary write on a full disk, not a lost server.
         continue
+      if not isinstance(e, CONNECTION_ERRORS):
+        raise
       try:
         connection.reconnect(server_address, server_timeout_s, 'learner', specs, e, is_running)
       except ServerUnavailableError:

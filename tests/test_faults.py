@@ -11,6 +11,7 @@ Marked `slow`.
 import os
 import re
 import shutil
+import socket
 import time
 
 import portpicker
@@ -231,6 +232,30 @@ def test_kill_replay_server(run):
   _recovered(killed_at, f'kill -9 replay server -> restored {restored} items '
              f'(checkpoint had {checkpoint_items}), inserting and training')
   assert run.alive('learner', 'actor0', 'actor1')
+
+
+@pytest.mark.parametrize('role, directory, owner', [
+    ('server', 'replay_server', 'replay server'),
+    ('learner', 'learner', 'learner'),
+    ('actor0', 'actor/0', 'actor with --task=0'),
+])
+def test_a_second_process_on_a_role_directory_is_refused(run, role, directory, owner):
+  log_path = os.path.join(run.log_dir, f'second_{role}.log')
+  flags = dict(gin_files=[CARTPOLE_GIN], gin_bindings=run.bindings, root_dir=run.root_dir,
+               log_path=log_path, name=f'second {role}')
+  if role == 'server':
+    second = start_role('replay_server', port=portpicker.pick_unused_port(), **flags)
+  elif role == 'learner':
+    second = start_role('learner', address=run.address, **flags)
+  else:
+    second = start_role('actor', task=0, address=run.address, **flags)
+  assert second.wait(120) == 2, _read(log_path)[-2000:]
+  errors = [l for l in _read(log_path).splitlines() if l.startswith('error: ')]
+  pid = run.processes[role].pid
+  assert errors == [f'error: {os.path.join(run.root_dir, directory)} is in use by another '
+                    f'{owner} (pid {pid} on {socket.gethostname()}): stop that one, or pass '
+                    'another --root_dir'], _read(log_path)[-2000:]
+  assert run.alive('server', 'learner', 'actor0', 'actor1')
 
 
 def test_sigterm_learner_and_server_write_a_checkpoint(run):

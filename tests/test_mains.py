@@ -116,3 +116,77 @@ def test_local_launcher_exits_non_zero_when_a_child_fails(root_dir, port):
   assert result.returncode == 1, tail
   assert f'port {port} is already in use' in result.stdout, tail
   assert 'replay_server exited with status 2' in result.stdout, tail
+
+
+def _children(pid: int):
+  """The pids of `pid`'s child processes (from /proc)."""
+  found = []
+  for name in os.listdir('/proc'):
+    if name.isdigit():
+      try:
+        with open(f'/proc/{name}/stat') as f:
+          fields = f.read().rsplit(')', 1)[1].split()
+      except OSError:
+        continue
+      if int(fields[1]) == pid and fields[0] != 'Z':
+        found.append(int(name))
+  return found
+
+
+def _alive(pid: int) -> bool:
+  try:
+    with open(f'/proc/{pid}/stat') as f:
+      return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
+  except OSError:
+    return False
+
+
+def test_killed_launcher_leaves_no_children_and_a_second_one_is_refused(root_dir, port,
+                                                                       tmp_path):
+  args = [sys.executable, '-m', 'launcher.main', f'--root_dir={root_dir}', '--num_actors=1',
+          '--budget_s=600', f'--gin_file={CARTPOLE_GIN}']
+  args += [f'--gin_bindings={b}' for b in FAST_BINDINGS]
+  log_path = tmp_path / 'launcher.log'
+  env = dict(os.environ, CUDA_VISIBLE_DEVICES='')
+  with open(log_path, 'w') as log:
+    launcher = subprocess.Popen(args + [f'--port={port}'], cwd=REPO, stdout=log,
+                                stderr=subprocess.STDOUT, env=env)
+  try:
+    wait_until(lambda: 'train_step=' in _log(log_path), 300, 'the launched learner to train',
+               detail=lambda: _log(log_path)[-2000:])
+    children = _children(launcher.pid)
+    assert len(children) == 4, children  # Server, learner, one actor, eval.
+
+    second = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=120,
+                            env=env)
+    assert second.returncode == 2, second.stdout[-2000:] + second.stderr[-2000:]
+    assert second.stderr.strip().splitlines()[-1].startswith(
+        f'error: {root_dir} is in use by another local launcher (pid {launcher.pid} on ')
+
+    launcher.kill()  # kill -9: the launcher cannot stop its children itself.
+    launcher.wait(30)
+    wait_until(lambda: not any(_alive(pid) for pid in children), 60,
+               'every child of the killed launcher to exit',
+               detail=lambda: f'alive: {[p for p in children if _alive(p)]}')
+  finally:
+    if launcher.poll() is None:
+      launcher.kill()
+
+
+@pytest.mark.parametrize('role, name', [('learner', 'learner'), ('actor', 'actor 0'),
+                                        ('eval', 'eval')])
+def test_sigterm_while_waiting_for_the_server_exits_zero_with_the_stop_line(role, name, root_dir,
+                                                                           port, tmp_path):
+  log = str(tmp_path / f'{role}.log')
+  flags = dict(GIN, root_dir=root_dir, address=f'localhost:{port}', log_path=log)
+  process = start_role(role, task=0, **flags) if role == 'actor' else start_role(role, **flags)
+  try:
+    wait_until(lambda: 'waiting for the replay server' in _log(log), 120,
+               f'the {role} to wait for the (absent) server', detail=lambda: _log(log)[-2000:])
+    process.terminate()
+    assert process.wait(30) == 0, _log(log)[-2000:]
+  finally:
+    process.kill()
+  assert (f'{name}: stopped while waiting for the replay server at localhost:{port}, before it '
+          'answered') in _log(log)
+  assert 'error:' not in _log(log) and 'Traceback' not in _log(log)

@@ -62,3 +62,27 @@ def test_an_unanswered_stop_request_ends_the_process_with_status_zero(port):
   finally:
     dog.stop()
   assert exits == [0]
+
+
+def test_a_learner_stop_waits_for_its_step_while_the_server_answers(port, caplog):
+  # The learner's waits on a live server are bounded (its samples time out), so a long step
+  # (a first trace, an export) is waited for, and its saves on stop still happen; once the
+  # server stops answering, the grace counts again.
+  server = reverb.Server([reverb.Table.queue('q', 1)], port=port)
+  exits, stop = [], threading.Event()
+  dog = watchdog_lib.Watchdog('learner', f'localhost:{port}', quiet_s=100, stop_event=stop,
+                              stop_grace_s=0.5, exit_fn=exits.append,
+                              stop_waits_while_server_answers=True)
+  try:
+    with caplog.at_level(logging.INFO):
+      stop.set()
+      wait_until(lambda: 'finishing the current step first' in caplog.text, 30,
+                 'the watchdog to wait for the step')
+      waited_from = time.monotonic()
+      wait_until(lambda: time.monotonic() > waited_from + 2, 30, 'four graces to pass')
+      assert not exits
+      server.stop()
+      wait_until(lambda: exits, 30, 'the watchdog to end the stop once the server is gone')
+  finally:
+    dog.stop()
+  assert exits == [0]
