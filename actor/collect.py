@@ -30,6 +30,7 @@ from common import config as config_lib
 from common import connection
 from common import constants
 from common import environments
+from common import ownership
 from common import replay
 from common import storage
 from common import watchdog as watchdog_lib
@@ -171,7 +172,7 @@ def run_actor(root_dir: str, server_address: str, task: int, max_env_steps: int 
   replay_config.validate()
   stop_event = stop_event or threading.Event()
   role = f'actor {task}'
-  seed = config.seed + 1000 * task
+  seed = config.check_task(task)
   tf.random.set_seed(seed)
   np.random.seed(seed)
   builders.configure_tensorflow(threads=1)
@@ -192,6 +193,7 @@ def run_actor(root_dir: str, server_address: str, task: int, max_env_steps: int 
       is_running=lambda: not stop_event.is_set())
   status_client = reverb.Client(server_address)
   summary_dir = os.path.join(root_dir, constants.ACTOR_DIR, str(task))
+  ownership.own(summary_dir, f'actor with --task={task}')
   summary_faults = storage.SummaryFaults(role, summary_dir)
   summary_writer = summary_faults.wrap(tf.summary.create_file_writer(summary_dir))
   config_lib.record_run_config(summary_dir, {'root_dir': root_dir, 'task': task,

@@ -27,6 +27,7 @@ from common import connection
 from common import constants
 from common import environments
 from common import eval_log
+from common import ownership
 from common import replay
 from common import storage
 from common import watchdog as watchdog_lib
@@ -137,7 +138,7 @@ def run_eval(root_dir: str, server_address: str, max_evals: int = 0,
   greedy = inference.make_policy(agents.greedy_policy(policy_client.agent), 1,
                                  ActorConfig().inference, eval_config.seed)
   eval_dir = os.path.join(root_dir, constants.EVAL_DIR)
-  os.makedirs(eval_dir, exist_ok=True)
+  ownership.own(eval_dir, 'eval')
   config_lib.record_run_config(eval_dir, {'root_dir': root_dir, 'max_evals': max_evals,
                                           'replay_server_address': server_address})
   csv_path = os.path.join(root_dir, constants.EVAL_CSV)

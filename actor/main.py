@@ -14,7 +14,6 @@ import os
 from absl import app
 from absl import flags
 
-from common import constants
 from common import main_utils
 
 main_utils.define_common_flags()
@@ -43,11 +42,6 @@ def main(_):
     from actor import collect
     from actor import evaluate
     main_utils.load_and_check_config()
-    if FLAGS.mode == 'eval':
-      main_utils.own_role_dir('eval', constants.EVAL_DIR)
-    else:
-      main_utils.own_role_dir(f'actor with --task={FLAGS.task}',
-                              os.path.join(constants.ACTOR_DIR, str(FLAGS.task)))
     stop = main_utils.stop_event_on_signals()
     if FLAGS.mode == 'eval':
       evaluate.run_eval(FLAGS.root_dir, FLAGS.replay_server_address,
@@ -62,4 +56,4 @@ def main(_):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=main_utils.parse_flags)

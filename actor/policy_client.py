@@ -45,6 +45,7 @@ class PolicyClient:
     self._variables = built.variables
     self._max_priority = built.max_priority
     self._client = None
+    self._older_logged = None
     self.server_info = None
 
   @property
@@ -88,13 +89,22 @@ class PolicyClient:
 
     An empty variable table (no push yet, or a restarted server before the learner's next
     push) is seen with a cheap probe and leaves the current weights in place, so a pull never
-    blocks on it.
+    blocks on it. Weights older than those in use (a server restored from an old checkpoint)
+    are not loaded either: weights never go backwards.
     """
     info = connection.probe(self._address)
     if info is None or not info[constants.VARIABLE_TABLE].current_size:
       return None
     self.server_info = info
-    step = self._client.pull()
+    current = self.train_step
+    step = self._client.pull(not_older_than=current if current >= 0 else None)
+    if step is None and self._client.older_step is not None:
+      if self._client.older_step != self._older_logged:
+        logging.warning('%s: the variable table holds the weights of train step %d, older than '
+                        'those in use (%d); keeping these until newer ones are pushed',
+                        self._role, self._client.older_step, current)
+        self._older_logged = self._client.older_step
+      return None
     if step is not None and step < 0:
       return None
     return step

@@ -10,12 +10,57 @@ import dataclasses
 import json
 import os
 import tempfile
+import math
+import typing
 from typing import List, Optional, Sequence
 
 from absl import logging
 import gin
 
 from common.errors import UserError
+
+
+def _type_name(hint) -> str:
+  if typing.get_origin(hint) is typing.Union:
+    return ' or '.join(_type_name(a) for a in typing.get_args(hint))
+  return {type(None): 'None', int: 'an integer', float: 'a number', str: 'a string',
+          bool: 'True or False'}.get(hint, getattr(hint, '__name__', str(hint)))
+
+
+def _matches(value, hint) -> bool:
+  if typing.get_origin(hint) is typing.Union:
+    return any(_matches(value, a) for a in typing.get_args(hint))
+  if hint is type(None):
+    return value is None
+  if hint is bool:
+    return isinstance(value, bool)
+  if hint is int:
+    return isinstance(value, int) and not isinstance(value, bool)
+  if hint is float:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and not math.isnan(value))
+  if hint is str:
+    return isinstance(value, str)
+  return True  # Other annotations are checked by the config's own validate().
+
+
+def check_types(config) -> None:
+  """Checks every field of a config dataclass against its annotation, before its ranges.
+
+  A gin binding of the wrong type (`ReplayConfig.max_size = 1e5`, a float; or a quoted
+  number) would otherwise fail deep inside Reverb or NumPy, or pass silently.
+
+  Raises:
+    UserError: naming the field, its value and the type it needs.
+  """
+  hints = typing.get_type_hints(type(config))
+  for field in dataclasses.fields(config):
+    value, hint = getattr(config, field.name), hints[field.name]
+    if not _matches(value, hint):
+      raise UserError(f'{type(config).__name__}.{field.name}={value!r} is not '
+                      f'{_type_name(hint)}: bind {_type_name(hint)} in the gin file'
+                      + (f' (for example {field.default!r})'
+                         if field.default is not dataclasses.MISSING else ''))
 
 
 @gin.configurable
@@ -55,6 +100,7 @@ class ReplayConfig:
   priority_epsilon: float = 1e-6
 
   def validate(self) -> None:
+    check_types(self)
     if self.max_size < 1:
       raise UserError(f'ReplayConfig.max_size={self.max_size} must be >= 1: bind a positive '
                       'table size in the gin file')
@@ -117,6 +163,7 @@ class LearnerConfig:
   use_xla: bool = False
 
   def validate(self) -> None:
+    check_types(self)
     for name in ('batch_size', 'iterations_per_call', 'push_interval', 'checkpoint_interval',
                  'max_checkpoints_to_keep', 'policy_export_interval', 'summary_interval',
                  'log_interval'):
@@ -156,6 +203,7 @@ class ActorConfig:
   inference: str = 'auto'
 
   def validate(self) -> None:
+    check_types(self)
     if self.inference not in INFERENCE_MODES:
       raise UserError(f'ActorConfig.inference={self.inference!r} is not one of '
                       f'{", ".join(map(repr, INFERENCE_MODES))}: bind one of them in the gin file')
@@ -164,6 +212,22 @@ class ActorConfig:
       if value <= 0:
         raise UserError(f'ActorConfig.{name}={value} must be > 0: bind a positive value in '
                         'the gin file')
+    if self.seed < 0:
+      raise UserError(f'ActorConfig.seed={self.seed} must be >= 0: bind a non-negative seed')
+
+  def check_task(self, task: int) -> int:
+    """Returns the seed of actor `task` (seed + 1000 * task); its environments take the next
+    num_envs - 1 seeds.
+
+    Raises:
+      UserError: a seed falls outside NumPy's [0, 2**32).
+    """
+    seed = self.seed + 1000 * task
+    if task < 0 or seed + self.num_envs > 2 ** 32:
+      highest = (2 ** 32 - self.num_envs - self.seed) // 1000
+      raise UserError(f'--task={task} cannot seed its environments (ActorConfig.seed + 1000 * '
+                      f'task must be in [0, 2**32)): pass a task id in 0..{highest}')
+    return seed
 
 
 @gin.configurable
@@ -183,6 +247,7 @@ class EvalConfig:
   seed: int = 12345
 
   def validate(self) -> None:
+    check_types(self)
     if self.num_episodes <= 0 or self.interval <= 0:
       raise UserError('EvalConfig.num_episodes and EvalConfig.interval must be > 0')
 

@@ -28,6 +28,16 @@ def define_common_flags(server_address: bool = True) -> None:
                        'away, before exiting with an error (0: wait for ever).')
 
 
+def parse_flags(argv):
+  """absl's flag parser (`app.run(main, flags_parser=main_utils.parse_flags)`), with a bad or
+  unknown flag as one line and exit status 2, like every other bad input."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    print(f'error: {e}: fix the flag (--helpfull lists them)', file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
 def preflight(port: int = 0) -> None:
   """The checks that need no TensorFlow, run before the heavy imports; writes nothing.
 
@@ -66,18 +76,6 @@ def load_and_check_config() -> None:
   config.load_gin(values.gin_file, values.gin_bindings)
   config.validated_configs()
   environments.check_env_id(gin.query_parameter('make_environment.env_name'))
-
-
-def own_role_dir(role: str, sub_dir: str) -> None:
-  """Takes this process's lock on root_dir/sub_dir (`ownership.own`), after the config checks
-  and before anything is written there.
-
-  Raises:
-    UserError: another process of the role owns it.
-  """
-  import os  # pylint: disable=g-import-not-at-top
-  from common import ownership  # pylint: disable=g-import-not-at-top
-  ownership.own(os.path.join(flags.FLAGS.root_dir, sub_dir), role)
 
 
 _STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}

@@ -34,6 +34,7 @@ class VariableClient:
     self._flat_variables = tf.nest.flatten(variables)
     self._client = reverb.Client(server_address)
     self._timeout_ms = int(pull_timeout_s * 1000)
+    self.older_step = None  # The train step of the last older weights that were not loaded.
     self._dataset = reverb.TimestepDataset(
         server_address=server_address,
         table=constants.VARIABLE_TABLE,
@@ -58,15 +59,27 @@ class VariableClient:
       except RuntimeError as e:
         raise tf.errors.UnavailableError(None, None, f'weight push failed: {e}') from None
 
-  def pull(self) -> Optional[int]:
+  def pull(self, not_older_than: Optional[int] = None) -> Optional[int]:
     """Loads the newest pushed values into the variables.
+
+    Args:
+      not_older_than: Weights of an earlier train step are not loaded (a replay server
+        restored from an old checkpoint holds the weights of that time until the learner's
+        next push).
 
     Returns:
       The learner's train step of the loaded weights, or None if the table stayed empty for
-      `pull_timeout_s` (nothing was changed then).
+      `pull_timeout_s`, or held older weights (nothing was changed then).
     """
+    step_index = next(i for i, v in enumerate(self._flat_variables)
+                      if v is self._variables[constants.TRAIN_STEP_KEY])
     for sample in self._dataset:
+      step = int(sample.data[step_index].numpy())
+      if not_older_than is not None and step < not_older_than:
+        self.older_step = step
+        return None
       for variable, value in zip(self._flat_variables, sample.data):
         variable.assign(value)
-      return int(self._variables[constants.TRAIN_STEP_KEY].numpy())
+      self.older_step = None
+      return step
     return None

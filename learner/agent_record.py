@@ -31,10 +31,8 @@ def has_checkpoint(learner_dir: str) -> bool:
   return tf.train.latest_checkpoint(os.path.join(learner_dir, CHECKPOINT_SUBDIR)) is not None
 
 
-def check_and_record(learner_dir: str, agent) -> None:
-  """Checks that the checkpoints under `learner_dir` are of `agent`, then records it.
-
-  Call before the Learner restores. Writes nothing if the check fails.
+def check(learner_dir: str, agent) -> None:
+  """Checks that the checkpoints under `learner_dir` are of `agent`; writes nothing.
 
   Raises:
     UserError: the recorded agent differs from `agent` while a checkpoint exists.
@@ -49,7 +47,17 @@ def check_and_record(learner_dir: str, agent) -> None:
           f'{learner_dir} holds a checkpoint of another agent or network ({_short(recorded)}; '
           f'this config builds {_short(current)}): pass a fresh --root_dir, or the gin file '
           'that run used')
-  config_lib.atomic_write(path, json.dumps(current, indent=1) + '\n')
+
+
+def check_and_record(learner_dir: str, agent) -> None:
+  """`check`, then records `agent` beside the checkpoints. Call before the Learner restores.
+
+  Raises:
+    UserError: see `check`; nothing is written then.
+  """
+  check(learner_dir, agent)
+  config_lib.atomic_write(os.path.join(learner_dir, RECORD_FILE),
+                          json.dumps(describe(agent), indent=1) + '\n')
 
 
 def _optimizers(agent) -> dict:

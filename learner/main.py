@@ -9,7 +9,6 @@ import common  # pylint: disable=unused-import  (sets TF_USE_LEGACY_KERAS first)
 from absl import app
 from absl import flags
 
-from common import constants
 from common import main_utils
 
 main_utils.define_common_flags()
@@ -24,7 +23,6 @@ def main(_):
     main_utils.preflight()
     from learner import train  # pylint: disable=g-import-not-at-top
     main_utils.load_and_check_config()
-    main_utils.own_role_dir('learner', constants.LEARNER_DIR)
     stop = main_utils.stop_event_on_signals()
     train.run_learner(FLAGS.root_dir, FLAGS.replay_server_address,
                       max_train_steps=FLAGS.max_train_steps,
@@ -33,4 +31,4 @@ def main(_):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=main_utils.parse_flags)

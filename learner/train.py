@@ -16,6 +16,7 @@ from common import builders
 from common import config as config_lib
 from common import connection
 from common import constants
+from common import ownership
 from common import replay
 from common import storage
 from common import variables as variables_lib
@@ -114,6 +115,8 @@ def run_learner(root_dir: str, server_address: str, max_train_steps: int = 0,
     prioritized_step = priorities_lib.PrioritizedStep(agent, built.td_errors, replay_config,
                                                       train_step)
 
+  agent_record.check(learner_dir, agent)
+  ownership.own(learner_dir, 'learner')  # Before the first write under learner_dir.
   agent_record.check_and_record(learner_dir, agent)
   learning_rates = agent_record.configured_learning_rates(agent)
   finite = divergence.FiniteCheck(

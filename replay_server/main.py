@@ -28,7 +28,6 @@ def main(_):
     main_utils.preflight(port=FLAGS.port)
     from replay_server import server  # pylint: disable=g-import-not-at-top
     main_utils.load_and_check_config()
-    main_utils.own_role_dir('replay server', constants.REPLAY_DIR)
     stop = main_utils.stop_event_on_signals()
     server.serve(FLAGS.root_dir, FLAGS.port, FLAGS.checkpoint_interval_s,
                  FLAGS.keep_checkpoints, stop_event=stop)
@@ -36,4 +35,4 @@ def main(_):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=main_utils.parse_flags)

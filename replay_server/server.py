@@ -12,6 +12,7 @@ from common import builders
 from common import config as config_lib
 from common import connection
 from common import constants
+from common import ownership
 from common import replay
 from common import storage
 from common.config import ReplayConfig
@@ -145,6 +146,8 @@ def serve(root_dir: str, port: int, checkpoint_interval_s: float, keep_checkpoin
   replay_config = ReplayConfig()
   replay_config.validate()
   stop_event = stop_event or threading.Event()
+  check_port_free(port)
+  ownership.own(os.path.join(root_dir, constants.REPLAY_DIR), 'replay server')
   server = ReplayServer(root_dir, port, replay_config, keep_checkpoints)
   config_lib.record_run_config(os.path.join(root_dir, constants.REPLAY_DIR), {
       'root_dir': root_dir, 'port': port, 'checkpoint_interval_s': checkpoint_interval_s,

@@ -266,3 +266,35 @@ def test_ray_launcher_refuses_bad_input(case, fresh_root, tf_budget_s):
   # A throwaway local Ray cluster takes seconds to start (and to stop) on top of the imports.
   budget = tf_budget_s + (30 if '--address=local' in args else 0)
   _assert_refused('launcher.ray', GIN + args, fresh_root, budget, *expected)
+
+
+# One line per case: (main, extra flags, gin bindings, texts the error line must hold).
+BAD_VALUES = [
+    ('replay_server.main', [], ['ReplayConfig.max_size = 1e5'],
+     ['ReplayConfig.max_size=100000.0 is not an integer', 'bind an integer in the gin file']),
+    ('learner.main', [], ["LearnerConfig.batch_size = '64'"],
+     ["LearnerConfig.batch_size='64' is not an integer"]),
+    ('actor.main', [], ['ActorConfig.num_envs = -2'], ['ActorConfig.num_envs=-2 must be > 0']),
+    ('actor.main', [], ['ActorConfig.log_interval_s = "often"'],
+     ["ActorConfig.log_interval_s='often' is not a number"]),
+    ('actor.main', ['--task=-1'], [], ['--task=-1 cannot seed its environments',
+                                       'pass a task id in 0..']),
+    ('actor.main', ['--task=abc'], [], ["flag --task=abc: invalid literal for int()",
+                                        'fix the flag']),
+    ('replay_server.main', ['--keep_checkpoints=0'], [],
+     ['flag --keep_checkpoints=0: 0 is not a positive integer']),
+    ('learner.main', ['--no_such_flag=1'], [], ['Unknown command line flag', 'no_such_flag']),
+    # The local launcher checks the config before it starts any child.
+    ('launcher.main', [], ['EvalConfig.interval = 2.5'],
+     ['EvalConfig.interval=2.5 is not an integer']),
+]
+
+
+@pytest.mark.parametrize('module, args, bindings, expected', BAD_VALUES,
+                         ids=[f'{m}:{" ".join(a + b)}' for m, a, b, _ in BAD_VALUES])
+def test_bad_values_are_refused_before_anything_starts(module, args, bindings, expected,
+                                                       fresh_root, tf_budget_s):
+  if module == 'replay_server.main':
+    args = args + [f'--port={portpicker.pick_unused_port()}']
+  _assert_refused(module, GIN + args + [f'--gin_bindings={b}' for b in bindings], fresh_root,
+                  tf_budget_s, *expected)

@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from actor import collect
 from actor import evaluate
+from actor import policy_client as policy_client_lib
 from common import agents
 from common import builders
 from common import constants
@@ -94,6 +95,39 @@ def test_pushed_weights_equal_pulled_weights(cartpole_server):
   assert step == 1234
   for pushed, pulled in zip(tf.nest.flatten(source), tf.nest.flatten(target)):
     np.testing.assert_array_equal(pushed.numpy(), pulled.numpy())
+
+
+def test_an_actor_never_loads_weights_older_than_its_own(cartpole_server, caplog):
+  # A replay server restored from an old checkpoint holds the weights of that time.
+  parse_gin()
+  source = _fresh_variables()
+  pusher = variables_lib.VariableClient(cartpole_server, source)
+  client = policy_client_lib.PolicyClient(cartpole_server, ReplayConfig(), 'actor 0', 30)
+  client.connect()
+
+  def push(step, value):
+    for variable in tf.nest.flatten(source[constants.POLICY_KEY]):
+      variable.assign(tf.fill(variable.shape, tf.cast(value, variable.dtype)))
+    source[constants.TRAIN_STEP_KEY].assign(step)
+    pusher.push()
+
+  def first_weight():
+    return float(tf.nest.flatten(client.agent.policy.variables())[0].numpy().ravel()[0])
+
+  push(30, 3.0)
+  assert client.pull() == 30 and first_weight() == 3.0
+  push(10, 1.0)
+  with caplog.at_level(logging.WARNING):
+    assert client.pull() is None
+    assert client.pull() is None
+  assert client.train_step == 30 and first_weight() == 3.0
+  older = [r.getMessage() for r in caplog.records if 'older than' in r.getMessage()]
+  assert older == ['actor 0: the variable table holds the weights of train step 10, older than '
+                   'those in use (30); keeping these until newer ones are pushed']
+  push(30, 3.0)
+  assert client.pull() == 30  # The same step again is loaded (nothing goes backwards).
+  push(40, 4.0)
+  assert client.pull() == 40 and first_weight() == 4.0
 
 
 def test_pull_from_an_empty_variable_table_returns_none_within_its_timeout(cartpole_server):
