@@ -150,6 +150,9 @@ class LearnerConfig:
     rate_limiter_timeout_s: Seconds a sample may wait on the rate limiter before the learner
       logs the table state and waits again; it never hangs silently.
     use_xla: Compile the train step with XLA (`jit_compile`).
+    foreign_push_window_s: Seconds a starting learner watches the variable table for another
+      learner's pushes before its first push (`variables.PushWatch`); a running learner
+      pushes every few seconds.
   """
   batch_size: int = 64
   iterations_per_call: int = 10
@@ -161,6 +164,7 @@ class LearnerConfig:
   log_interval: int = 1_000
   rate_limiter_timeout_s: float = 5.0
   use_xla: bool = False
+  foreign_push_window_s: float = 10.0
 
   def validate(self) -> None:
     check_types(self)
@@ -173,6 +177,8 @@ class LearnerConfig:
                         'the gin file')
     if self.rate_limiter_timeout_s <= 0:
       raise UserError('LearnerConfig.rate_limiter_timeout_s must be > 0 seconds')
+    if self.foreign_push_window_s < 0:
+      raise UserError('LearnerConfig.foreign_push_window_s must be >= 0 seconds')
 
 
 INFERENCE_MODES = ('auto', 'tf', 'numpy')

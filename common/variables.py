@@ -11,12 +11,16 @@ container. Two of its calls are replaced, each for a failure it has:
   here inserts through the Python client.
 """
 
+import time
 from typing import Optional
 
+from absl import logging
 import reverb
 import tensorflow as tf
 
+from common import connection
 from common import constants
+from common.errors import UserError
 
 
 class VariableClient:
@@ -83,3 +87,65 @@ class VariableClient:
       self.older_step = None
       return step
     return None
+
+
+class SecondLearnerError(UserError):
+  """Another learner pushes weights to the same replay server."""
+
+
+class PushWatch:
+  """Tells this learner's weight pushes from another's, by the variable table's insert count.
+
+  Two learners on one server would overwrite each other's weights in every actor. A learner
+  watches the table from its connection to its first push, at least `window_s` (`check_start`:
+  a learner that is already running pushes every few seconds), then, before each of its own
+  pushes, that the count is what its last push left (`before_push`, `after_push`). A restarted
+  server restores a lower count, which becomes the new baseline.
+  """
+
+  def __init__(self, server_address: str, window_s: float = 10.0,
+               clock=time.monotonic, sleep=time.sleep):
+    self._address, self._window_s = server_address, window_s
+    self._clock, self._sleep = clock, sleep
+    self._started = clock()
+    self._baseline = self._count()
+
+  def _count(self) -> Optional[int]:
+    info = connection.probe(self._address)
+    if info is None:
+      return None
+    return int(info[constants.VARIABLE_TABLE].rate_limiter_info.insert_stats.completed)
+
+  def _refuse(self, pushes: int, since: str) -> None:
+    raise SecondLearnerError(
+        f'another learner pushes weights to the replay server at {self._address} ({pushes} '
+        f'push(es) {since} that are not this learner\'s): stop it, or give each run its own '
+        'replay server (--port) and --root_dir')
+
+  def check_start(self) -> None:
+    """Waits out the rest of `window_s` since construction; raises if anything was pushed."""
+    remaining = self._window_s - (self._clock() - self._started)
+    if remaining > 0:
+      logging.info('learner: watching the variable table for %.0f s for another learner',
+                   remaining)
+      self._sleep(remaining)
+    count = self._count()
+    if None not in (count, self._baseline) and count > self._baseline:
+      self._refuse(count - self._baseline, f'in the {self._window_s:g} s before its first')
+    if count is not None:
+      self._baseline = count
+
+  def before_push(self) -> None:
+    """Raises if pushes other than this learner's arrived since `after_push`."""
+    count = self._count()
+    if None in (count, self._baseline):
+      self._baseline = count
+      return
+    if count > self._baseline:
+      self._refuse(count - self._baseline, 'since its previous push')
+    self._baseline = count  # Lower after a server restart from an older checkpoint.
+
+  def after_push(self) -> None:
+    count = self._count()
+    if count is not None:
+      self._baseline = count

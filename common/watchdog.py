@@ -84,7 +84,7 @@ class Watchdog:
       return False
     if self._stop_waits and connection.probe(self._address) is not None:
       if not self._stop_wait_logged:
-        logging.info('%s: stop requested %.0f s ago; finishing the current step first',
+        logging.warning('%s: stop requested %.0f s ago; finishing the current step first',
                      self._role, time.monotonic() - self._stop_seen)
         self._stop_wait_logged = True
       self._stop_seen = time.monotonic()  # The grace counts from the server's last answer.

@@ -108,6 +108,7 @@ def run_learner(root_dir: str, server_address: str, max_train_steps: int = 0,
 
   is_running = lambda: not stop_event.is_set()
   connection.connect(server_address, server_timeout_s, 'learner', specs, is_running)
+  push_watch = variables_lib.PushWatch(server_address, learner_config.foreign_push_window_s)
   variable_client = variables_lib.VariableClient(server_address, built.variables)
   priority_writer = prioritized_step = None
   if specs.prioritized:
@@ -147,8 +148,10 @@ def run_learner(root_dir: str, server_address: str, max_train_steps: int = 0,
       triggers.StepPerSecondLogTrigger(train_step, interval=learner_config.log_interval),
   ])
   push_trigger = _PushTrigger(variable_client, learner_config.push_interval, start_step,
-                              built.max_priority, priority_writer, guard=finite)
+                              built.max_priority, priority_writer, guard=finite,
+                              watch=push_watch)
   learner.triggers.append(push_trigger)
+  push_watch.check_start()
   push_trigger(start_step, force_trigger=True)
 
   iterator = None  # Made inside the loop, where losing the server is handled.
@@ -235,6 +238,9 @@ def run_learner(root_dir: str, server_address: str, max_train_steps: int = 0,
 class _PushTrigger:
   """Pushes the policy weights every `interval` train steps; a failed push is logged, not fatal.
 
+  With a `watch`, another learner's pushes to the same server stop this one
+  (`variables.SecondLearnerError`) before it overwrites them.
+
   With prioritized replay, each push also carries the largest priority written since the
   previous push: the priority the actors give new items, so that every new item is sampled
   soon (Schaul et al.'s rule, with the maximum of recent updates rather than of all time).
@@ -243,9 +249,11 @@ class _PushTrigger:
   def __init__(self, client: variables_lib.VariableClient, interval: int, start: int,
                max_priority: Optional[tf.Variable] = None,
                priority_writer: Optional[priorities_lib.PriorityWriter] = None,
-               guard: Optional[Callable[[int], None]] = None):
+               guard: Optional[Callable[[int], None]] = None,
+               watch: Optional[variables_lib.PushWatch] = None):
     self._client = client
     self._guard = guard
+    self._watch = watch
     self._interval = interval
     self._last = start
     self._max_priority = max_priority
@@ -261,7 +269,11 @@ class _PushTrigger:
       if recent_max is not None:
         self._max_priority.assign(recent_max)
     try:
+      if self._watch is not None:
+        self._watch.before_push()
       self._client.push()
+      if self._watch is not None:
+        self._watch.after_push()
       self._last = step
     except CONNECTION_ERRORS as e:
       logging.warning('learner: weight push at step %d failed (%s); retrying at the next '

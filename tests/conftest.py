@@ -28,6 +28,7 @@ FAST_BINDINGS = (
     'LearnerConfig.policy_export_interval = 50',
     'LearnerConfig.log_interval = 50',
     'LearnerConfig.rate_limiter_timeout_s = 1.0',
+    'LearnerConfig.foreign_push_window_s = 1.0',
     'ActorConfig.steps_per_run = 20',
     'ActorConfig.variable_update_interval = 50',
     'ActorConfig.log_interval_s = 1.0',

@@ -258,6 +258,18 @@ def test_a_second_process_on_a_role_directory_is_refused(run, role, directory, o
   assert run.alive('server', 'learner', 'actor0', 'actor1')
 
 
+def test_a_second_learner_on_the_same_server_is_refused(run, tmp_path):
+  log_path = os.path.join(run.log_dir, 'other_learner.log')
+  other = start_role('learner', gin_files=[CARTPOLE_GIN], gin_bindings=run.bindings,
+                     root_dir=str(tmp_path / 'other_run'), address=run.address,
+                     log_path=log_path, name='other learner')
+  assert other.wait(120) == 2, _read(log_path)[-2000:]
+  errors = [l for l in _read(log_path).splitlines() if l.startswith('error: ')]
+  assert len(errors) == 1 and errors[0].startswith(
+      f'error: another learner pushes weights to the replay server at {run.address} ('), errors
+  assert run.alive('server', 'learner', 'actor0', 'actor1')
+
+
 def test_sigterm_learner_and_server_write_a_checkpoint(run):
   run.processes['learner'].stop()
   assert run.processes['learner'].returncode == 0, run.log('learner')[-3000:]

@@ -130,6 +130,28 @@ def test_an_actor_never_loads_weights_older_than_its_own(cartpole_server, caplog
   assert client.pull() == 40 and first_weight() == 4.0
 
 
+def test_push_watch_tells_another_learners_pushes_from_its_own(cartpole_server):
+  parse_gin()
+  own = variables_lib.VariableClient(cartpole_server, _fresh_variables())
+  other = variables_lib.VariableClient(cartpole_server, _fresh_variables())
+  slept = []
+  watch = variables_lib.PushWatch(cartpole_server, window_s=10, sleep=slept.append)
+  watch.check_start()  # Nothing pushed: the rest of the window is waited out.
+  assert len(slept) == 1 and 9 < slept[0] <= 10
+  for _ in range(3):
+    watch.before_push()
+    own.push()
+    watch.after_push()
+  other.push()
+  with pytest.raises(variables_lib.SecondLearnerError,
+                     match=r'^another learner pushes weights to the replay server at '
+                           r'localhost:\d+ \(1 push\(es\) since its previous push'):
+    watch.before_push()
+  starting = variables_lib.PushWatch(cartpole_server, window_s=10, sleep=lambda _: other.push())
+  with pytest.raises(variables_lib.SecondLearnerError, match='before its first'):
+    starting.check_start()
+
+
 def test_pull_from_an_empty_variable_table_returns_none_within_its_timeout(cartpole_server):
   parse_gin()
   client = variables_lib.VariableClient(cartpole_server, _fresh_variables(), pull_timeout_s=0.5)
