@@ -8,11 +8,13 @@ The fleet is `launcher.local.commands` (the processes and flags of `python -m la
 each child started by this script with its output in a log file of its own. Every
 `--kill_every_s` (+-20%), one of them, picked at random (an actor, the learner, the replay
 server or eval), is killed with SIGKILL and started again with the same command. Reported:
-- every kill, and whether the fleet recovered: the restarted process back at work (an actor's
+- every kill, and whether the fleet recovered (and any process that ended on its own, which
+  is restarted and counted as a failure): the restarted process back at work (an actor's
   next env-step line, the learner's next train-step line, eval's start line; for the replay
   server, the learner training again) and the learner's train step past its value at the kill;
 - recovery times, median and max, per role and in all;
-- train steps lost per learner kill: its last logged train step minus its resume step;
+- train steps lost per learner kill: its last logged train step before the kill minus the
+  step it resumed at (a lower bound: it logs every `LearnerConfig.log_interval` steps);
 - the eval returns, and whether the run reached `EvalConfig.target_return`;
 - the RSS of every process every 30 s, with its growth per hour (least squares, per
   incarnation, over the second half of its life, so start-up and first traces do not count);
@@ -160,7 +162,7 @@ def run(args) -> Dict:
   start = time.monotonic()
   for name, _ in commands:
     fleet.start(name)
-  kills, disk = [], []
+  kills, disk, exits = [], [], []
   last_sample = -_SAMPLE_S
   next_kill = args.first_kill_s
   try:
@@ -170,6 +172,12 @@ def run(args) -> Dict:
         fleet.sample_rss(now)
         disk.append([round(now, 1), round(_disk_mib(run_dir), 1)])
         last_sample = now
+      for name, child in fleet.children.items():
+        if child.poll() is not None:  # Ended on its own: a failure the run did not survive.
+          exits.append(dict(at_s=round(now, 1), process=name, status=child.poll(),
+                            log=fleet.log_path(name)))
+          harness.log(f'chaos: {name} exited with status {child.poll()} on its own; restarting')
+          fleet.start(name)
       if now < next_kill:
         time.sleep(1.0)
         continue
@@ -182,7 +190,7 @@ def run(args) -> Dict:
   elapsed = time.monotonic() - start
   rows = eval_log.read_csv(os.path.join(run_dir, constants.EVAL_CSV))
   target = _target(gin_files, args.gin_bindings)
-  return _report(args, kills, fleet, disk, rows, target, elapsed, codes, root)
+  return _report(args, kills, exits, fleet, disk, rows, target, elapsed, codes, root)
 
 
 def _kill_and_recover(fleet: Fleet, victim: str, at_s: float, recover_s: float) -> Dict:
@@ -220,7 +228,7 @@ def _target(gin_files, bindings) -> Optional[float]:
   return config.EvalConfig().target_return
 
 
-def _report(args, kills, fleet, disk, rows, target, elapsed, codes, root) -> Dict:
+def _report(args, kills, exits, fleet, disk, rows, target, elapsed, codes, root) -> Dict:
   recoveries = [k['recovery_s'] for k in kills if k['recovery_s'] is not None]
   by_role = {}
   for k in kills:
@@ -234,7 +242,7 @@ def _report(args, kills, fleet, disk, rows, target, elapsed, codes, root) -> Dic
       command=' '.join(['python -m bench.chaos'] + sys.argv[1:]), date=time.strftime('%Y-%m-%d'),
       machine=harness.machine(), gin_file=args.gin_file, num_actors=args.num_actors,
       duration_s=round(elapsed), kill_every_s=args.kill_every_s, kills=len(kills),
-      survived=sum(k['recovered'] for k in kills),
+      survived=sum(k['recovered'] for k in kills), unexpected_exits=exits,
       recovery_s=dict(median=statistics.median(recoveries) if recoveries else None,
                       max=max(recoveries) if recoveries else None,
                       by_role={r: dict(kills=len(v), median=statistics.median(v), max=max(v))
@@ -273,12 +281,12 @@ def main(argv=None) -> int:
   if args.out:
     with open(args.out, 'w') as f:
       f.write(text + '\n')
-  summary = {k: report[k] for k in ('kills', 'survived', 'recovery_s',
+  summary = {k: report[k] for k in ('kills', 'survived', 'unexpected_exits', 'recovery_s',
                                     'train_steps_lost_per_learner_kill', 'final_train_step',
                                     'rss_mib_growth_per_hour')}
   summary['eval'] = {k: v for k, v in report['eval'].items() if k != 'curve'}
   print(json.dumps(summary, indent=1))
-  return 0 if report['survived'] == report['kills'] else 1
+  return 0 if report['survived'] == report['kills'] and not report['unexpected_exits'] else 1
 
 
 if __name__ == '__main__':

@@ -3,6 +3,8 @@
 The benchmarks themselves measure speed and run outside the tests (`python -m bench.run`).
 """
 
+import pytest
+
 from bench import actor_profile
 from bench import harness
 from bench import run
@@ -71,3 +73,12 @@ def test_stock_example_solve_counts_evaluations_and_env_steps(monkeypatch):
   assert solve.run_stock('/tmp/x', 60.0) == (12.5, 3000, 2000)
   lines[:] = lines[:2]
   assert solve.run_stock('/tmp/x', 60.0) is None
+
+
+def test_chaos_rss_growth_is_the_slope_of_the_second_half_per_hour():
+  from bench import chaos  # pylint: disable=g-import-not-at-top
+  # Start-up growth (first half) is left out; then 1 MiB per 60 s is 60 MiB per hour.
+  points = [[0, 100.0], [60, 400.0], [120, 500.0], [180, 501.0], [240, 502.0], [300, 503.0],
+            [360, 504.0]]
+  assert chaos._slope_per_hour(points) == pytest.approx(60.0)  # pylint: disable=protected-access
+  assert chaos._slope_per_hour(points[:4]) is None  # pylint: disable=protected-access
