@@ -60,6 +60,55 @@ def check_and_record(learner_dir: str, agent) -> None:
                           json.dumps(describe(agent), indent=1) + '\n')
 
 
+CORRUPT_SUBDIR = 'corrupt'
+
+
+def _read_all(prefix: str) -> None:
+  """Reads every tensor of the checkpoint at `prefix`; raises if any cannot be read."""
+  reader = tf.train.load_checkpoint(prefix)
+  for name in reader.get_variable_to_shape_map():
+    reader.get_tensor(name)
+
+
+def set_aside_unreadable(learner_dir: str) -> None:
+  """Moves unreadable newest checkpoints to learner_dir/corrupt/, newest first, so that the
+  restore takes the newest complete one; says so in one warning line each.
+
+  A checkpoint cut short (a full disk, a crash of the machine while it was written) would
+  otherwise end the restore with a TensorFlow DataLossError.
+
+  Raises:
+    UserError: every checkpoint is unreadable (a fresh start would lose the run silently).
+  """
+  directory = os.path.join(learner_dir, CHECKPOINT_SUBDIR)
+  state = tf.train.get_checkpoint_state(directory)
+  if state is None:
+    return
+  paths = list(state.all_model_checkpoint_paths) or [state.model_checkpoint_path]
+  while paths:
+    try:
+      _read_all(paths[-1])
+      break
+    except (tf.errors.OpError, ValueError, IndexError, RuntimeError) as e:  # IndexError:
+      # the reader's "Read less bytes than requested" (OUT_OF_RANGE) on a cut data file.
+      reason = ' '.join(str(getattr(e, 'message', e)).split())[:200]
+      bad = paths.pop()
+      corrupt_dir = os.path.join(learner_dir, CORRUPT_SUBDIR)
+      os.makedirs(corrupt_dir, exist_ok=True)
+      for path in tf.io.gfile.glob(bad + '.*'):
+        os.replace(path, os.path.join(corrupt_dir, os.path.basename(path)))
+      tf.compat.v1.train.update_checkpoint_state(directory, paths[-1] if paths else bad,
+                                                 all_model_checkpoint_paths=paths)
+      logging.warning('learner checkpoint %s is unreadable (%s): set aside in %s; %s',
+                      os.path.basename(bad), reason, corrupt_dir,
+                      f'falling back to {os.path.basename(paths[-1])}' if paths
+                      else 'no other checkpoint is left')
+  if not paths:
+    raise UserError(f'no readable learner checkpoint is left in {directory} (the unreadable '
+                    f'ones are in {os.path.join(learner_dir, CORRUPT_SUBDIR)}): restore one, or '
+                    'pass a fresh --root_dir to start over')
+
+
 def _optimizers(agent) -> dict:
   """The agent's Keras optimizers by attribute name ('optimizer', 'actor_optimizer', ...)."""
   found = {}

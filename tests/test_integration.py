@@ -280,6 +280,24 @@ def test_finite_check_names_the_first_non_finite_variable(tmp_path):
   divergence.FiniteCheck([tf.Variable([1.0])], str(tmp_path))(9, 0.5)  # Finite: no error.
 
 
+def test_learner_falls_back_past_a_truncated_checkpoint(cartpole_server, root_dir, caplog):
+  collect.run_actor(root_dir, cartpole_server, task=0, max_env_steps=200)
+  assert train.run_learner(root_dir, cartpole_server, max_train_steps=20) == 20
+  parse_gin()
+  assert train.run_learner(root_dir, cartpole_server, max_train_steps=30) == 30
+  checkpoint_dir = os.path.join(root_dir, 'learner', 'train', 'checkpoints')
+  data = tf.io.gfile.glob(os.path.join(checkpoint_dir, 'ckpt-30.data-*'))[0]
+  with open(data, 'r+b') as f:
+    f.truncate(os.path.getsize(data) // 2)
+  parse_gin()
+  with caplog.at_level(logging.WARNING):
+    assert train.run_learner(root_dir, cartpole_server, max_train_steps=25) == 25
+  assert 'learner checkpoint ckpt-30 is unreadable (' in caplog.text
+  assert 'falling back to ckpt-20' in caplog.text
+  corrupt = os.listdir(os.path.join(root_dir, 'learner', 'corrupt'))
+  assert sorted(n.split('.')[0] for n in corrupt) == ['ckpt-30', 'ckpt-30']
+
+
 def test_eval_writes_a_csv_row_for_the_pushed_weights(cartpole_server, root_dir):
   collect.run_actor(root_dir, cartpole_server, task=0, max_env_steps=100)
   parse_gin()
