@@ -56,6 +56,11 @@ def check_and_record(learner_dir: str, agent) -> None:
     UserError: see `check`; nothing is written then.
   """
   check(learner_dir, agent)
+  record(learner_dir, agent)
+
+
+def record(learner_dir: str, agent) -> None:
+  """Records `agent` beside the checkpoints (after `check`)."""
   config_lib.atomic_write(os.path.join(learner_dir, RECORD_FILE),
                           json.dumps(describe(agent), indent=1) + '\n')
 

@@ -119,7 +119,7 @@ def run_learner(root_dir: str, server_address: str, max_train_steps: int = 0,
   agent_record.check(learner_dir, agent)
   ownership.own(learner_dir, 'learner')  # Before the first write under learner_dir.
   agent_record.set_aside_unreadable(learner_dir)
-  agent_record.check_and_record(learner_dir, agent)
+  agent_record.record(learner_dir, agent)
   learning_rates = agent_record.configured_learning_rates(agent)
   finite = divergence.FiniteCheck(
       agent.variables, os.path.join(learner_dir, agent_record.CHECKPOINT_SUBDIR))
