@@ -9,7 +9,10 @@ learner all go through `make_agent` and `builders`.
 """
 
 import dataclasses
+import inspect
+import math
 import threading
+import typing
 from typing import Callable, Dict, List, Optional, Union
 
 import gin
@@ -18,6 +21,7 @@ import tensorflow as tf
 from tf_agents.policies import greedy_policy as greedy_policy_lib
 from tf_agents.utils import common as tfa_common
 
+from common import config as config_lib
 from common import constants
 from common.errors import UserError
 
@@ -158,6 +162,56 @@ def collect_epsilon(epsilon: float, actor: Optional[ActorSlot],
   return schedule(epsilon, actor)
 
 
+# Every builder's arguments but these four are gin's; they are checked before the builder runs.
+_BUILDER_INPUTS = ('time_step_spec', 'action_spec', 'train_step', 'actor')
+
+# Ranges the builders' hyperparameters share, by name: (applies to name, holds for value, what
+# it must be). A name may meet several.
+_RANGES = (
+    (lambda n: n.endswith('learning_rate'), lambda v: 0 < v < math.inf, 'must be > 0'),
+    (lambda n: n == 'gamma', lambda v: 0 <= v <= 1, 'must be in [0, 1]'),
+    (lambda n: n.endswith('tau'), lambda v: 0 < v <= 1, 'must be in (0, 1]'),
+    (lambda n: n.endswith('_period'), lambda v: v >= 1, 'must be >= 1'),
+    (lambda n: n == 'epsilon_greedy', lambda v: 0 <= v <= 1, 'must be in [0, 1]'),
+    (lambda n: n.endswith(('_std', '_clip')), lambda v: 0 <= v < math.inf, 'must be >= 0'),
+    (lambda n: n.endswith('fc_layer_params'), lambda v: all(u > 0 for u in v),
+     'must be positive layer widths'),
+    (lambda n: n == 'reward_scale_factor', math.isfinite, 'must be finite'),
+)
+
+
+def check_builder_arguments(agent_fn: Callable) -> None:
+  """Checks an agent builder's gin-bound arguments against its annotations and shared ranges.
+
+  Runs before the builder, so that `dqn_agent.learning_rate = '1e-3'` (a string),
+  `fc_layer_params = 100` (not a sequence) or `gamma = 1.5` is one line naming the binding,
+  not a TensorFlow error from inside the agent or a run that trains on a wrong value. Types come
+  from the builder's annotations (`config.check_type`); ranges from `_RANGES`, by argument
+  name, so a new builder that names its arguments as the others do is checked as they are.
+
+  Raises:
+    UserError: naming `<builder>.<argument>`, the value and what it must be.
+  """
+  fn = inspect.unwrap(agent_fn)
+  hints = typing.get_type_hints(fn)
+  bound = gin.get_bindings(agent_fn)
+  for parameter in inspect.signature(fn).parameters.values():
+    if parameter.name in _BUILDER_INPUTS:
+      continue
+    value = bound.get(parameter.name, parameter.default)
+    if value is inspect.Parameter.empty:
+      continue
+    name = f'{fn.__name__}.{parameter.name}'
+    default = None if parameter.default is inspect.Parameter.empty else parameter.default
+    if parameter.name in hints:
+      config_lib.check_type(name, value, hints[parameter.name], default)
+    for applies, holds, must in _RANGES:
+      if applies(parameter.name) and isinstance(value, (int, float, list, tuple)) and (
+          not holds(value)):
+        raise UserError(f'{name}={value!r} {must}: fix it in the gin file'
+                        + (f' (the default is {default!r})' if default is not None else ''))
+
+
 @gin.configurable(allowlist=['agent_fn'])
 def make_agent(time_step_spec, action_spec, train_step=None,
                actor: Optional[ActorSlot] = None,
@@ -174,7 +228,11 @@ def make_agent(time_step_spec, action_spec, train_step=None,
   Returns:
     The builder's AgentBuild; the agent's variables exist (so their shapes give the
     variable-table signature).
+
+  Raises:
+    UserError: a builder argument of the wrong type or range (`check_builder_arguments`).
   """
+  check_builder_arguments(agent_fn)
   if train_step is None:
     train_step = tfa_common.create_variable('train_step')
   build = agent_fn(time_step_spec, action_spec, train_step, actor)

@@ -6,6 +6,7 @@ are frozen dataclasses bound only through gin, and every process reads the same 
 replay server, the actors, eval and the learner agree on specs and table layout.
 """
 
+import collections.abc
 import dataclasses
 import json
 import os
@@ -23,6 +24,9 @@ from common.errors import UserError
 def _type_name(hint) -> str:
   if typing.get_origin(hint) is typing.Union:
     return ' or '.join(_type_name(a) for a in typing.get_args(hint))
+  if typing.get_origin(hint) in (list, tuple, collections.abc.Sequence):
+    args = typing.get_args(hint)
+    return f'a sequence of {_type_name(args[0])[3:]}s' if args else 'a sequence'
   return {type(None): 'None', int: 'an integer', float: 'a number', str: 'a string',
           bool: 'True or False'}.get(hint, getattr(hint, '__name__', str(hint)))
 
@@ -30,6 +34,11 @@ def _type_name(hint) -> str:
 def _matches(value, hint) -> bool:
   if typing.get_origin(hint) is typing.Union:
     return any(_matches(value, a) for a in typing.get_args(hint))
+  if typing.get_origin(hint) in (list, tuple, collections.abc.Sequence):
+    args = typing.get_args(hint)
+    return (isinstance(value, (list, tuple))
+            and (not args or args[-1] is Ellipsis or len(args) > 1
+                 or all(_matches(v, args[0]) for v in value)))
   if hint is type(None):
     return value is None
   if hint is bool:
@@ -44,6 +53,25 @@ def _matches(value, hint) -> bool:
   return True  # Other annotations are checked by the config's own validate().
 
 
+def check_type(name: str, value, hint, example=None) -> None:
+  """Raises UserError unless `value` fits the annotation `hint`.
+
+  Checked: int (not bool), float (an int too, not NaN), bool, str, None, Optional/Union of
+  those, and sequences of them (`Sequence[int]`: a gin tuple or list of integers). Other
+  annotations pass.
+
+  Args:
+    name: What the value is bound to, as the gin file spells it (`ReplayConfig.max_size`).
+    value: The bound value.
+    hint: Its annotation.
+    example: A good value for the message (the default), or None.
+  """
+  if not _matches(value, hint):
+    raise UserError(f'{name}={value!r} is not {_type_name(hint)}: bind {_type_name(hint)} in '
+                    'the gin file' + (f' (for example {example!r})' if example is not None
+                                      else ''))
+
+
 def check_types(config) -> None:
   """Checks every field of a config dataclass against its annotation, before its ranges.
 
@@ -55,12 +83,9 @@ def check_types(config) -> None:
   """
   hints = typing.get_type_hints(type(config))
   for field in dataclasses.fields(config):
-    value, hint = getattr(config, field.name), hints[field.name]
-    if not _matches(value, hint):
-      raise UserError(f'{type(config).__name__}.{field.name}={value!r} is not '
-                      f'{_type_name(hint)}: bind {_type_name(hint)} in the gin file'
-                      + (f' (for example {field.default!r})'
-                         if field.default is not dataclasses.MISSING else ''))
+    default = field.default if field.default is not dataclasses.MISSING else None
+    check_type(f'{type(config).__name__}.{field.name}', getattr(config, field.name),
+               hints[field.name], default)
 
 
 @gin.configurable

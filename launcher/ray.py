@@ -108,9 +108,10 @@ def main(argv):
     import ray
     from launcher import cluster
     if command == 'run':
-      from common import builders  # noqa: F401  pylint: disable=unused-import  (gin configurables)
+      from common import builders
       config.load_gin(FLAGS.gin_file, FLAGS.gin_bindings)  # Bad input ends here, before Ray.
-      config.validated_configs()
+      # The environment, the agent's arguments and the item length, as every role checks them.
+      builders.make_agent_and_specs(config.validated_configs()[0])
     needed = 2 + FLAGS.num_actors + 1  # Server, learner, actors and eval, 1 logical CPU each.
     try:
       cluster.connect(FLAGS.address, num_cpus=int(needed * max(FLAGS.actor_cpus, 1)),

@@ -284,9 +284,18 @@ BAD_VALUES = [
     ('replay_server.main', ['--keep_checkpoints=0'], [],
      ['flag --keep_checkpoints=0: 0 is not a positive integer']),
     ('learner.main', ['--no_such_flag=1'], [], ['Unknown command line flag', 'no_such_flag']),
-    # The local launcher checks the config before it starts any child.
+    # An agent builder's arguments: types from its annotations, ranges by argument name.
+    ('learner.main', [], ["dqn_agent.learning_rate = '1e-3'"],
+     ["dqn_agent.learning_rate='1e-3' is not a number", 'for example 0.001']),
+    ('actor.main', [], ['dqn_agent.gamma = 1.5'], ['dqn_agent.gamma=1.5 must be in [0, 1]']),
+    # The local launcher checks the config, the environment and the agent before it starts
+    # any child.
     ('launcher.main', [], ['EvalConfig.interval = 2.5'],
      ['EvalConfig.interval=2.5 is not an integer']),
+    ('launcher.main', [], ['dqn_agent.fc_layer_params = 100'],
+     ['dqn_agent.fc_layer_params=100 is not a sequence of integers']),
+    ('launcher.main', [], ['ReplayConfig.sequence_length = 3'],
+     ['ReplayConfig.sequence_length=3, but this agent trains on 2-step items']),
 ]
 
 

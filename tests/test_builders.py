@@ -1,5 +1,8 @@
 """Unit tests of the builder layer: environments, specs, agents and table construction."""
 
+import os
+import re
+
 import numpy as np
 import pytest
 import reverb
@@ -13,6 +16,7 @@ from common import replay
 from common.config import LearnerConfig
 from common.config import ReplayConfig
 from common.errors import UserError
+from tests.conftest import GIN_DIR
 from tests.conftest import parse_gin
 
 
@@ -127,3 +131,31 @@ def test_policy_variables_are_shared_by_greedy_and_collect_policies():
   agent = agents.make_agent(time_step_spec, action_spec, train_step).agent
   pushed = {id(v) for v in agents.policy_variables(agent, train_step)[constants.POLICY_KEY]}
   assert {id(v) for v in agent.policy.variables()} == pushed
+
+
+@pytest.mark.parametrize('gin_file, binding, fragment', [
+    ('dqn_cartpole.gin', "dqn_agent.learning_rate = '1e-3'",
+     "dqn_agent.learning_rate='1e-3' is not a number"),
+    ('dqn_cartpole.gin', 'dqn_agent.fc_layer_params = 100',
+     'dqn_agent.fc_layer_params=100 is not a sequence of integers'),
+    ('dqn_cartpole.gin', 'dqn_agent.fc_layer_params = (100, 0)',
+     'dqn_agent.fc_layer_params=(100, 0) must be positive layer widths'),
+    ('dqn_cartpole.gin', 'dqn_agent.double_q = 1', 'dqn_agent.double_q=1 is not True or False'),
+    ('dqn_cartpole.gin', 'dqn_agent.gamma = 1.5', 'dqn_agent.gamma=1.5 must be in [0, 1]'),
+    ('dqn_cartpole.gin', 'dqn_agent.epsilon_greedy = -0.1',
+     'dqn_agent.epsilon_greedy=-0.1 must be in [0, 1]'),
+    ('sac_inverted_pendulum.gin', 'sac_agent.target_update_tau = 0.0',
+     'sac_agent.target_update_tau=0.0 must be in (0, 1]'),
+    ('sac_inverted_pendulum.gin', 'sac_agent.critic_learning_rate = -3e-4',
+     'sac_agent.critic_learning_rate=-0.0003 must be > 0'),
+    ('td3_inverted_pendulum.gin', 'td3_agent.actor_update_period = 2.0',
+     'td3_agent.actor_update_period=2.0 is not an integer'),
+    ('td3_inverted_pendulum.gin', 'td3_agent.exploration_noise_std = -1.0',
+     'td3_agent.exploration_noise_std=-1.0 must be >= 0'),
+])
+def test_agent_builder_arguments_are_checked_before_the_agent_is_built(gin_file, binding,
+                                                                       fragment):
+  parse_gin(os.path.join(GIN_DIR, gin_file), [binding])
+  with pytest.raises(UserError, match=re.escape(fragment)):
+    builders.make_agent_and_specs(ReplayConfig())
+
