@@ -6,6 +6,7 @@ which checks the signatures again: a server restarted with another config is ref
 written to.
 """
 
+import socket
 import time
 from typing import Callable, Dict, Optional
 
@@ -14,6 +15,7 @@ import reverb
 import tensorflow as tf
 
 from common import constants
+from common.errors import NotReplayServerError
 from common.errors import ServerUnavailableError
 from common.errors import StopRequested
 from common.errors import SignatureMismatchError
@@ -39,6 +41,43 @@ def probe(address: str, timeout_s: int = _PROBE_TIMEOUT_S) -> Optional[Dict[str,
     return None
 
 
+# What a gRPC client sends first: the HTTP/2 connection preface and an empty SETTINGS frame. A
+# gRPC server's first frame in reply is its own SETTINGS frame (RFC 9113, section 3.4).
+_HTTP2_PREFACE = b'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n' + b'\x00\x00\x00\x04\x00\x00\x00\x00\x00'
+_FRAME_HEADER_BYTES = 9
+_SETTINGS_FRAME = 0x04
+
+
+def foreign_reply(address: str, timeout_s: float = _PROBE_TIMEOUT_S) -> Optional[str]:
+  """What another kind of server answered at `address` to a gRPC client's first bytes, or None.
+
+  Reverb's client cannot tell "nothing there yet" from "something else there": both are
+  DEADLINE_EXCEEDED. This sends the HTTP/2 preface over plain TCP and reads the first reply.
+
+  Returns:
+    None when nothing listens, the peer closed or said nothing within `timeout_s` (a proxy
+    whose backend is not up yet, a server still starting), or its first frame is HTTP/2
+    SETTINGS (a gRPC server). Otherwise the start of what it sent, for the error line: an
+    HTTP/1 server's status line, an SSH banner, a database's greeting.
+  """
+  host, _, port = address.rpartition(':')
+  data = b''
+  try:
+    with socket.create_connection((host.strip('[]'), int(port)), timeout=timeout_s) as sock:
+      sock.sendall(_HTTP2_PREFACE)
+      while len(data) < _FRAME_HEADER_BYTES:
+        chunk = sock.recv(64)
+        if not chunk:
+          break
+        data += chunk
+  except (OSError, ValueError):
+    pass
+  if not data or (len(data) >= _FRAME_HEADER_BYTES and data[3] == _SETTINGS_FRAME):
+    return None
+  text = data.decode('ascii', 'replace').strip().splitlines()
+  return repr(text[0][:60]) if text else repr(data[:20])
+
+
 def wait_for_server(address: str, timeout_s: float, role: str,
                     is_running: Callable[[], bool] = lambda: True,
                     log_every_s: float = 10.0) -> Dict[str, object]:
@@ -56,6 +95,7 @@ def wait_for_server(address: str, timeout_s: float, role: str,
 
   Raises:
     ServerUnavailableError: the deadline passed.
+    NotReplayServerError: `address` answers as another kind of server (`foreign_reply`).
     StopRequested: `is_running()` turned False.
   """
   start = time.monotonic()
@@ -68,6 +108,11 @@ def wait_for_server(address: str, timeout_s: float, role: str,
       if waited > 1:
         logging.info('%s: replay server %s answered after %.1f s', role, address, waited)
       return info
+    reply = foreign_reply(address)
+    if reply is not None:
+      raise NotReplayServerError(
+          f'{address} is not a replay server: it answers, but not as a gRPC server (it replied '
+          f'{reply}): pass the host:port that replay_server.main serves on')
     elapsed = time.monotonic() - start
     if not is_running():
       raise StopRequested(f'{role}: stopped while waiting for the replay server at {address}, '

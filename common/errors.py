@@ -13,6 +13,14 @@ class ServerUnavailableError(UserError):
   """The replay server did not answer before the deadline."""
 
 
+class NotReplayServerError(UserError):
+  """The address answers, but not as a gRPC server: it is another service's port."""
+
+
+class ItemRejectedError(UserError):
+  """This process made an item the replay table cannot take (its columns or its priority)."""
+
+
 class SignatureMismatchError(UserError):
   """A process was built for another environment or agent than the replay server."""
 

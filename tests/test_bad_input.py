@@ -7,12 +7,14 @@ cases that need TensorFlow grows with the import time measured in the same sessi
 caught before the heavy imports always get 15 s.
 """
 
+from http import server as http_server
 import importlib.util
 import os
 import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
 
 import portpicker
@@ -168,6 +170,28 @@ def test_server_address_that_never_answers(fresh_root, tf_budget_s):
                   fresh_root, tf_budget_s + 2,
                   f'replay server localhost:{port} did not answer within 2 s',
                   'raise --server_timeout_s')
+
+
+@pytest.mark.parametrize('module', ['learner.main', 'actor.main'])
+def test_server_address_of_another_kind_of_server(module, fresh_root, tf_budget_s):
+  # An HTTP server where the replay server should be: refused at its first reply, long before
+  # the deadline (Reverb's own client would only time out, as for a server not up yet).
+  http = http_server.HTTPServer(('localhost', 0), _QuietHandler)
+  threading.Thread(target=http.serve_forever, daemon=True).start()
+  try:
+    _assert_refused(module, GIN + [f'--replay_server_address=localhost:{http.server_port}',
+                                   '--server_timeout_s=300'],
+                    fresh_root, tf_budget_s + 2,
+                    f'localhost:{http.server_port} is not a replay server: it answers, but not '
+                    'as a gRPC server (it replied ', 'pass the host:port that replay_server.main')
+  finally:
+    http.shutdown()
+    http.server_close()
+
+
+class _QuietHandler(http_server.BaseHTTPRequestHandler):
+  def log_message(self, *args):
+    pass
 
 
 def _server(bindings=FAST_BINDINGS):
