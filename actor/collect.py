@@ -190,7 +190,8 @@ def run_actor(root_dir: str, server_address: str, task: int, max_env_steps: int 
                                          config.num_envs, seed)
   observer = replay.BatchedTrajectoryObserver(
       reverb.Client(server_address), config.num_envs, policy_client.specs.sequence_length,
-      is_running=lambda: not stop_event.is_set())
+      is_running=lambda: not stop_event.is_set(),
+      step_spec=policy_client.specs.collect_data_spec)
   status_client = reverb.Client(server_address)
   summary_dir = os.path.join(root_dir, constants.ACTOR_DIR, str(task))
   ownership.own(summary_dir, f'actor with --task={task}')

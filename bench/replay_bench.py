@@ -53,7 +53,7 @@ def bench_task(task: str, window_s: float):
 
     stock = reverb_utils.ReverbAddTrajectoryObserver(client, constants.REPLAY_TABLE,
                                                      sequence_length=2, stride_length=1)
-    ours = replay.BatchedTrajectoryObserver(client, 1, 2)
+    ours = replay.BatchedTrajectoryObserver(client, 1, 2, step_spec=spec)
     rates = {}
     for name, write in (('stock', lambda i: stock(rows[i % EPISODE])),
                         ('ours', lambda i: ours.write(flat_rows[i % EPISODE],

@@ -2,6 +2,7 @@
 
 import collections
 import json
+import math
 import time
 from typing import Callable, Optional, Sequence
 
@@ -10,9 +11,11 @@ import numpy as np
 import reverb
 import tensorflow as tf
 from tf_agents.specs import tensor_spec
+from tf_agents.utils import nest_utils
 
 from common import constants
 from common.config import ReplayConfig
+from common.errors import ItemRejectedError
 from common.errors import UserError
 
 
@@ -143,11 +146,19 @@ class BatchedTrajectoryObserver:
   confirmed, so no writer ever holds more than `max_pending_items`: that is the back-pressure of
   a rate limiter holding inserts, which bounds the writer's memory and keeps a
   SampleToInsertRatio honest. bench/replay_bench.py measures both.
+
+  The writers skip Reverb's client-side item validation, and the server does not check an item
+  against the table's signature either: it stores what it is sent, and the learner's dataset
+  fails on it later. So, given `step_spec`, every `write` checks each column's dtype and shape
+  (a few comparisons per batched step) and refuses a mismatch, before anything is sent. A
+  priority the table cannot take (negative, NaN or infinite) is refused when set: Reverb stops
+  the table's worker on a negative one, after which every writer of every actor waits for
+  ever on a server that still answers.
   """
 
   def __init__(self, py_client: reverb.Client, num_envs: int, sequence_length: int,
                table: str = constants.REPLAY_TABLE, max_pending_items: int = 32,
-               is_running: Callable[[], bool] = lambda: True):
+               is_running: Callable[[], bool] = lambda: True, step_spec=None):
     """
     Args:
       py_client: Client of the replay server.
@@ -156,6 +167,8 @@ class BatchedTrajectoryObserver:
       table: Replay table name.
       max_pending_items: Unconfirmed items per writer before `write` waits for the server.
       is_running: Polled every second while `write` waits; the wait ends when it is False.
+      step_spec: The spec nest of one step (the agent's collect data spec); if given, every
+        `write` checks its columns against it.
     """
     self._client = py_client
     self._is_running = is_running
@@ -171,8 +184,28 @@ class BatchedTrajectoryObserver:
     self._writers = [None] * num_envs
     self._recent = [None] * num_envs  # Per environment: cell references of its last steps.
     self._cached = np.zeros(num_envs, np.int64)
-    self.priority = 1.0  # Of new items; a prioritized table's actors follow the learner's max.
+    self._columns = None
+    if step_spec is not None:
+      paths = [_path_name(path) for path, _ in nest_utils.flatten_with_joined_paths(step_spec)]
+      self._columns = [(name, spec.dtype.as_numpy_dtype, (num_envs,) + tuple(spec.shape))
+                       for name, spec in zip(paths, tf.nest.flatten(step_spec))]
+    self._priority = 1.0
     self.open()
+
+  @property
+  def priority(self) -> float:
+    """The priority of new items; a prioritized table's actors follow the learner's max."""
+    return self._priority
+
+  @priority.setter
+  def priority(self, value: float) -> None:
+    value = float(value)
+    if not 0 <= value < math.inf:
+      raise ItemRejectedError(
+          f'new items would get priority {value}, which the replay table cannot take (it must '
+          'be finite and >= 0): the learner published it as max_priority, so its TD errors are '
+          'not finite; see the learner log')
+    self._priority = value
 
   def open(self) -> None:
     """Opens one fresh writer per environment (at start and after the server came back)."""
@@ -195,6 +228,8 @@ class BatchedTrajectoryObserver:
     Returns:
       Items created.
     """
+    if self._columns is not None:
+      self._check(flat_columns)
     created = 0
     length = self._sequence_length
     for i in range(self._num_envs):
@@ -216,6 +251,23 @@ class BatchedTrajectoryObserver:
         self._wait_for_server(self._writers[i])
         self._since_check[i] = 0
     return created
+
+  def _check(self, flat_columns: Sequence[np.ndarray]) -> None:
+    if len(flat_columns) != len(self._columns):
+      raise ItemRejectedError(
+          f'a step has {len(flat_columns)} columns, the replay table {len(self._columns)}: '
+          'start every process with the same --gin_file')
+    for column, (name, dtype, shape) in zip(flat_columns, self._columns):
+      if column.dtype != dtype or column.shape[1:] != shape[1:]:
+        raise ItemRejectedError(
+            f'a step\'s {name} is {column.dtype.name}{list(column.shape[1:])}, the replay table '
+            f'takes {np.dtype(dtype).name}{list(shape[1:])}: the environment does not produce '
+            'what its spec says; nothing of it was written')
+      if column.shape[:1] != shape[:1]:
+        raise ItemRejectedError(
+            f'a step\'s {name} has {column.shape[0] if column.ndim else "no"} rows for '
+            f'{shape[0]} environments: the batch does not match ActorConfig.num_envs; nothing '
+            'of it was written')
 
   def _wait_for_server(self, writer) -> None:
     """Returns at once unless over half of max_pending items wait; else waits, logging, stoppable."""
@@ -268,6 +320,10 @@ class BatchedTrajectoryObserver:
         writer.close()
       except Exception:  # pylint: disable=broad-except
         pass  # The server may be gone; the writer is discarded either way.
+
+
+def _path_name(path: str) -> str:
+  return path.replace('/', '.') or 'column'
 
 
 def table_state(info) -> str:

@@ -7,6 +7,7 @@ environments and real agents throughout.
 """
 
 import collections
+import re
 import threading
 
 import numpy as np
@@ -30,6 +31,7 @@ from common import builders
 from common import environments
 from common import replay
 from common.config import ReplayConfig
+from common.errors import ItemRejectedError
 from tests.conftest import parse_gin
 from tests.conftest import wait_until
 
@@ -118,6 +120,44 @@ def test_batched_observer_keeps_each_environment_in_its_own_items(port):
       step_type, observation = item[0], item[1]
       assert observation[0, 3] == observation[1, 3]  # One environment per item.
       assert step_type[0] != ts.StepType.LAST  # No item starts at an episode boundary.
+  finally:
+    server.stop()
+
+
+def test_observer_refuses_columns_and_priorities_the_table_cannot_take(port):
+  # Reverb's server stores a mismatched item as it is sent (the learner's dataset fails on it
+  # later), and a negative priority stops the table's worker: both are refused before sending.
+  parse_gin()
+  _, specs = builders.make_agent_and_specs(ReplayConfig())
+  server = reverb.Server([_fifo_table('ours', specs.replay_signature)], port=port)
+  client = reverb.Client(f'localhost:{port}')
+  try:
+    observer = replay.BatchedTrajectoryObserver(client, 3, 2, table='ours',
+                                                step_spec=specs.collect_data_spec)
+    good = _trajectories(3, 4)
+    for t in good:
+      observer(t)
+    observer.flush()
+    written = client.server_info()['ours'].current_size
+    assert written > 0
+    wrong = [good[0]._replace(observation=good[0].observation.astype(np.float64)),
+             good[0]._replace(observation=good[0].observation[:, :3]),
+             good[0]._replace(action=good[0].action[:2])]
+    expected = ['observation is float64[4], the replay table takes float32[4]',
+                'observation is float32[3], the replay table takes float32[4]',
+                'action has 2 rows for 3 environments']
+    for t, fragment in zip(wrong, expected):
+      with pytest.raises(ItemRejectedError, match=re.escape(fragment)):
+        observer(t)
+    for bad in (-1.0, float('nan'), float('inf')):
+      with pytest.raises(ItemRejectedError, match='which the replay table cannot take'):
+        observer.priority = bad
+    observer.priority = 2.5
+    for t in good:
+      observer(t)
+    observer.flush()
+    assert client.server_info()['ours'].current_size > written  # The table still takes items.
+    observer.close()
   finally:
     server.stop()
 
