@@ -72,7 +72,10 @@ class PriorityWriter:
 
   `submit` never waits for the server. A key whose item was evicted meanwhile is ignored by the
   server. A failed send (the server is away) is logged and its updates dropped: the items keep
-  their old priorities, and the learner's next samples bring new ones.
+  their old priorities, and the learner's next samples bring new ones. A priority that is
+  negative, NaN or infinite is never sent (a negative one stops Reverb's table worker, and with
+  it every insert of every actor): it is counted in `refused`, logged, and its item keeps its
+  old priority; the learner's divergence check stops the run on the loss that made it.
   """
 
   def __init__(self, server_address: str, table: str):
@@ -86,7 +89,9 @@ class PriorityWriter:
     self.sent_updates = 0  # Keys whose priority was sent.
     self.sends = 0  # mutate_priorities calls.
     self.failures = 0
+    self.refused = 0  # Priorities not sent: negative, NaN or infinite.
     self._last_failure_log = -float('inf')
+    self._last_refusal_log = -float('inf')
     self._thread = threading.Thread(target=self._run, name='priority-writer', daemon=True)
     self._thread.start()
 
@@ -94,6 +99,16 @@ class PriorityWriter:
     """Queues new priorities for sampled keys (the newest one per key wins)."""
     keys = np.asarray(keys).reshape(-1)
     priorities = np.asarray(priorities, np.float64).reshape(-1)
+    usable = np.isfinite(priorities) & (priorities >= 0)
+    if not usable.all():
+      bad = priorities[~usable]
+      self.refused += bad.size
+      if time.monotonic() - self._last_refusal_log >= 10:
+        logging.warning('learner: %d new priorities not sent (%s among them: a priority must be '
+                        'finite and >= 0); those items keep their old priorities', bad.size,
+                        bad[0])
+        self._last_refusal_log = time.monotonic()
+      keys, priorities = keys[usable], priorities[usable]
     if not keys.size:
       return
     with self._lock:

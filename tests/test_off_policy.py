@@ -391,6 +391,29 @@ def test_an_update_for_an_evicted_item_is_harmless(port, tmp_path):
     server.stop()
 
 
+def test_priorities_the_table_cannot_take_are_not_sent(port):
+  replay_config = _load(APEX_GIN, *OPEN_TABLE)
+  built = builders.build(replay_config)
+  server, address = _server(built, replay_config, port)
+  writer = priorities.PriorityWriter(address, constants.REPLAY_TABLE)
+  try:
+    _write(address, _episode(6), built.specs.sequence_length)  # 4 items
+    client = reverb.Client(address)
+    keys = sorted({int(s[0].info.key) for s in client.sample(constants.REPLAY_TABLE, 200)})
+    writer.submit(np.array(keys, np.uint64), np.array([3.0, -1.0, np.nan, np.inf]))
+    assert writer.flush(timeout_s=30)
+    assert writer.refused == 3 and writer.sent_updates == 1 and writer.failures == 0
+    on_server = {int(s[0].info.key): float(s[0].info.priority)
+                 for s in client.sample(constants.REPLAY_TABLE, 200)}
+    assert on_server == {keys[0]: 3.0, keys[1]: 1.0, keys[2]: 1.0, keys[3]: 1.0}
+    # The table's worker still runs: new items go in.
+    _write(address, _episode(4, seed=3), built.specs.sequence_length)
+    assert client.server_info()[constants.REPLAY_TABLE].current_size == 6
+  finally:
+    writer.close()
+    server.stop()
+
+
 def test_actors_insert_new_items_at_the_priority_the_learner_pushed(port):
   replay_config = _load(APEX_GIN, *OPEN_TABLE)
   built = builders.build(replay_config)
