@@ -148,12 +148,12 @@ class BatchedTrajectoryObserver:
   SampleToInsertRatio honest. bench/replay_bench.py measures both.
 
   The writers skip Reverb's client-side item validation, and the server does not check an item
-  against the table's signature either: it stores what it is sent, and the learner's dataset
-  fails on it later. So, given `step_spec`, every `write` checks each column's dtype and shape
-  (a few comparisons per batched step) and refuses a mismatch, before anything is sent. A
-  priority the table cannot take (negative, NaN or infinite) is refused when set: Reverb stops
-  the table's worker on a negative one, after which every writer of every actor waits for
-  ever on a server that still answers.
+  against the table's signature either: it stores what it is sent (a float64 observation in a
+  float32 table, for one), not what the learner's dataset was built to read. So, given
+  `step_spec`, every `write` checks each column's dtype and shape (a few comparisons per batched
+  step) and refuses a mismatch, before anything is sent. A priority the table cannot take
+  (negative, NaN or infinite) is refused when set: Reverb stops the table's worker on a negative
+  one, after which every writer of every actor waits for ever on a server that still answers.
   """
 
   def __init__(self, py_client: reverb.Client, num_envs: int, sequence_length: int,
