@@ -211,38 +211,39 @@ def run_actor(root_dir: str, server_address: str, task: int, max_env_steps: int 
   last_log = time.monotonic()
   watchdog = watchdog_lib.Watchdog(role, server_address, deadline_s=server_timeout_s,
                                    stop_event=stop_event)
-  while not stop_event.is_set() and (not max_env_steps or stats.env_steps < max_env_steps):
-    watchdog.beat()
-    try:
-      # Until the first weights arrive, look for them after every run (a cheap probe).
-      if steps_since_pull >= config.variable_update_interval or not collector.use_learned:
-        published = stats.published_step
-        if _pull(policy_client, collector, stats, observer):
-          learned.sync()
-          # When new weights arrive, so that the status view's policy lag is the lag of the
-          # weights in use (a pull of the same weights, every few ms on CartPole, needs none).
-          if policy_client.train_step != published:
-            replay.publish_status(status_client, stats.record(task, policy_client.train_step))
-        steps_since_pull = 0
-      budget = config.steps_per_run
-      if max_env_steps:
-        budget = min(budget, max_env_steps - stats.env_steps)
-      collected = collector.run(budget)
-      stats.env_steps += collected
-      steps_since_pull += collected
-    except CONNECTION_ERRORS as e:
-      observer.close()
-      policy_client.reconnect(e)
-      observer.reopen()
-      collector.reset()
-      steps_since_pull = config.variable_update_interval
-      continue
-    if time.monotonic() - last_log >= config.log_interval_s:
-      _log(collector.metrics, env, policy_client, summary_writer, stats, role, summary_faults)
-      replay.publish_status(status_client, stats.record(task, policy_client.train_step))
-      last_log = time.monotonic()
-
-  watchdog.stop()
+  try:
+    while not stop_event.is_set() and (not max_env_steps or stats.env_steps < max_env_steps):
+      watchdog.beat()
+      try:
+        # Until the first weights arrive, look for them after every run (a cheap probe).
+        if steps_since_pull >= config.variable_update_interval or not collector.use_learned:
+          published = stats.published_step
+          if _pull(policy_client, collector, stats, observer):
+            learned.sync()
+            # When new weights arrive, so that the status view's policy lag is the lag of the
+            # weights in use (a pull of the same weights, every few ms on CartPole, needs none).
+            if policy_client.train_step != published:
+              replay.publish_status(status_client, stats.record(task, policy_client.train_step))
+          steps_since_pull = 0
+        budget = config.steps_per_run
+        if max_env_steps:
+          budget = min(budget, max_env_steps - stats.env_steps)
+        collected = collector.run(budget)
+        stats.env_steps += collected
+        steps_since_pull += collected
+      except CONNECTION_ERRORS as e:
+        observer.close()
+        policy_client.reconnect(e)
+        observer.reopen()
+        collector.reset()
+        steps_since_pull = config.variable_update_interval
+        continue
+      if time.monotonic() - last_log >= config.log_interval_s:
+        _log(collector.metrics, env, policy_client, summary_writer, stats, role, summary_faults)
+        replay.publish_status(status_client, stats.record(task, policy_client.train_step))
+        last_log = time.monotonic()
+  finally:
+    watchdog.stop()  # Also when the loop raises, so that no deadline outlives the loop.
   try:
     if connection.probe(server_address) is None:
       logging.warning('%s: the replay server is not answering; stopping without flushing the '

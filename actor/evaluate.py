@@ -151,33 +151,35 @@ def run_eval(root_dir: str, server_address: str, max_evals: int = 0,
                eval_config.num_episodes, eval_config.interval, csv_path)
   watchdog = watchdog_lib.Watchdog(role, server_address, quiet_s=60.0,
                                    deadline_s=server_timeout_s, stop_event=stop_event)
-  while not stop_event.is_set() and (not max_evals or evals < max_evals):
-    watchdog.beat()
-    try:
-      step = policy_client.pull()
-      due = step is not None and (last_step is None or step >= last_step + eval_config.interval)
-      if not due:
-        stop_event.wait(poll_interval_s)
+  try:
+    while not stop_event.is_set() and (not max_evals or evals < max_evals):
+      watchdog.beat()
+      try:
+        step = policy_client.pull()
+        due = step is not None and (last_step is None or step >= last_step + eval_config.interval)
+        if not due:
+          stop_event.wait(poll_interval_s)
+          continue
+        if stop_event.is_set():
+          break
+        greedy.sync()  # The pulled weights, for a NumPy policy.
+        average_return, average_length = evaluate_policy(env, greedy, eval_config.num_episodes)
+        info = policy_client.server_info = connection.probe(server_address)
+        env_steps = replay.inserted_items(info[constants.REPLAY_TABLE]) if info else -1
+      except CONNECTION_ERRORS as e:
+        policy_client.reconnect(e)
         continue
-      if stop_event.is_set():
-        break
-      greedy.sync()  # The pulled weights, for a NumPy policy.
-      average_return, average_length = evaluate_policy(env, greedy, eval_config.num_episodes)
-      info = policy_client.server_info = connection.probe(server_address)
-      env_steps = replay.inserted_items(info[constants.REPLAY_TABLE]) if info else -1
-    except CONNECTION_ERRORS as e:
-      policy_client.reconnect(e)
-      continue
-    row = dict(train_step=step, env_steps=env_steps, timestamp=round(time.time(), 3),
-               average_return=average_return, average_episode_length=average_length,
-               num_episodes=eval_config.num_episodes)
-    results.add(row)
-    save()
-    logging.info('eval: train_step=%d env_steps=%d AverageReturn=%.2f AverageEpisodeLength=%.1f',
-                 step, env_steps, average_return, average_length)
-    last_step = step
-    evals += 1
-  watchdog.stop()
+      row = dict(train_step=step, env_steps=env_steps, timestamp=round(time.time(), 3),
+                 average_return=average_return, average_episode_length=average_length,
+                 num_episodes=eval_config.num_episodes)
+      results.add(row)
+      save()
+      logging.info('eval: train_step=%d env_steps=%d AverageReturn=%.2f AverageEpisodeLength=%.1f',
+                   step, env_steps, average_return, average_length)
+      last_step = step
+      evals += 1
+  finally:
+    watchdog.stop()  # Also when the loop raises, so that no deadline outlives the loop.
   if save.pending:
     save.final()
   logging.info('%s after %d evaluations', constants.EVAL_STOPPED_LINE, evals)

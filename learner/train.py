@@ -162,54 +162,55 @@ def run_learner(root_dir: str, server_address: str, max_train_steps: int = 0,
                                    quiet_s=max(10.0, 2 * learner_config.rate_limiter_timeout_s),
                                    deadline_s=server_timeout_s, stop_event=stop_event,
                                    stop_waits_while_server_answers=True)
-  while not stop_event.is_set():
-    watchdog.beat()
-    step = int(train_step.numpy())
-    if max_train_steps and step >= max_train_steps:
-      break
-    iterations = learner_config.iterations_per_call
-    if max_train_steps:
-      iterations = min(iterations, max_train_steps - step)
-    try:
-      if iterator is None:
-        iterator = make_iterator()
-      loss_info = learner.run(iterations=iterations, iterator=iterator)
-      stall_since = None
-    except tf.errors.OutOfRangeError:
-      # The rate limiter held the sample past its timeout: say why, then wait again.
-      stall_since = stall_since or time.monotonic() - learner_config.rate_limiter_timeout_s
-      info = connection.probe(server_address)
-      state = (replay.table_state(info[constants.REPLAY_TABLE]) if info
-               else 'replay server not answering')
-      logging.warning('learner: no replay sample for %.0f s at train step %d (%s); waiting for '
-                      'actors', time.monotonic() - stall_since, step, state)
-      iterator = None
-      continue
-    except Exception as e:  # pylint: disable=broad-except
-      finite.raise_if_numerics_error(int(train_step.numpy()), e)
-      if summary_faults.handle(e):  # A summary write on a full disk, not a lost server.
-        continue
-      if not isinstance(e, CONNECTION_ERRORS):
-        raise
+  try:
+    while not stop_event.is_set():
+      watchdog.beat()
+      step = int(train_step.numpy())
+      if max_train_steps and step >= max_train_steps:
+        break
+      iterations = learner_config.iterations_per_call
+      if max_train_steps:
+        iterations = min(iterations, max_train_steps - step)
       try:
-        connection.reconnect(server_address, server_timeout_s, 'learner', specs, e, is_running)
-      except ServerUnavailableError:
-        if stop_event.is_set():
-          break  # Stopping: the checkpoint below needs no server.
-        raise
-      push_trigger(int(train_step.numpy()), force_trigger=True)
-      iterator = None
-      continue
-    step = int(train_step.numpy())
-    finite(step, float(loss_info.loss))
-    if step - last_log_step >= learner_config.log_interval:
-      now = time.monotonic()
-      logging.info('learner: train_step=%d steps/s=%.1f loss=%.4f', step,
-                   (step - last_log_step) / max(now - last_log_time, 1e-9),
-                   float(loss_info.loss))
-      last_log_step, last_log_time = step, now
-
-  watchdog.stop()
+        if iterator is None:
+          iterator = make_iterator()
+        loss_info = learner.run(iterations=iterations, iterator=iterator)
+        stall_since = None
+      except tf.errors.OutOfRangeError:
+        # The rate limiter held the sample past its timeout: say why, then wait again.
+        stall_since = stall_since or time.monotonic() - learner_config.rate_limiter_timeout_s
+        info = connection.probe(server_address)
+        state = (replay.table_state(info[constants.REPLAY_TABLE]) if info
+                 else 'replay server not answering')
+        logging.warning('learner: no replay sample for %.0f s at train step %d (%s); waiting for '
+                        'actors', time.monotonic() - stall_since, step, state)
+        iterator = None
+        continue
+      except Exception as e:  # pylint: disable=broad-except
+        finite.raise_if_numerics_error(int(train_step.numpy()), e)
+        if summary_faults.handle(e):  # A summary write on a full disk, not a lost server.
+          continue
+        if not isinstance(e, CONNECTION_ERRORS):
+          raise
+        try:
+          connection.reconnect(server_address, server_timeout_s, 'learner', specs, e, is_running)
+        except ServerUnavailableError:
+          if stop_event.is_set():
+            break  # Stopping: the checkpoint below needs no server.
+          raise
+        push_trigger(int(train_step.numpy()), force_trigger=True)
+        iterator = None
+        continue
+      step = int(train_step.numpy())
+      finite(step, float(loss_info.loss))
+      if step - last_log_step >= learner_config.log_interval:
+        now = time.monotonic()
+        logging.info('learner: train_step=%d steps/s=%.1f loss=%.4f', step,
+                     (step - last_log_step) / max(now - last_log_time, 1e-9),
+                     float(loss_info.loss))
+        last_log_step, last_log_time = step, now
+  finally:
+    watchdog.stop()  # Also when the loop raises, so that no deadline outlives the loop.
   final_step = int(train_step.numpy())
   storage_errors = []
   for trigger in learner.triggers:

@@ -4,6 +4,7 @@ Every test gets a fresh gin config. Waits are bounded polls (`wait_until`), neve
 """
 
 import os
+import threading
 
 import common  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
 
@@ -77,6 +78,18 @@ def clean_gin():
   gin.clear_config()
   yield
   gin.clear_config()
+
+
+@pytest.fixture(autouse=True)
+def no_watchdog_left():
+  """Fails a test that leaves a role's watchdog running in the test process.
+
+  A watchdog ends its process (`os._exit(3)`) once its server is gone for its deadline: one
+  left by a role run in-process would end the whole test session minutes later.
+  """
+  yield
+  left = [t.name for t in threading.enumerate() if t.name.endswith(' watchdog')]
+  assert not left, f'watchdog threads still running after the test: {left}'
 
 
 @pytest.fixture

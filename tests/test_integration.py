@@ -248,6 +248,9 @@ def test_diverged_learner_stops_before_saving_or_pushing_non_finite_weights(cart
   with caplog.at_level(logging.WARNING):
     with pytest.raises(divergence.DivergedError) as e:
       train.run_learner(root_dir, cartpole_server, max_train_steps=500)
+  # Its watchdog stopped with the loop: left running, it would end this process (os._exit(3))
+  # once the server is gone for its deadline.
+  assert not [t.name for t in threading.enumerate() if t.name == 'learner watchdog']
   # The resumed learner runs the configured learning rate, not the checkpoint's.
   assert ('learner: the checkpoint was trained with other settings; applying the configuration '
           '(optimizer.learning_rate 0.001 -> 1e+30)') in caplog.text
