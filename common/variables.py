@@ -8,7 +8,9 @@ container. Two of its calls are replaced, each for a failure it has:
   Reverb dataset with a rate-limiter timeout and returns None when no weights are there yet;
 - its `push` goes through a `reverb.TFClient` resource, which another client's teardown in the
   same process can destroy (`NotFoundError: Resource .../ReverbClient does not exist`); `push`
-  here inserts through the Python client.
+  here inserts through the Python client's trajectory writer, with a deadline. (The Python
+  client's `insert` and legacy `writer` block without one while the server is away: creating
+  a legacy writer waits for the server however long it takes.)
 """
 
 import time
@@ -26,18 +28,22 @@ from common.errors import UserError
 class VariableClient:
   """Pushes and pulls one nest of variables ({POLICY_KEY: ..., TRAIN_STEP_KEY: ...})."""
 
-  def __init__(self, server_address: str, variables, pull_timeout_s: float = 2.0):
+  def __init__(self, server_address: str, variables, pull_timeout_s: float = 2.0,
+               push_timeout_s: float = 30.0):
     """
     Args:
       server_address: host:port of the replay server (which must be up).
       variables: The nest, as returned by `agents.policy_variables`.
       pull_timeout_s: How long a pull waits for an item before returning None.
+      push_timeout_s: How long a push waits for the server to confirm the item before it
+        raises `tf.errors.DeadlineExceededError`.
     """
     self._address = server_address
     self._variables = variables
     self._flat_variables = tf.nest.flatten(variables)
     self._client = reverb.Client(server_address)
     self._timeout_ms = int(pull_timeout_s * 1000)
+    self._push_timeout_ms = int(push_timeout_s * 1000)
     self.older_step = None  # The train step of the last older weights that were not loaded.
     self._dataset = reverb.TimestepDataset(
         server_address=server_address,
@@ -48,20 +54,30 @@ class VariableClient:
         rate_limiter_timeout_ms=self._timeout_ms).take(1)
 
   def push(self) -> None:
-    """Inserts the current values; the table keeps only the newest item."""
-    # Client.insert would retry for ever while the server is away; this fails fast instead.
-    writer = self._client.writer(max_sequence_length=1)
+    """Inserts the current values; the table keeps only the newest item.
+
+    Raises:
+      tf.errors.DeadlineExceededError: The server did not confirm the item within
+        `push_timeout_s` (it is away, or went away during the push).
+    """
+    # validate_items=False: validating fetches the table signature first, with no deadline.
+    writer = self._client.trajectory_writer(num_keep_alive_refs=1, validate_items=False)
     try:
       writer.append([v.numpy() for v in self._flat_variables])
       # The priority is the train step, so that `reverb-fleet status` reads it without
       # decoding the weights (the table samples uniformly: the priority changes nothing else).
       step = float(self._variables[constants.TRAIN_STEP_KEY].numpy())
-      writer.create_item(table=constants.VARIABLE_TABLE, num_timesteps=1, priority=step)
-    finally:
+      writer.create_item(table=constants.VARIABLE_TABLE, priority=step,
+                         # One step with its time axis, as the legacy writer wrote it.
+                         trajectory=[column[-1:] for column in writer.history])
       try:
-        writer.close(retry_on_unavailable=False)
-      except RuntimeError as e:
-        raise tf.errors.UnavailableError(None, None, f'weight push failed: {e}') from None
+        writer.flush(timeout_ms=self._push_timeout_ms)
+      except reverb.errors.DeadlineExceededError:
+        raise tf.errors.DeadlineExceededError(
+            None, None, f'weight push to {self._address} not confirmed within '
+            f'{self._push_timeout_ms / 1000:g} s') from None
+    finally:
+      writer.close()  # Does not wait: an unconfirmed item is dropped with the stream.
 
   def pull(self, not_older_than: Optional[int] = None) -> Optional[int]:
     """Loads the newest pushed values into the variables.
@@ -136,9 +152,18 @@ class PushWatch:
       self._baseline = count
 
   def before_push(self) -> None:
-    """Raises if pushes other than this learner's arrived since `after_push`."""
+    """Raises if pushes other than this learner's arrived since `after_push`.
+
+    Raises:
+      SecondLearnerError: Another learner pushed.
+      tf.errors.UnavailableError: The server does not answer (a push would only wait out its
+        deadline).
+    """
     count = self._count()
-    if None in (count, self._baseline):
+    if count is None:
+      raise tf.errors.UnavailableError(None, None,
+                                       f'replay server {self._address} not answering')
+    if self._baseline is None:
       self._baseline = count
       return
     if count > self._baseline:

@@ -353,3 +353,31 @@ def test_prune_keeps_the_newest_complete_checkpoints(tmp_path):
   assert sorted(os.listdir(tmp_path)) == ['b', 'c', 'd']
   assert checkpoints_lib.complete_checkpoints(str(tmp_path)) == [str(tmp_path / 'b'),
                                                              str(tmp_path / 'c')]
+
+
+def test_a_push_to_a_server_that_is_away_fails_within_its_deadline(port):
+  # Reverb's own writers wait for the server however long it takes; a learner that lost its
+  # server during a push would hang there, outside every deadline.
+  parse_gin()
+  client = variables_lib.VariableClient(f'localhost:{port}', _fresh_variables(),
+                                        push_timeout_s=1.0)
+  outcome = []
+
+  def push():
+    try:
+      client.push()
+      outcome.append(None)
+    except Exception as e:  # pylint: disable=broad-except
+      outcome.append(e)
+
+  start = time.monotonic()
+  pusher = threading.Thread(target=push, daemon=True)
+  pusher.start()
+  pusher.join(20)
+  assert not pusher.is_alive(), 'the push to an absent server hung'
+  assert isinstance(outcome[0], tf.errors.DeadlineExceededError), outcome
+  assert 'not confirmed within 1 s' in str(outcome[0])
+  assert time.monotonic() - start < 10
+  watch = variables_lib.PushWatch(f'localhost:{port}', window_s=0)
+  with pytest.raises(tf.errors.UnavailableError, match='not answering'):
+    watch.before_push()
