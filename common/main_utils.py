@@ -1,5 +1,6 @@
 """What every `main.py` shares: the common flags, clean stops and one-line errors."""
 
+import os
 import signal
 import sys
 import threading
@@ -153,6 +154,21 @@ def stop_event_on_signals() -> threading.Event:
     signal.signal(signal.SIGTERM, _handler)
     signal.signal(signal.SIGINT, _handler)
   return event
+
+
+def exit_now(status: int = 0) -> None:
+  """Flushes the logs and standard streams, then ends the process without tearing it down.
+
+  For a role whose work is done and saved: freeing some TensorFlow and Reverb objects at
+  interpreter exit joins threads that may never end (see `learner.train.RETIRED_ITERATORS`).
+  """
+  logging.flush()
+  for stream in (sys.stdout, sys.stderr):
+    try:
+      stream.flush()
+    except (OSError, ValueError):
+      pass
+  os._exit(status)  # pylint: disable=protected-access
 
 
 def exit_on_user_error(fn: Callable[[], None]) -> None:

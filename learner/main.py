@@ -27,6 +27,7 @@ def main(_):
     train.run_learner(FLAGS.root_dir, FLAGS.replay_server_address,
                       max_train_steps=FLAGS.max_train_steps,
                       server_timeout_s=FLAGS.server_timeout_s, stop_event=stop)
+    main_utils.exit_now(0)  # Everything is saved; see `train.RETIRED_ITERATORS`.
   main_utils.exit_on_user_error(_run)
 
 

@@ -33,6 +33,12 @@ from learner import priorities as priorities_lib
 
 CONNECTION_ERRORS = connection.CONNECTION_ERRORS
 
+# Replay iterators that lived through a lost server are kept here, never freed: freeing one
+# joins its Reverb worker threads, and a worker left on the lost server's stream never ends
+# (the learner hung at the end of `run_learner` after a server restart, in TensorFlow's
+# `~IteratorResource`). A process that ran `run_learner` ends with `main_utils.exit_now`.
+RETIRED_ITERATORS = []
+
 
 def make_strategy() -> tf.distribute.Strategy:
   """MirroredStrategy over every visible GPU, the default strategy where there is none."""
@@ -199,6 +205,7 @@ def run_learner(root_dir: str, server_address: str, max_train_steps: int = 0,
             break  # Stopping: the checkpoint below needs no server.
           raise
         push_trigger(int(train_step.numpy()), force_trigger=True)
+        RETIRED_ITERATORS.append(iterator)
         iterator = None
         continue
       step = int(train_step.numpy())
@@ -211,6 +218,8 @@ def run_learner(root_dir: str, server_address: str, max_train_steps: int = 0,
         last_log_step, last_log_time = step, now
   finally:
     watchdog.stop()  # Also when the loop raises, so that no deadline outlives the loop.
+    RETIRED_ITERATORS.append(iterator)
+    iterator = None
   final_step = int(train_step.numpy())
   storage_errors = []
   for trigger in learner.triggers:
@@ -230,6 +239,10 @@ def run_learner(root_dir: str, server_address: str, max_train_steps: int = 0,
     priority_writer.close()
     logging.info('learner: sent %d priority updates in %d calls (%d failed)',
                  priority_writer.sent_updates, priority_writer.sends, priority_writer.failures)
+  try:
+    learner.train_summary_writer.flush()  # The process may end without tearing down.
+  except Exception as e:  # pylint: disable=broad-except  (a full disk: the summaries are lost)
+    logging.warning('learner: final summary flush failed: %s', connection.first_line(e))
   if storage_errors:
     raise storage_errors[0]
   logging.info('%s at train step %d; checkpoint in %s', constants.LEARNER_STOPPED_LINE,
