@@ -96,6 +96,10 @@ def publish_status(client: reverb.Client, record: dict, timeout_s: float = 2.0) 
   """
   payload = json.dumps(dict(record, time=round(time.time(), 3)), sort_keys=True)
   try:
+    # Not while the server is away: a writer closed with its item unconfirmed is left to
+    # Reverb's stream worker, and an actor that did so every log interval through a server
+    # restart once aborted with a corrupted heap inside the next writer's `append`.
+    client.server_info(timeout=max(1, int(timeout_s)))
     writer = client.trajectory_writer(num_keep_alive_refs=1)
     try:
       writer.append([np.array(payload.encode(), dtype=object)])
