@@ -33,10 +33,11 @@ from learner import priorities as priorities_lib
 
 CONNECTION_ERRORS = connection.CONNECTION_ERRORS
 
-# Replay iterators that lived through a lost server are kept here, never freed: freeing one
-# joins its Reverb worker threads, and a worker left on the lost server's stream never ends
-# (the learner hung at the end of `run_learner` after a server restart, in TensorFlow's
-# `~IteratorResource`). A process that ran `run_learner` ends with `main_utils.exit_now`.
+# Every replay iterator `run_learner` is done with (dropped on a reconnect, or left when its loop
+# ends) is kept here, never freed. Freeing one joins its Reverb worker threads, and a worker
+# left on a lost server's stream never ends: the learner hung at the end of `run_learner`
+# after a server restart, in TensorFlow's `~IteratorResource`. Which iterator holds such a
+# worker cannot be told, so all are kept; the learner's main ends with `main_utils.exit_now`.
 RETIRED_ITERATORS = []
 
 
@@ -224,7 +225,7 @@ def run_learner(root_dir: str, server_address: str, max_train_steps: int = 0,
   storage_errors = []
   for trigger in learner.triggers:
     if trigger is push_trigger and connection.probe(server_address) is None:
-      # A push to a dead server blocks without a deadline; the checkpoint is already written.
+      # Said here, not as the push trigger's "retrying at the next interval": there is none.
       logging.warning('learner: replay server %s not answering; no final weight push',
                       server_address)
       continue
