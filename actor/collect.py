@@ -104,8 +104,12 @@ class Collector:
     self._time_step = self._env.reset()
     self._observer.reset()
 
-  def run(self, env_steps: int) -> int:
-    """Collects at least `env_steps` env steps (a whole batch at a time); returns the count."""
+  def run(self, env_steps: int, until_item: bool = False) -> int:
+    """Collects at least `env_steps` env steps (a whole batch at a time); returns the count.
+
+    With `until_item`, stops earlier, on the step that completed replay items (on-policy
+    agents check for new weights after every item).
+    """
     if self._time_step is None:
       self.reset()
     collected = 0
@@ -118,11 +122,13 @@ class Collector:
           step_type=time_step.step_type, observation=time_step.observation, action=action,
           policy_info=info, next_step_type=next_time_step.step_type,
           reward=next_time_step.reward, discount=next_time_step.discount)
-      self._observer.write(tf.nest.flatten(trajectory),
-                           time_step.step_type == ts.StepType.LAST)
+      created = self._observer.write(tf.nest.flatten(trajectory),
+                                     time_step.step_type == ts.StepType.LAST)
       collected += self.metrics.update(time_step.step_type, next_time_step.step_type,
                                        next_time_step.reward)
       time_step = self._time_step = next_time_step
+      if until_item and created:
+        break
     return collected
 
 
@@ -134,10 +140,12 @@ class _Stats:
     self.last_env_steps = 0
     self.last_time = time.monotonic()
     self.last_reset_seconds = 0.0
+    self.last_wait_seconds = 0.0
     self.policy_lag = 0
     self.pulls = 0
     self.rate = 0.0
     self.published_step = None  # Weights step of the last status record.
+    self.waiting_logged = False
 
   def record(self, task: int, weights_step: int) -> dict:
     """This actor's status record for the status table (`replay.publish_status`)."""
@@ -159,6 +167,11 @@ def run_actor(root_dir: str, server_address: str, task: int, max_env_steps: int 
     server_timeout_s: Deadline for reaching the server, at start and after it goes away.
     stop_event: Set to stop (SIGTERM/SIGINT in main).
     num_actors: Actors in the fleet (0: unknown); per-actor exploration schedules use it.
+
+  An on-policy agent (`agents.OnPolicy`) is collected as it needs: nothing before the first
+  weights arrive (its items must carry the log-probabilities of the policy being trained),
+  items written end to end with the train step of the weights as their priority, and a check
+  for newer weights after every item instead of every `variable_update_interval` steps.
 
   Returns:
     Env steps collected.
@@ -188,10 +201,11 @@ def run_actor(root_dir: str, server_address: str, task: int, max_env_steps: int 
   random_policy = inference.RandomPolicy(env.action_spec(),
                                          policy_client.specs.collect_data_spec.policy_info,
                                          config.num_envs, seed)
+  on_policy = policy_client.specs.on_policy is not None
   observer = replay.BatchedTrajectoryObserver(
       reverb.Client(server_address), config.num_envs, policy_client.specs.sequence_length,
       is_running=lambda: not stop_event.is_set(),
-      step_spec=policy_client.specs.collect_data_spec)
+      step_spec=policy_client.specs.collect_data_spec, end_to_end=on_policy)
   status_client = reverb.Client(server_address)
   summary_dir = os.path.join(root_dir, constants.ACTOR_DIR, str(task))
   ownership.own(summary_dir, f'actor with --task={task}')
@@ -203,8 +217,10 @@ def run_actor(root_dir: str, server_address: str, task: int, max_env_steps: int 
   collector = Collector(env, learned, random_policy, observer,
                         EpisodeMetrics(config.num_envs))
   logging.info('%s: collecting %d env(s) from %s into table %s (seed=%d, max_env_steps=%s, '
-               'policy inference: %s)', role, config.num_envs, server_address,
-               constants.REPLAY_TABLE, seed, max_env_steps or 'none', learned.description)
+               'policy inference: %s%s)', role, config.num_envs, server_address,
+               constants.REPLAY_TABLE, seed, max_env_steps or 'none', learned.description,
+               '; on-policy: items end to end, a weights check after each'
+               if on_policy else '')
 
   stats = _Stats()
   steps_since_pull = config.variable_update_interval  # Pull before the first run.
@@ -216,19 +232,23 @@ def run_actor(root_dir: str, server_address: str, task: int, max_env_steps: int 
       watchdog.beat()
       try:
         # Until the first weights arrive, look for them after every run (a cheap probe).
-        if steps_since_pull >= config.variable_update_interval or not collector.use_learned:
+        if (steps_since_pull >= config.variable_update_interval or not collector.use_learned
+            or on_policy):
           published = stats.published_step
-          if _pull(policy_client, collector, stats, observer):
+          if _pull(policy_client, collector, stats, observer, on_policy):
             learned.sync()
             # When new weights arrive, so that the status view's policy lag is the lag of the
             # weights in use (a pull of the same weights, every few ms on CartPole, needs none).
             if policy_client.train_step != published:
               replay.publish_status(status_client, stats.record(task, policy_client.train_step))
           steps_since_pull = 0
+        if on_policy and not collector.use_learned:
+          _wait_for_first_weights(role, stop_event, stats)
+          continue
         budget = config.steps_per_run
         if max_env_steps:
           budget = min(budget, max_env_steps - stats.env_steps)
-        collected = collector.run(budget)
+        collected = collector.run(budget, until_item=on_policy)
         stats.env_steps += collected
         steps_since_pull += collected
       except CONNECTION_ERRORS as e:
@@ -239,7 +259,8 @@ def run_actor(root_dir: str, server_address: str, task: int, max_env_steps: int 
         steps_since_pull = config.variable_update_interval
         continue
       if time.monotonic() - last_log >= config.log_interval_s:
-        _log(collector.metrics, env, policy_client, summary_writer, stats, role, summary_faults)
+        _log(collector.metrics, env, policy_client, summary_writer, stats, role, summary_faults,
+             observer)
         replay.publish_status(status_client, stats.record(task, policy_client.train_step))
         last_log = time.monotonic()
   finally:
@@ -256,16 +277,31 @@ def run_actor(root_dir: str, server_address: str, task: int, max_env_steps: int 
     pass
   observer.close()
   env.close()
-  _log(collector.metrics, env, policy_client, summary_writer, stats, role, summary_faults)
+  _log(collector.metrics, env, policy_client, summary_writer, stats, role, summary_faults,
+       observer)
   summary_writer.flush()
   logging.info('%s: %s after %d env steps', constants.ACTOR_STOPPED_LINE, role,
                stats.env_steps)
   return stats.env_steps
 
 
+def _wait_for_first_weights(role: str, stop_event: threading.Event, stats: _Stats,
+                            poll_s: float = 0.5) -> None:
+  """One poll interval of an on-policy actor's wait for the learner's first weights (logged
+  once); the caller's loop beats the watchdog and pulls again."""
+  if not stats.waiting_logged:
+    logging.info('%s: waiting for the learner\'s first weights (an on-policy agent never '
+                 'collects with the random policy)', role)
+    stats.waiting_logged = True
+  stop_event.wait(poll_s)
+
+
 def _pull(policy_client: PolicyClient, collector: Collector, stats: _Stats,
-          observer: replay.BatchedTrajectoryObserver) -> bool:
-  """Pulls the newest weights; returns whether any arrived."""
+          observer: replay.BatchedTrajectoryObserver, on_policy: bool = False) -> bool:
+  """Pulls the newest weights; returns whether any arrived.
+
+  For an on-policy agent, new items then carry the weights' train step as their priority.
+  """
   previous = policy_client.train_step
   step = policy_client.pull()
   if step is None:
@@ -273,6 +309,8 @@ def _pull(policy_client: PolicyClient, collector: Collector, stats: _Stats,
   stats.pulls += 1
   if policy_client.max_priority is not None:
     observer.priority = policy_client.max_priority
+  if on_policy:
+    observer.priority = float(step)
   if previous >= 0:
     stats.policy_lag = step - previous
   if not collector.use_learned:
@@ -283,8 +321,12 @@ def _pull(policy_client: PolicyClient, collector: Collector, stats: _Stats,
 
 def _log(metrics: EpisodeMetrics, env: vector_env.VectorEnv, policy_client: PolicyClient,
          summary_writer, stats: _Stats, role: str,
-         summary_faults: storage.SummaryFaults) -> None:
+         summary_faults: storage.SummaryFaults,
+         observer: Optional[replay.BatchedTrajectoryObserver] = None) -> None:
   """Logs and summarizes the interval since the last call.
+
+  `queue_wait` (on-policy agents) is the share of the interval's wall time the actor waited for
+  the replay queue to take its items, i.e. for the learner to take a batch.
 
   `env_resets` is the share of the interval's wall time spent resetting environments: a policy
   that ends episodes early (an untrained Minitaur falls within tens of steps, and each reset
@@ -297,23 +339,31 @@ def _log(metrics: EpisodeMetrics, env: vector_env.VectorEnv, policy_client: Poli
   reset_share = (env.reset_seconds - stats.last_reset_seconds) / elapsed
   stats.last_env_steps, stats.last_time = stats.env_steps, now
   stats.last_reset_seconds = env.reset_seconds
+  wait_share = None
+  if observer is not None and policy_client.specs.on_policy is not None:
+    wait_share = (observer.wait_seconds - stats.last_wait_seconds) / elapsed
+    stats.last_wait_seconds = observer.wait_seconds
   average_return = metrics.average_return
   weights_step = policy_client.train_step
   resets = f' env_resets={100 * reset_share:.0f}%' if env.uses_gym_directly else ''
+  if wait_share is not None:
+    resets += f' queue_wait={100 * wait_share:.0f}%'
   logging.info('%s: env_steps=%d env_steps/s=%.0f episodes=%d avg_return=%.2f '
                'weights_step=%d policy_lag=%d%s', role, stats.env_steps, rate,
                metrics.episodes, average_return, weights_step, stats.policy_lag, resets)
   try:
     _summarize(summary_writer, env, metrics, stats, rate, reset_share, average_return,
-               weights_step)
+               weights_step, wait_share)
   except Exception as e:  # pylint: disable=broad-except
     if not summary_faults.handle(e):
       raise
 
 
 def _summarize(summary_writer, env, metrics, stats, rate, reset_share, average_return,
-               weights_step) -> None:
+               weights_step, wait_share=None) -> None:
   with summary_writer.as_default():
+    if wait_share is not None:
+      tf.summary.scalar('actor/queue_wait_time_share', wait_share, step=stats.env_steps)
     if env.uses_gym_directly:
       tf.summary.scalar('actor/env_reset_time_share', reset_share, step=stats.env_steps)
     tf.summary.scalar('actor/env_steps_per_sec', rate, step=stats.env_steps)

@@ -165,7 +165,7 @@ def run_eval(root_dir: str, server_address: str, max_evals: int = 0,
         greedy.sync()  # The pulled weights, for a NumPy policy.
         average_return, average_length = evaluate_policy(env, greedy, eval_config.num_episodes)
         info = policy_client.server_info = connection.probe(server_address)
-        env_steps = replay.inserted_items(info[constants.REPLAY_TABLE]) if info else -1
+        env_steps = replay.inserted_env_steps(info[constants.REPLAY_TABLE]) if info else -1
       except CONNECTION_ERRORS as e:
         policy_client.reconnect(e)
         continue

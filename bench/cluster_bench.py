@@ -42,7 +42,7 @@ def _inserted(address: str):
   info = connection.probe(address, timeout_s=2)
   if not info:
     return None
-  return replay.inserted_items(info[constants.REPLAY_TABLE])
+  return replay.inserted_env_steps(info[constants.REPLAY_TABLE])
 
 
 def _cpu_seconds():

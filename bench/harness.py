@@ -174,7 +174,7 @@ class ReplayServer:
   def inserted(self) -> int:
     from common import constants  # pylint: disable=g-import-not-at-top
     from common import replay  # pylint: disable=g-import-not-at-top
-    return replay.inserted_items(self.client.server_info()[constants.REPLAY_TABLE])
+    return replay.inserted_env_steps(self.client.server_info()[constants.REPLAY_TABLE])
 
   def size(self) -> int:
     from common import constants  # pylint: disable=g-import-not-at-top

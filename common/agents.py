@@ -1,10 +1,11 @@
 """The agent seam: what an agent builder declares, and what every role takes from it.
 
-An algorithm is one gin-configurable builder function (in `q_agents` or `actor_critic_agents`)
+An algorithm is one gin-configurable builder function (in `q_agents`, `actor_critic_agents` or
+`on_policy_agents`)
 and one gin file that selects it with `make_agent.agent_fn = @<builder>`. A builder is called as
 `builder(time_step_spec, action_spec, train_step, actor)` and returns an `AgentBuild`: the
-TF-Agents agent, the replay item length it trains on, and how to read one priority per sampled
-item from its train step. No role names an algorithm: the replay server, the actors, eval and the
+TF-Agents agent, the replay item length it trains on, how to read one priority per sampled
+item from its train step, and, for an on-policy agent, how it consumes its data (`OnPolicy`). No role names an algorithm: the replay server, the actors, eval and the
 learner all go through `make_agent` and `builders`.
 """
 
@@ -41,6 +42,37 @@ class ActorSlot:
 
 
 @dataclasses.dataclass(frozen=True)
+class OnPolicy:
+  """How an on-policy agent's data is written, kept and consumed.
+
+  An on-policy agent changes what every role does with replay:
+  - the replay table is a queue (Fifo sampler and remover, each item sampled once, inserts held
+    while it is full) of `capacity(batch)` items;
+  - actors write fixed-length items of `sequence_length` steps with stride `sequence_length`
+    (across episode ends, which the agent masks), never collect with the random policy, give
+    each item the train step of the weights that produced it as its priority (its policy
+    version), and check for newer weights after every item;
+  - the learner gathers `LearnerConfig.batch_size` items of at most `max_policy_lag` versions
+    back, drops the others and counts them, runs `num_epochs` epochs over the batch, and pushes
+    the weights after every iteration.
+
+  Attributes:
+    num_epochs: Passes over each gathered batch (TF-Agents' `PPOLearner`).
+    minibatch_size: Steps per train step; None trains on whole items (recurrent networks).
+    max_policy_lag: Versions (learner iterations) an item may be behind the learner's weights;
+      0 is strictly on-policy.
+  """
+  num_epochs: int
+  minibatch_size: Optional[int]
+  max_policy_lag: int
+
+  def capacity(self, batch_size: int) -> int:
+    """Queue size: one batch per version the learner accepts, so collection never stops for
+    lack of room while the learner trains on data it will still take."""
+    return batch_size * (1 + self.max_policy_lag)
+
+
+@dataclasses.dataclass(frozen=True)
 class AgentBuild:
   """What an agent builder declares for the roles.
 
@@ -54,11 +86,13 @@ class AgentBuild:
       computes new priorities.
     single_replica_reason: Set when `agent.train` cannot run replicated (MirroredStrategy over
       several devices); the learner then refuses more than one replica with this reason.
+    on_policy: Set for an on-policy agent (PPO): how its items are written and consumed.
   """
   agent: object
   sequence_length: int
-  td_errors: Callable[[object], tf.Tensor]
+  td_errors: Optional[Callable[[object], tf.Tensor]]
   single_replica_reason: Optional[str] = None
+  on_policy: Optional[OnPolicy] = None
 
 
 class TdErrorRecorder:
@@ -169,7 +203,8 @@ _BUILDER_INPUTS = ('time_step_spec', 'action_spec', 'train_step', 'actor')
 # it must be). A name may meet several.
 _RANGES = (
     (lambda n: n.endswith('learning_rate'), lambda v: 0 < v < math.inf, 'must be > 0'),
-    (lambda n: n == 'gamma', lambda v: 0 <= v <= 1, 'must be in [0, 1]'),
+    (lambda n: n in ('gamma', 'discount_factor', 'lambda_value'), lambda v: 0 <= v <= 1,
+     'must be in [0, 1]'),
     (lambda n: n.endswith('tau'), lambda v: 0 < v <= 1, 'must be in (0, 1]'),
     (lambda n: n.endswith('_period'), lambda v: v >= 1, 'must be >= 1'),
     (lambda n: n == 'epsilon_greedy', lambda v: 0 <= v <= 1, 'must be in [0, 1]'),
@@ -276,4 +311,5 @@ def variables_signature(variables):
 
 # Registers the builders with gin (they import this module's seam).
 from common import actor_critic_agents  # pylint: disable=g-import-not-at-top,unused-import,wrong-import-position
+from common import on_policy_agents  # pylint: disable=g-import-not-at-top,unused-import,wrong-import-position
 from common import q_agents  # pylint: disable=g-import-not-at-top,unused-import,wrong-import-position

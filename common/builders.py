@@ -33,6 +33,7 @@ class Specs:
     replay_signature: Of one replay item (collect_data_spec with a time dimension).
     variables_signature: Of the variable-table item ({policy_variables, train_step} and, with
       prioritized replay, max_priority).
+    on_policy: The agent's `agents.OnPolicy` for an on-policy agent, else None.
   """
   time_step_spec: object
   action_spec: object
@@ -41,6 +42,7 @@ class Specs:
   prioritized: bool
   replay_signature: object
   variables_signature: object
+  on_policy: Optional[agents.OnPolicy] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,7 +75,8 @@ def build(replay_config: ReplayConfig, train_step=None,
     actor: The collect actor building it (its exploration may depend on it), or None.
 
   Raises:
-    UserError: `ReplayConfig.sequence_length` contradicts the agent's item length.
+    UserError: `ReplayConfig.sequence_length` contradicts the agent's item length, or an
+      on-policy agent is given prioritized replay or a samples-per-insert limiter.
   """
   time_step_spec, action_spec = environments.environment_specs()
   if train_step is None:
@@ -85,6 +88,13 @@ def build(replay_config: ReplayConfig, train_step=None,
         f'ReplayConfig.sequence_length={replay_config.sequence_length}, but this agent trains '
         f'on {length}-step items (n_step_update + 1 for the DQN family): bind '
         f'ReplayConfig.sequence_length = {length}, or leave it unbound')
+  on_policy = agent_build.on_policy
+  if on_policy is not None and (replay_config.prioritized
+                                or replay_config.samples_per_insert is not None):
+    raise UserError(
+        'this agent is on-policy: it consumes each item once from a queue, in the order written, '
+        'so ReplayConfig.prioritized and ReplayConfig.samples_per_insert cannot apply: remove '
+        'those bindings')
   agent = agent_build.agent
   max_priority = None
   if replay_config.prioritized:
@@ -97,7 +107,8 @@ def build(replay_config: ReplayConfig, train_step=None,
       sequence_length=length,
       prioritized=replay_config.prioritized,
       replay_signature=replay.replay_signature(agent.collect_data_spec, length),
-      variables_signature=agents.variables_signature(variables))
+      variables_signature=agents.variables_signature(variables),
+      on_policy=on_policy)
   return Build(agent=agent, specs=specs, variables=variables, td_errors=agent_build.td_errors,
                max_priority=max_priority,
                single_replica_reason=agent_build.single_replica_reason)
@@ -110,10 +121,19 @@ def make_agent_and_specs(replay_config: ReplayConfig, train_step=None,
   return built.agent, built.specs
 
 
-def make_tables(specs: Specs, replay_config: ReplayConfig):
-  """The replay table, the variable table and the status table, in that order."""
+def make_tables(specs: Specs, replay_config: ReplayConfig, batch_size: int = 0):
+  """The replay table, the variable table and the status table, in that order.
+
+  `batch_size` is `LearnerConfig.batch_size`; it sizes an on-policy agent's queue.
+  """
+  if specs.on_policy is not None:
+    queue = replay.make_queue_table(specs.collect_data_spec, specs.sequence_length,
+                                    specs.on_policy.capacity(batch_size))
+  else:
+    queue = replay.make_replay_table(specs.collect_data_spec, replay_config,
+                                     specs.sequence_length)
   return [
-      replay.make_replay_table(specs.collect_data_spec, replay_config, specs.sequence_length),
+      queue,
       replay.make_variable_table(specs.variables_signature),
       replay.make_status_table(),
   ]

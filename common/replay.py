@@ -60,6 +60,19 @@ def make_replay_table(collect_data_spec, config: ReplayConfig,
       signature=replay_signature(collect_data_spec, sequence_length))
 
 
+def make_queue_table(collect_data_spec, sequence_length: int, capacity: int) -> reverb.Table:
+  """An on-policy agent's replay table: a queue of `capacity` items, each sampled once.
+
+  Reverb's queue: Fifo sampler and remover, `max_times_sampled=1`, and a `Queue` rate limiter
+  that holds inserts while `capacity` items wait and holds samples while none does.
+  """
+  if capacity < 1:
+    raise UserError(f'the on-policy queue would hold {capacity} items: bind a positive '
+                    'LearnerConfig.batch_size')
+  return reverb.Table.queue(name=constants.REPLAY_TABLE, max_size=capacity,
+                            signature=replay_signature(collect_data_spec, sequence_length))
+
+
 def make_variable_table(signature) -> reverb.Table:
   """The variable table: one item, replaced by each push (ReverbVariableContainer contract)."""
   return reverb.Table(
@@ -162,7 +175,8 @@ class BatchedTrajectoryObserver:
 
   def __init__(self, py_client: reverb.Client, num_envs: int, sequence_length: int,
                table: str = constants.REPLAY_TABLE, max_pending_items: int = 32,
-               is_running: Callable[[], bool] = lambda: True, step_spec=None):
+               is_running: Callable[[], bool] = lambda: True, step_spec=None,
+               end_to_end: bool = False):
     """
     Args:
       py_client: Client of the replay server.
@@ -173,7 +187,10 @@ class BatchedTrajectoryObserver:
       is_running: Polled every second while `write` waits; the wait ends when it is False.
       step_spec: The spec nest of one step (the agent's collect data spec); if given, every
         `write` checks its columns against it.
+      end_to_end: Write consecutive items across episode ends (on-policy agents).
     """
+    self._end_to_end = end_to_end
+    self.wait_seconds = 0.0  # Time `write` waited for the server to take items.
     self._client = py_client
     self._is_running = is_running
     self._max_pending = max_pending_items
@@ -248,8 +265,13 @@ class BatchedTrajectoryObserver:
         writer.CreateItem(self._table, self.priority, [list(cells) for cells in zip(*recent)],
                           [False] * len(flat_columns))
         created += 1
+        if self._end_to_end:
+          self._cached[i] = 0
+          self._wait_for_server(self._writers[i], pending=0)
+          self._since_check[i] = 0
+          continue
       self._since_check[i] += 1
-      if boundary[i]:
+      if boundary[i] and not self._end_to_end:
         self._cached[i] = 0  # The next item starts with the next episode's steps.
       if boundary[i] or self._since_check[i] >= self._check_interval:
         self._wait_for_server(self._writers[i])
@@ -273,21 +295,24 @@ class BatchedTrajectoryObserver:
             f'{shape[0]} environments: the batch does not match ActorConfig.num_envs; nothing '
             'of it was written')
 
-  def _wait_for_server(self, writer) -> None:
-    """Returns at once unless over half of max_pending items wait; else waits, logging, stoppable."""
+  def _wait_for_server(self, writer, pending: Optional[int] = None) -> None:
+    """Returns once at most `pending` (default: half of max_pending) items are unconfirmed;
+    waits, logging every 10 s, until then or until `is_running()` is False."""
+    pending = self._max_pending - self._check_interval if pending is None else pending
     start = last_log = time.monotonic()
-    while self._is_running():
-      try:
-        writer.flush(block_until_num_items=self._max_pending - self._check_interval,
-                     timeout_ms=1000)
-        return
-      except reverb.errors.DeadlineExceededError:
-        if time.monotonic() - last_log >= 10:
-          logging.info('replay writer: %d+ items unconfirmed for %.0f s (the table\'s rate '
-                       'limiter holds inserts); waiting',
-                       self._max_pending - self._check_interval,
-                       time.monotonic() - start)
-          last_log = time.monotonic()
+    try:
+      while self._is_running():
+        try:
+          writer.flush(block_until_num_items=pending, timeout_ms=1000)
+          return
+        except reverb.errors.DeadlineExceededError:
+          if time.monotonic() - last_log >= 10:
+            logging.info('replay writer: %d+ items unconfirmed for %.0f s (the table\'s rate '
+                         'limiter holds inserts); waiting', pending + 1,
+                         time.monotonic() - start)
+            last_log = time.monotonic()
+    finally:
+      self.wait_seconds += time.monotonic() - start
 
   def __call__(self, trajectory) -> None:
     """Writes a (batched when num_envs > 1) Trajectory nest."""
@@ -339,6 +364,16 @@ def table_state(info) -> str:
           f'{rl.min_size_to_sample} allowed_error=[{rl.min_diff:g}, {rl.max_diff:g}]')
 
 
-def inserted_items(info) -> int:
-  """Items ever inserted into a table (env steps collected, for sequence tables)."""
-  return int(info.rate_limiter_info.insert_stats.completed)
+def inserted_env_steps(info) -> int:
+  """Env steps ever written to the replay table, from its info (`server_info()`).
+
+  An off-policy table gets one item per env step (its items overlap, stride 1); the on-policy
+  queue, the only table whose items are sampled once, gets items end to end, so each insert is
+  as many env steps as its items have (the signature's time dimension).
+  """
+  items = int(info.rate_limiter_info.insert_stats.completed)
+  if info.max_times_sampled == 1 and info.signature is not None:
+    shape = tf.nest.flatten(info.signature)[0].shape
+    if shape.rank:
+      return items * int(shape[0])
+  return items

@@ -349,7 +349,7 @@ class FleetController:
     except Exception:  # pylint: disable=broad-except  (down or restarting: no figures now)
       info = None
     table = info.get(constants.REPLAY_TABLE) if info else None
-    self._table = ((int(table.current_size), replay.inserted_items(table))
+    self._table = ((int(table.current_size), replay.inserted_env_steps(table))
                    if table is not None else (None, None))
     handle = self._roles.get('eval')
     if handle is not None:

@@ -127,7 +127,7 @@ class StatusLine:
       info = connection.probe(self._address, timeout_s=1)
       table = info.get(constants.REPLAY_TABLE) if info else None
       size = table.current_size if table is not None else None
-      inserted = replay.inserted_items(table) if table is not None else None
+      inserted = replay.inserted_env_steps(table) if table is not None else None
       rows = eval_log.read_csv(self._eval_csv)
       last_eval = rows[-1] if rows else None
     now = self._clock()

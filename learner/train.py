@@ -29,6 +29,7 @@ from learner import agent_record
 from learner import compiled_learner
 from learner import divergence
 from learner import export
+from learner import on_policy as on_policy_lib
 from learner import priorities as priorities_lib
 
 CONNECTION_ERRORS = connection.CONNECTION_ERRORS
@@ -111,7 +112,12 @@ def run_learner(root_dir: str, server_address: str, max_train_steps: int = 0,
     raise UserError(f'{built.single_replica_reason}, so this agent cannot train on '
                     f'{strategy.num_replicas_in_sync} replicas: give the learner one GPU '
                     '(CUDA_VISIBLE_DEVICES=0) or pick another agent')
-  make_iterator = _iterator_fn(strategy, server_address, specs, learner_config, replay_config)
+  if specs.on_policy is not None:
+    timeout_ms = int(learner_config.rate_limiter_timeout_s * 1000)
+    make_iterator = lambda: on_policy_lib.make_item_iterator(
+        server_address, constants.REPLAY_TABLE, specs.replay_signature, timeout_ms)
+  else:
+    make_iterator = _iterator_fn(strategy, server_address, specs, learner_config, replay_config)
 
   is_running = lambda: not stop_event.is_set()
   connection.connect(server_address, server_timeout_s, 'learner', specs, is_running)
@@ -130,16 +136,31 @@ def run_learner(root_dir: str, server_address: str, max_train_steps: int = 0,
   learning_rates = agent_record.configured_learning_rates(agent)
   finite = divergence.FiniteCheck(
       agent.variables, os.path.join(learner_dir, agent_record.CHECKPOINT_SUBDIR))
-  learner = compiled_learner.CompiledLearner(
-      learner_dir, train_step, agent,
-      experience_dataset_fn=None,
-      checkpoint_interval=learner_config.checkpoint_interval,
-      summary_interval=learner_config.summary_interval,
-      max_checkpoints_to_keep=learner_config.max_checkpoints_to_keep,
-      strategy=strategy, use_xla=learner_config.use_xla,
-      prioritized_step=prioritized_step,
-      on_priorities=priority_writer.submit if priority_writer else None,
-      save_guard=finite)
+  push_interval = learner_config.push_interval
+  if specs.on_policy is not None:
+    learner = on_policy_lib.OnPolicyTrainer(
+        learner_dir, train_step, agent, specs.on_policy, learner_config.batch_size,
+        specs.sequence_length, strategy,
+        checkpoint_interval=learner_config.checkpoint_interval,
+        summary_interval=learner_config.summary_interval,
+        max_checkpoints_to_keep=learner_config.max_checkpoints_to_keep,
+        save_guard=finite, use_xla=learner_config.use_xla)
+    push_interval = 1  # After every iteration: actors must not collect with stale weights.
+    logging.info('learner: on-policy; %d items of %d steps per iteration, %d train steps each, '
+                 'items up to %d iteration(s) behind the weights', learner_config.batch_size,
+                 specs.sequence_length, learner.steps_per_iteration,
+                 specs.on_policy.max_policy_lag)
+  else:
+    learner = compiled_learner.CompiledLearner(
+        learner_dir, train_step, agent,
+        experience_dataset_fn=None,
+        checkpoint_interval=learner_config.checkpoint_interval,
+        summary_interval=learner_config.summary_interval,
+        max_checkpoints_to_keep=learner_config.max_checkpoints_to_keep,
+        strategy=strategy, use_xla=learner_config.use_xla,
+        prioritized_step=prioritized_step,
+        on_priorities=priority_writer.submit if priority_writer else None,
+        save_guard=finite)
   agent_record.apply_learning_rates(agent, learning_rates)
   summary_faults = storage.SummaryFaults('learner', os.path.join(learner_dir, 'train'))
   summary_faults.wrap(learner.train_summary_writer)
@@ -155,7 +176,7 @@ def run_learner(root_dir: str, server_address: str, max_train_steps: int = 0,
                                  guard=finite),
       triggers.StepPerSecondLogTrigger(train_step, interval=learner_config.log_interval),
   ])
-  push_trigger = _PushTrigger(variable_client, learner_config.push_interval, start_step,
+  push_trigger = _PushTrigger(variable_client, push_interval, start_step,
                               built.max_priority, priority_writer, guard=finite,
                               watch=push_watch)
   learner.triggers.append(push_trigger)
@@ -213,14 +234,17 @@ def run_learner(root_dir: str, server_address: str, max_train_steps: int = 0,
       finite(step, float(loss_info.loss))
       if step - last_log_step >= learner_config.log_interval:
         now = time.monotonic()
-        logging.info('learner: train_step=%d steps/s=%.1f loss=%.4f', step,
+        logging.info('learner: train_step=%d steps/s=%.1f loss=%.4f%s', step,
                      (step - last_log_step) / max(now - last_log_time, 1e-9),
-                     float(loss_info.loss))
+                     float(loss_info.loss),
+                     ' ' + learner.interval_line() if specs.on_policy is not None else '')
         last_log_step, last_log_time = step, now
   finally:
     watchdog.stop()  # Also when the loop raises, so that no deadline outlives the loop.
     RETIRED_ITERATORS.append(iterator)
     iterator = None
+    if specs.on_policy is not None:
+      learner.close()
   final_step = int(train_step.numpy())
   storage_errors = []
   for trigger in learner.triggers:

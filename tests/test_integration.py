@@ -31,7 +31,7 @@ from tests.conftest import wait_until
 
 def _inserted(address):
   info = reverb.Client(address).server_info()[constants.REPLAY_TABLE]
-  return replay.inserted_items(info)
+  return replay.inserted_env_steps(info)
 
 
 def _fresh_variables():

@@ -1,0 +1,103 @@
+"""On-policy agent builders: PPO (the clipped objective of Schulman et al., 2017).
+
+A builder of the seam in `agents` (select it with `make_agent.agent_fn = @ppo_agent`). Its
+`AgentBuild.on_policy` tells every role that the data is consumed once, by the weights that
+produced it (`agents.OnPolicy`). The agent is TF-Agents' `PPOClipAgent` set up as TF-Agents'
+`PPOLearner` needs it: values and advantages computed before training
+(`agent.preprocess_sequence`, so that minibatches of single steps can be shuffled) and the
+normalizers updated by the learner from each gathered batch, not inside `agent.train`.
+"""
+
+from typing import Optional, Sequence
+
+import gin
+import tensorflow as tf
+from tf_agents.agents.ppo import ppo_clip_agent
+from tf_agents.networks import actor_distribution_network
+from tf_agents.networks import value_network
+
+from common import agents
+from common.errors import UserError
+
+
+def _check_positive(name: str, value: int) -> None:
+  if value < 1:
+    raise UserError(f'ppo_agent.{name}={value} must be >= 1: bind a positive value in the gin '
+                    'file')
+
+
+@gin.configurable(module='common')
+def ppo_agent(time_step_spec, action_spec, train_step,
+              actor: Optional[agents.ActorSlot] = None,
+              actor_fc_layer_params: Sequence[int] = (64, 64),
+              value_fc_layer_params: Sequence[int] = (64, 64),
+              learning_rate: float = 3e-4,
+              collect_sequence_length: int = 128,
+              num_epochs: int = 10,
+              minibatch_size: Optional[int] = 64,
+              max_policy_lag: int = 1,
+              importance_ratio_clipping: float = 0.2,
+              lambda_value: float = 0.95,
+              discount_factor: float = 0.99,
+              entropy_regularization: float = 0.0,
+              value_pred_loss_coef: float = 0.5,
+              gradient_clipping: Optional[float] = 0.5,
+              normalize_observations: bool = True,
+              normalize_rewards: bool = True) -> agents.AgentBuild:
+  """PPOClipAgent over an ActorDistributionNetwork and a ValueNetwork (tanh), with Adam, GAE
+  and TD(lambda) returns; discrete or continuous actions.
+
+  Args:
+    collect_sequence_length: Env steps per replay item (actors write items end to end, across
+      episode ends, which PPO masks).
+    num_epochs: Passes over each gathered batch.
+    minibatch_size: Single steps per train step, shuffled; None trains on whole items.
+    max_policy_lag: Learner iterations an item's weights may be behind; 0 is strictly
+      on-policy (`agents.OnPolicy`).
+    importance_ratio_clipping: The clip range epsilon of the probability ratio.
+    lambda_value: GAE's lambda.
+    normalize_observations, normalize_rewards: Running normalizers, updated by the learner
+      from each gathered batch; the observation normalizer travels with the policy weights.
+  """
+  del actor  # Every actor explores by sampling the same stochastic policy.
+  for name, value in (('collect_sequence_length', collect_sequence_length),
+                      ('num_epochs', num_epochs)):
+    _check_positive(name, value)
+  if collect_sequence_length < 2:
+    raise UserError(f'ppo_agent.collect_sequence_length={collect_sequence_length} must be >= 2: '
+                    'advantages need a next step to bootstrap from')
+  if minibatch_size is not None:
+    _check_positive('minibatch_size', minibatch_size)
+  if max_policy_lag < 0:
+    raise UserError(f'ppo_agent.max_policy_lag={max_policy_lag} must be >= 0 (0: strictly '
+                    'on-policy)')
+  actor_net = actor_distribution_network.ActorDistributionNetwork(
+      time_step_spec.observation, action_spec, fc_layer_params=tuple(actor_fc_layer_params),
+      activation_fn=tf.keras.activations.tanh)
+  value_net = value_network.ValueNetwork(
+      time_step_spec.observation, fc_layer_params=tuple(value_fc_layer_params),
+      activation_fn=tf.keras.activations.tanh)
+  agent = ppo_clip_agent.PPOClipAgent(
+      time_step_spec, action_spec,
+      optimizer=tf.keras.optimizers.Adam(learning_rate=learning_rate, epsilon=1e-5),
+      actor_net=actor_net,
+      value_net=value_net,
+      greedy_eval=True,
+      importance_ratio_clipping=importance_ratio_clipping,
+      lambda_value=lambda_value,
+      discount_factor=discount_factor,
+      entropy_regularization=entropy_regularization,
+      value_pred_loss_coef=value_pred_loss_coef,
+      gradient_clipping=gradient_clipping,
+      num_epochs=1,  # The learner's epochs (PPOLearner), each over shuffled minibatches.
+      use_gae=True,
+      use_td_lambda_return=True,
+      normalize_rewards=normalize_rewards,
+      normalize_observations=normalize_observations,
+      compute_value_and_advantage_in_train=False,
+      update_normalizers_in_train=False,
+      train_step_counter=train_step)
+  return agents.AgentBuild(
+      agent, collect_sequence_length, td_errors=None,
+      on_policy=agents.OnPolicy(num_epochs=num_epochs, minibatch_size=minibatch_size,
+                                max_policy_lag=max_policy_lag))
