@@ -223,6 +223,7 @@ def run_actor(root_dir: str, server_address: str, task: int, max_env_steps: int 
                if on_policy else '')
 
   stats = _Stats()
+  started = time.monotonic()
   steps_since_pull = config.variable_update_interval  # Pull before the first run.
   last_log = time.monotonic()
   watchdog = watchdog_lib.Watchdog(role, server_address, deadline_s=server_timeout_s,
@@ -280,8 +281,12 @@ def run_actor(root_dir: str, server_address: str, task: int, max_env_steps: int 
   _log(collector.metrics, env, policy_client, summary_writer, stats, role, summary_faults,
        observer)
   summary_writer.flush()
-  logging.info('%s: %s after %d env steps', constants.ACTOR_STOPPED_LINE, role,
-               stats.env_steps)
+  waited = ''
+  if on_policy:
+    waited = (f' (waited {100 * observer.wait_seconds / max(time.monotonic() - started, 1e-9):.1f}%'
+              ' of its time for the queue to take its items)')
+  logging.info('%s: %s after %d env steps%s', constants.ACTOR_STOPPED_LINE, role,
+               stats.env_steps, waited)
   return stats.env_steps
 
 

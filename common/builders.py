@@ -16,6 +16,7 @@ from tf_agents.utils import common as tfa_common
 from common import agents
 from common import environments
 from common import replay
+from common.config import LearnerConfig
 from common.config import ReplayConfig
 from common.errors import UserError
 
@@ -121,14 +122,14 @@ def make_agent_and_specs(replay_config: ReplayConfig, train_step=None,
   return built.agent, built.specs
 
 
-def make_tables(specs: Specs, replay_config: ReplayConfig, batch_size: int = 0):
+def make_tables(specs: Specs, replay_config: ReplayConfig):
   """The replay table, the variable table and the status table, in that order.
 
-  `batch_size` is `LearnerConfig.batch_size`; it sizes an on-policy agent's queue.
+  An on-policy agent's replay table is its queue, sized by `LearnerConfig.batch_size` (gin).
   """
   if specs.on_policy is not None:
     queue = replay.make_queue_table(specs.collect_data_spec, specs.sequence_length,
-                                    specs.on_policy.capacity(batch_size))
+                                    specs.on_policy.capacity(LearnerConfig().batch_size))
   else:
     queue = replay.make_replay_table(specs.collect_data_spec, replay_config,
                                      specs.sequence_length)

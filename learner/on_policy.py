@@ -119,7 +119,8 @@ class OnPolicyTrainer(ppo_learner.PPOLearner):
     self._pending: List[tuple] = []
     self.gathered = self.dropped = 0
     self.wait_seconds = self.train_seconds = 0.0
-    self._last = (0, 0, 0.0, 0.0, time.monotonic())
+    self._started = time.monotonic()
+    self._last = (0, 0, 0.0, 0.0, self._started)
 
   # The Learner's surface, as `run_learner` uses it.
   @property
@@ -134,6 +135,7 @@ class OnPolicyTrainer(ppo_learner.PPOLearner):
   def train_step(self):
     return self._generic_learner.train_step
 
+  @tf.autograph.experimental.do_not_convert
   def _dataset(self, batches: queue.Queue) -> tf.data.Dataset:
     """One queued batch, when `PPOLearner`'s pipeline asks for it (it may ask ahead)."""
 
@@ -164,6 +166,9 @@ class OnPolicyTrainer(ppo_learner.PPOLearner):
       start = time.monotonic()
       try:
         sample = next(iterator)
+      except StopIteration:  # Eagerly, the rate-limiter timeout ends the iterator so.
+        raise tf.errors.OutOfRangeError(None, None, 'no replay item within the rate-limiter '
+                                        'timeout') from None
       finally:
         self.wait_seconds += time.monotonic() - start
       version = float(sample.info.priority.numpy())
@@ -206,6 +211,13 @@ class OnPolicyTrainer(ppo_learner.PPOLearner):
             f'epochs={100 * (self.train_seconds - train) / elapsed:.0f}%')
     self._last = (self.gathered, self.dropped, self.wait_seconds, self.train_seconds, now)
     return line
+
+  def totals_line(self) -> str:
+    """Items, drops and time shares since start, for the learner's stop line."""
+    elapsed = max(time.monotonic() - self._started, 1e-9)
+    return (f'{self.gathered} items trained on, {self.dropped} dropped as stale; of '
+            f'{elapsed:.1f} s, data_wait={100 * self.wait_seconds / elapsed:.1f}% '
+            f'epochs={100 * self.train_seconds / elapsed:.1f}%')
 
   def close(self) -> None:
     """Ends the pipeline's waits for batches that will not come."""

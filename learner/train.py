@@ -245,6 +245,7 @@ def run_learner(root_dir: str, server_address: str, max_train_steps: int = 0,
     iterator = None
     if specs.on_policy is not None:
       learner.close()
+      logging.info('learner: on-policy: %s', learner.totals_line())
   final_step = int(train_step.numpy())
   storage_errors = []
   for trigger in learner.triggers:

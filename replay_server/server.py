@@ -33,8 +33,7 @@ class ReplayServer:
     """
     check_port_free(port)
     _, specs = builders.make_agent_and_specs(replay_config)
-    batch_size = config_lib.LearnerConfig().batch_size  # Sizes an on-policy agent's queue.
-    make_tables = lambda: builders.make_tables(specs, replay_config, batch_size)
+    make_tables = lambda: builders.make_tables(specs, replay_config)
     self._checkpoint_dir = os.path.join(root_dir, constants.REPLAY_CHECKPOINT_DIR)
     self._keep = keep_checkpoints
     os.makedirs(self._checkpoint_dir, exist_ok=True)

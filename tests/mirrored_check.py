@@ -1,6 +1,6 @@
 """Run as a script by test_mirrored_strategy.py, in a fresh process per check.
 
-  python -m tests.mirrored_check ROOT dqn|sac|learner|prioritized|td3
+  python -m tests.mirrored_check ROOT dqn|sac|learner|prioritized|td3|ppo
 
 Splits the CPU into two logical devices (possible only before TensorFlow initializes them).
 `dqn`: one replicated train step gives the same loss as the default strategy on the same batch
@@ -9,7 +9,9 @@ the default strategy's (SAC samples actions inside its loss, so the two are equa
 distribution). `learner`: `run_learner` trains under a MirroredStrategy against a real Reverb
 server fed by a real actor. `prioritized`: the same with DDPG on a prioritized table, so that
 the importance-weighted step, the per-replica TD errors and the priority updates run replicated.
-`td3`: run_learner refuses TD3 on two replicas with its one-line reason.
+`td3`: run_learner refuses TD3 on two replicas with its one-line reason. `ppo`: run_learner
+trains PPO under a MirroredStrategy from a real actor's on-policy queue, its minibatches split
+over the two replicas.
 Prints its result and exits non-zero on failure.
 """
 
@@ -85,7 +87,7 @@ def check_loss(gin_file, root):
   return default_loss, mirrored_loss
 
 
-def check_run_learner(root, gin_file='gin/dqn_cartpole.gin', bindings=()):
+def check_run_learner(root, gin_file='gin/dqn_cartpole.gin', bindings=(), sample=True):
   gin.clear_config()
   gin.parse_config_files_and_bindings([gin_file], [
       'ReplayConfig.min_size = 64', 'LearnerConfig.iterations_per_call = 5',
@@ -103,8 +105,8 @@ def check_run_learner(root, gin_file='gin/dqn_cartpole.gin', bindings=()):
   try:
     strategy = tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1'])
     step = train.run_learner(f'{root}/run', address, max_train_steps=20, strategy=strategy)
-    priorities = {float(sample[0].info.priority) for sample in
-                  reverb.Client(address).sample(constants.REPLAY_TABLE, 300)}
+    priorities = {float(item[0].info.priority) for item in
+                  reverb.Client(address).sample(constants.REPLAY_TABLE, 300)} if sample else ()
   finally:
     stop.set()
     actor.join(timeout=60)
@@ -121,6 +123,13 @@ def main(root, check):
     step, distinct = check_run_learner(root, 'gin/ddpg_inverted_pendulum.gin',
                                        ['ReplayConfig.prioritized = True'])
     return 0 if step == 20 and distinct > 10 else 1
+  if check == 'ppo':
+    # 2 items of 32 steps in minibatches of 32, 2 epochs: 4 batches, 2 train steps per iteration.
+    step, _ = check_run_learner(root, 'gin/ppo_cartpole.gin', [
+        'LearnerConfig.batch_size = 2', 'ppo_agent.collect_sequence_length = 32',
+        'ppo_agent.minibatch_size = 32', 'ppo_agent.num_epochs = 2',
+        'LearnerConfig.foreign_push_window_s = 1.0', 'ActorConfig.num_envs = 2'], sample=False)
+    return 0 if step == 20 else 1
   if check == 'td3':
     try:
       check_run_learner(root, 'gin/td3_inverted_pendulum.gin')

@@ -1,4 +1,4 @@
-"""Every off-policy agent trains through the real processes, and its export is portable.
+"""Every agent trains through the real processes, and its export is portable.
 
 For each gin file: the replay server, the learner, one collect actor and eval run as separate
 processes (`launcher.processes`); the learner trains a few hundred steps and stops; eval scores
@@ -26,6 +26,7 @@ from common import constants
 from common import variables as variables_lib
 from common.config import ReplayConfig
 from learner import export
+from learner import on_policy
 from tests.conftest import FAST_BINDINGS
 from tests.conftest import FRESH_PROCESS_HEADER
 from tests.conftest import GIN_DIR
@@ -35,7 +36,8 @@ pytestmark = pytest.mark.slow
 
 TRAIN_STEPS = 200
 AGENTS = ['ddqn_cartpole.gin', 'c51_cartpole.gin', 'apex_dqn_cartpole.gin',
-          'ddpg_inverted_pendulum.gin', 'td3_inverted_pendulum.gin']
+          'ddpg_inverted_pendulum.gin', 'td3_inverted_pendulum.gin', 'ppo_cartpole.gin',
+          'ppo_inverted_pendulum.gin']
 BINDINGS = FAST_BINDINGS + ('EvalConfig.num_episodes = 1',)
 
 # Runs with nothing from this project: its top-level packages cannot even be imported.
@@ -51,6 +53,17 @@ np.save(probe_path + '.actions.npy', step.action.numpy())
 assert not PROJECT & {m.split('.')[0] for m in sys.modules}
 print(json.dumps(dict(train_step=int(loaded.get_train_step().numpy()))))
 '''
+
+
+def _final_step(replay_config):
+  """TRAIN_STEPS, or for an on-policy agent the end of the iteration that passes it (an
+  iteration's epochs are never cut short)."""
+  built = builders.build(replay_config)
+  if built.specs.on_policy is None:
+    return TRAIN_STEPS
+  per_iteration = on_policy.steps_per_iteration(
+      built.specs.on_policy, config.LearnerConfig().batch_size, built.specs.sequence_length, 1)
+  return -(-TRAIN_STEPS // per_iteration) * per_iteration
 
 
 def _log(path):
@@ -75,10 +88,11 @@ def test_agent_trains_through_the_real_processes_and_exports_a_portable_policy(
     learner = started[1]
     assert learner.wait(900) == 0, _log(logs['learner'])[-3000:]
     learner_log = _log(logs['learner'])
-    assert re.search(rf'{constants.LEARNER_STOPPED_LINE} at train step {TRAIN_STEPS}\b',
-                     learner_log)
     config.load_gin([gin_file], list(BINDINGS))
     replay_config = ReplayConfig()
+    final_step = _final_step(replay_config)
+    assert re.search(rf'{constants.LEARNER_STOPPED_LINE} at train step {final_step}\b',
+                     learner_log), learner_log[-3000:]
     if replay_config.prioritized:
       sent = re.search(r'sent (\d+) priority updates in (\d+) calls \((\d+) failed\)',
                        learner_log)
@@ -87,12 +101,12 @@ def test_agent_trains_through_the_real_processes_and_exports_a_portable_policy(
     started.append(eval_process)
     assert eval_process.wait(600) == 0, _log(logs['eval'])[-3000:]
     row = evaluate.read_csv(os.path.join(root_dir, constants.EVAL_CSV))[-1]
-    assert row['train_step'] == TRAIN_STEPS
+    assert row['train_step'] == final_step
 
     # The learner's final weights, as the actors and eval get them.
     train_step = tf.Variable(0, dtype=tf.int64)
     built = builders.build(replay_config, train_step)
-    assert variables_lib.VariableClient(client['address'], built.variables).pull() == TRAIN_STEPS
+    assert variables_lib.VariableClient(client['address'], built.variables).pull() == final_step
   finally:
     for process in reversed(started):
       process.stop()
@@ -109,7 +123,7 @@ def test_agent_trains_through_the_real_processes_and_exports_a_portable_policy(
   done = subprocess.run([sys.executable, '-I', str(script), policy_dir, probe_path],
                         cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=300)
   assert done.returncode == 0, done.stderr[-3000:]
-  assert json.loads(done.stdout.strip().splitlines()[-1])['train_step'] == TRAIN_STEPS
+  assert json.loads(done.stdout.strip().splitlines()[-1])['train_step'] == final_step
   exported = np.load(probe_path + '.actions.npy')
   if np.issubdtype(exported.dtype, np.integer):
     np.testing.assert_array_equal(exported, greedy)

@@ -53,6 +53,11 @@ def test_prioritized_learner_trains_and_updates_priorities_under_mirrored_strate
   assert match and int(match.group(1)) > 10, stdout[-3000:]
 
 
+def test_ppo_learner_trains_under_mirrored_strategy(tmp_path):
+  stdout = _run(tmp_path, 'ppo')
+  assert 'run_learner under MirroredStrategy reached train step 20' in stdout, stdout[-3000:]
+
+
 def test_td3_is_refused_on_several_replicas_with_its_reason(tmp_path):
   stdout = _run(tmp_path, 'td3')
   assert 'refused: TD3 applies its delayed actor update inside a tf.cond' in stdout
