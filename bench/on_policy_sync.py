@@ -8,7 +8,9 @@ learner and eval as processes) of `--gin_file` with `ppo_agent.max_policy_lag = 
             for items (`data_wait`) and in PPOLearner's epochs (`epochs`);
   actors    the share of each actor's time spent waiting for the queue to take its items,
             i.e. for the learner to take a batch (`queue_wait`);
-and the run's wall-clock time and train steps/s. Lag 0 is strictly on-policy: whatever the
+and the run's wall-clock time, train steps/s, and the learner's samples per second (env steps
+through its train steps: items x steps per item x epochs, per second of its loop and per second
+of its epochs). Lag 0 is strictly on-policy: whatever the
 actors collect while the learner trains is stale by the time it is read, so the learner waits
 for a whole fresh batch each iteration. Lag 1 lets the actors collect into the next iteration.
 
@@ -26,7 +28,10 @@ import sys
 import tempfile
 import time
 
+import gin
+
 from bench import harness
+from common import config
 
 _LEARNER = re.compile(r'on-policy: (\d+) items trained on, (\d+) dropped as stale; of ([\d.]+) s, '
                       r'data_wait=([\d.]+)% epochs=([\d.]+)%')
@@ -70,14 +75,26 @@ def main(argv=None) -> int:
   parser.add_argument('--max_train_steps', type=int, default=2400)
   parser.add_argument('--out', default='')
   args = parser.parse_args(argv)
+  config.load_gin([args.gin_file])
+  steps_per_item = gin.query_parameter('ppo_agent.collect_sequence_length')
+  epochs = gin.query_parameter('ppo_agent.num_epochs')
   results = []
   for lag in [int(x) for x in args.lags.split(',')]:
     result = run_once(args.gin_file, lag, args.num_actors, args.max_train_steps)
+    # Env steps through the train steps, per second of the learner's loop and of its epochs.
+    samples = result['items_trained'] * steps_per_item * epochs
+    result['learner_samples_per_s'] = round(samples / result['learner_s'])
+    result['epoch_samples_per_s'] = round(
+        samples / (result['learner_s'] * result['learner_epochs_pct'] / 100))
     harness.log(json.dumps(result))
     results.append(result)
     harness.emit(harness.make_record(
         f'learner data wait, max_policy_lag={lag}', result['learner_data_wait_pct'], '% of time',
         os.path.basename(args.gin_file), higher_is_better=False))
+    harness.emit(harness.make_record(
+        f'PPO learner samples/s, max_policy_lag={lag}', result['learner_samples_per_s'],
+        'samples/s', os.path.basename(args.gin_file),
+        epoch_samples_per_s=result['epoch_samples_per_s']))
     harness.emit(harness.make_record(
         f'actor queue wait, max_policy_lag={lag}',
         statistics.mean(result['actor_queue_wait_pct']), '% of time',

@@ -47,7 +47,7 @@ class OnPolicy:
 
   An on-policy agent changes what every role does with replay:
   - the replay table is a queue (Fifo sampler and remover, each item sampled once, inserts held
-    while it is full) of `capacity(batch)` items;
+    while it is full) of `capacity(LearnerConfig.batch_size)` items;
   - actors write fixed-length items of `sequence_length` steps with stride `sequence_length`
     (across episode ends, which the agent masks), never collect with the random policy, give
     each item the train step of the weights that produced it as its priority (its policy
@@ -67,9 +67,11 @@ class OnPolicy:
   max_policy_lag: int
 
   def capacity(self, batch_size: int) -> int:
-    """Queue size: one batch per version the learner accepts, so collection never stops for
-    lack of room while the learner trains on data it will still take."""
-    return batch_size * (1 + self.max_policy_lag)
+    """Queue size: one batch. While the learner trains, the actors fill the queue with the
+    next batch and then wait; the learner reads the oldest items first, so room for more
+    would only hold items that are staler still when read (measured: bench/on_policy_sync.py,
+    docs/algorithms.md)."""
+    return batch_size
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,6 +214,10 @@ _RANGES = (
     (lambda n: n.endswith('fc_layer_params'), lambda v: all(u > 0 for u in v),
      'must be positive layer widths'),
     (lambda n: n == 'reward_scale_factor', math.isfinite, 'must be finite'),
+    (lambda n: n in ('num_epochs', 'minibatch_size'), lambda v: v >= 1, 'must be >= 1'),
+    (lambda n: n == 'collect_sequence_length', lambda v: v >= 2,
+     'must be >= 2 (advantages need a next step to bootstrap from)'),
+    (lambda n: n == 'max_policy_lag', lambda v: v >= 0, 'must be >= 0 (0: strictly on-policy)'),
 )
 
 

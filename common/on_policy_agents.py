@@ -17,13 +17,6 @@ from tf_agents.networks import actor_distribution_network
 from tf_agents.networks import value_network
 
 from common import agents
-from common.errors import UserError
-
-
-def _check_positive(name: str, value: int) -> None:
-  if value < 1:
-    raise UserError(f'ppo_agent.{name}={value} must be >= 1: bind a positive value in the gin '
-                    'file')
 
 
 @gin.configurable(module='common')
@@ -60,17 +53,7 @@ def ppo_agent(time_step_spec, action_spec, train_step,
       from each gathered batch; the observation normalizer travels with the policy weights.
   """
   del actor  # Every actor explores by sampling the same stochastic policy.
-  for name, value in (('collect_sequence_length', collect_sequence_length),
-                      ('num_epochs', num_epochs)):
-    _check_positive(name, value)
-  if collect_sequence_length < 2:
-    raise UserError(f'ppo_agent.collect_sequence_length={collect_sequence_length} must be >= 2: '
-                    'advantages need a next step to bootstrap from')
-  if minibatch_size is not None:
-    _check_positive('minibatch_size', minibatch_size)
-  if max_policy_lag < 0:
-    raise UserError(f'ppo_agent.max_policy_lag={max_policy_lag} must be >= 0 (0: strictly '
-                    'on-policy)')
+  # The ranges of these arguments are checked before the builder runs (agents._RANGES).
   actor_net = actor_distribution_network.ActorDistributionNetwork(
       time_step_spec.observation, action_spec, fc_layer_params=tuple(actor_fc_layer_params),
       activation_fn=tf.keras.activations.tanh)

@@ -119,8 +119,8 @@ class OnPolicyTrainer(ppo_learner.PPOLearner):
     self._pending: List[tuple] = []
     self.gathered = self.dropped = 0
     self.wait_seconds = self.train_seconds = 0.0
-    self._started = time.monotonic()
-    self._last = (0, 0, 0.0, 0.0, self._started)
+    self._started = None  # At the first gather: the shares are of the training loop's time.
+    self._last = (0, 0, 0.0, 0.0, time.monotonic())
 
   # The Learner's surface, as `run_learner` uses it.
   @property
@@ -162,6 +162,8 @@ class OnPolicyTrainer(ppo_learner.PPOLearner):
     Raises what the iterator raises (OutOfRangeError on a rate-limiter timeout, connection
     errors); the items held so far are kept for the next call.
     """
+    if self._started is None:
+      self._started = time.monotonic()
     while len(self._pending) < self._batch_size:
       start = time.monotonic()
       try:
@@ -214,7 +216,7 @@ class OnPolicyTrainer(ppo_learner.PPOLearner):
 
   def totals_line(self) -> str:
     """Items, drops and time shares since start, for the learner's stop line."""
-    elapsed = max(time.monotonic() - self._started, 1e-9)
+    elapsed = max(time.monotonic() - (self._started or time.monotonic()), 1e-9)
     return (f'{self.gathered} items trained on, {self.dropped} dropped as stale; of '
             f'{elapsed:.1f} s, data_wait={100 * self.wait_seconds / elapsed:.1f}% '
             f'epochs={100 * self.train_seconds / elapsed:.1f}%')

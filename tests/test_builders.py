@@ -152,6 +152,15 @@ def test_policy_variables_are_shared_by_greedy_and_collect_policies():
      'td3_agent.actor_update_period=2.0 is not an integer'),
     ('td3_inverted_pendulum.gin', 'td3_agent.exploration_noise_std = -1.0',
      'td3_agent.exploration_noise_std=-1.0 must be >= 0'),
+    ('ppo_cartpole.gin', 'ppo_agent.num_epochs = 0', 'ppo_agent.num_epochs=0 must be >= 1'),
+    ('ppo_cartpole.gin', 'ppo_agent.collect_sequence_length = 1',
+     'ppo_agent.collect_sequence_length=1 must be >= 2'),
+    ('ppo_cartpole.gin', 'ppo_agent.max_policy_lag = -1',
+     'ppo_agent.max_policy_lag=-1 must be >= 0'),
+    ('ppo_cartpole.gin', 'ppo_agent.lambda_value = 1.5',
+     'ppo_agent.lambda_value=1.5 must be in [0, 1]'),
+    ('ppo_cartpole.gin', 'ppo_agent.minibatch_size = 64.0',
+     'ppo_agent.minibatch_size=64.0 is not'),
 ])
 def test_agent_builder_arguments_are_checked_before_the_agent_is_built(gin_file, binding,
                                                                        fragment):

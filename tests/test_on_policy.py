@@ -122,7 +122,7 @@ def test_items_are_written_end_to_end_across_episodes_with_their_weights_version
   server, address = _server(built, port)
   try:
     table = reverb.Client(address).server_info()[constants.REPLAY_TABLE]
-    assert table.max_size == 16 and table.max_times_sampled == 1  # 8 * (1 + max_policy_lag)
+    assert table.max_size == 8 and table.max_times_sampled == 1  # One batch.
     # 2 environments, 3 items each; environment 0's episode ends inside its first item.
     _write(address, built, _steps(2, 3 * LENGTH, last_at=(2,)), 2, [5.0, 85.0, 165.0])
     assert replay.inserted_env_steps(
