@@ -14,6 +14,28 @@ from common.errors import UserError
 
 _PYBULLET_REGISTERED = False
 
+# CartPole with the velocity entries of its observation removed: the standard partially observed
+# benchmark, where only a memory of past observations tells which way the pole is moving.
+NO_VELOCITY_CARTPOLE = 'CartPoleNoVelocity-v0'
+
+
+class NoVelocityCartPole(gym.ObservationWrapper):
+  """CartPole-v0 observing only the cart position and the pole angle (indices 0 and 2)."""
+
+  def __init__(self):
+    super().__init__(gym.make('CartPole-v0').unwrapped)
+    inner = self.env.observation_space
+    self.observation_space = gym.spaces.Box(inner.low[[0, 2]], inner.high[[0, 2]],
+                                            dtype=inner.dtype)
+
+  def observation(self, observation):
+    return observation[[0, 2]]
+
+
+if NO_VELOCITY_CARTPOLE not in gym.envs.registry.env_specs:
+  gym.register(id=NO_VELOCITY_CARTPOLE, entry_point=NoVelocityCartPole, max_episode_steps=200,
+               reward_threshold=195.0)
+
 
 def _register_pybullet() -> None:
   """Registers the PyBullet gym ids (MinitaurBulletEnv-v0, ...) once, on first use."""
@@ -32,7 +54,8 @@ def check_env_id(env_name: str) -> None:
   except gym.error.Error:
     raise UserError(
         f'unknown environment id {env_name!r}: bind make_environment.env_name to a registered '
-        'gym id such as CartPole-v0, InvertedPendulumBulletEnv-v0 or MinitaurBulletEnv-v0'
+        'gym id such as CartPole-v0, CartPoleNoVelocity-v0, InvertedPendulumBulletEnv-v0 or '
+        'MinitaurBulletEnv-v0'
     ) from None
 
 

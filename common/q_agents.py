@@ -1,4 +1,4 @@
-"""Value-based agent builders for discrete actions: DQN, DDQN (double_q) and C51.
+"""Value-based agent builders for discrete actions: DQN, DDQN (double_q), C51 and DQN-RNN.
 
 Each is an agent builder of the seam in `agents` (select it with `make_agent.agent_fn`); all take
 n-step returns (`n_step_update`, so replay items are n + 1 steps), importance weights in
@@ -14,6 +14,7 @@ from tf_agents.agents.categorical_dqn import categorical_dqn_agent as c51_lib
 from tf_agents.agents.dqn import dqn_agent as dqn_lib
 from tf_agents.networks import categorical_q_network
 from tf_agents.networks import q_network
+from tf_agents.networks import q_rnn_network
 from tf_agents.trajectories import trajectory
 from tf_agents.utils import common as tfa_common
 from tf_agents.utils import value_ops
@@ -155,3 +156,53 @@ def c51_agent(time_step_spec, action_spec, train_step,
       target_update_tau=target_update_tau,
       train_step_counter=train_step)
   return agents.AgentBuild(agent, n_step_update + 1, agents.loss_info_td_error)
+
+
+def _sequence_td_error(loss_info) -> tf.Tensor:
+  """One TD error per sequence item: the mean |TD error| over its transitions."""
+  error = loss_info.extra.td_error
+  if error.shape.rank > 1:
+    error = tf.reduce_mean(tf.abs(error), axis=list(range(1, error.shape.rank)))
+  return error
+
+
+@gin.configurable(module='common')
+def dqn_rnn_agent(time_step_spec, action_spec, train_step,
+                  actor: Optional[agents.ActorSlot] = None,
+                  input_fc_layer_params: Sequence[int] = (50,),
+                  lstm_size: Sequence[int] = (20,),
+                  output_fc_layer_params: Sequence[int] = (20,),
+                  train_sequence_length: int = 10,
+                  learning_rate: float = 1e-3,
+                  epsilon_greedy: float = 0.1,
+                  gamma: float = 0.99,
+                  target_update_period: int = 1,
+                  target_update_tau: float = 1.0,
+                  double_q: bool = False) -> agents.AgentBuild:
+  """DqnAgent over a QRnnNetwork (dense, LSTM, dense) trained on sequences of
+  `train_sequence_length` steps; defaults are TF-Agents' DQN-RNN example's.
+
+  Each replay item is a window of `train_sequence_length` steps of one episode, and the
+  learner unrolls the network over it from the zero state, as TF-Agents does (no stored or
+  burned-in state). The actors carry each environment's LSTM state from step to step.
+  """
+  agents.require_discrete(action_spec, 'DQN-RNN')
+  if train_sequence_length < 2:
+    raise UserError(f'dqn_rnn_agent.train_sequence_length={train_sequence_length} must be >= 2: '
+                    'a TD target needs a next step')
+  network = q_rnn_network.QRnnNetwork(
+      time_step_spec.observation, action_spec,
+      input_fc_layer_params=tuple(input_fc_layer_params), lstm_size=tuple(lstm_size),
+      output_fc_layer_params=tuple(output_fc_layer_params))
+  agent_class = dqn_lib.DdqnAgent if double_q else dqn_lib.DqnAgent
+  agent = agent_class(
+      time_step_spec, action_spec,
+      q_network=network,
+      optimizer=tf.keras.optimizers.Adam(learning_rate=learning_rate),
+      epsilon_greedy=agents.collect_epsilon(epsilon_greedy, actor),
+      gamma=gamma,
+      target_update_period=target_update_period,
+      target_update_tau=target_update_tau,
+      td_errors_loss_fn=tfa_common.element_wise_squared_loss,
+      train_step_counter=train_step)
+  return agents.AgentBuild(agent, train_sequence_length, _sequence_td_error)

@@ -37,7 +37,7 @@ pytestmark = pytest.mark.slow
 TRAIN_STEPS = 200
 AGENTS = ['ddqn_cartpole.gin', 'c51_cartpole.gin', 'apex_dqn_cartpole.gin',
           'ddpg_inverted_pendulum.gin', 'td3_inverted_pendulum.gin', 'ppo_cartpole.gin',
-          'ppo_inverted_pendulum.gin']
+          'ppo_inverted_pendulum.gin', 'dqn_rnn_cartpole_no_velocity.gin']
 BINDINGS = FAST_BINDINGS + ('EvalConfig.num_episodes = 1',)
 
 # Runs with nothing from this project: its top-level packages cannot even be imported.
@@ -48,7 +48,8 @@ from tf_agents.trajectories import time_step as ts
 policy_dir, probe_path = sys.argv[1:3]
 loaded = tf.saved_model.load(policy_dir)
 observations = tf.constant(np.load(probe_path))
-step = loaded.action(ts.restart(observations, batch_size=observations.shape[0]), ())
+state = loaded.get_initial_state(observations.shape[0])  # () for a feed-forward policy
+step = loaded.action(ts.restart(observations, batch_size=observations.shape[0]), state)
 np.save(probe_path + '.actions.npy', step.action.numpy())
 assert not PROJECT & {m.split('.')[0] for m in sys.modules}
 print(json.dumps(dict(train_step=int(loaded.get_train_step().numpy()))))
@@ -113,7 +114,9 @@ def test_agent_trains_through_the_real_processes_and_exports_a_portable_policy(
   spec = built.specs.time_step_spec.observation
   observations = np.random.RandomState(0).uniform(
       -1.5, 1.5, (256,) + tuple(spec.shape)).astype(spec.dtype.as_numpy_dtype)
-  greedy = agents.greedy_policy(built.agent).action(ts.restart(tf.constant(observations), 256)).action.numpy()
+  greedy_policy = agents.greedy_policy(built.agent)
+  greedy = greedy_policy.action(ts.restart(tf.constant(observations), 256),
+                                greedy_policy.get_initial_state(256)).action.numpy()
   probe_path = str(tmp_path / 'observations.npy')
   np.save(probe_path, observations)
   script = tmp_path / 'fresh.py'

@@ -17,6 +17,8 @@ import sys
 import threading
 
 import numpy as np
+import pytest
+import reverb
 import tensorflow as tf
 from tf_agents.trajectories import time_step as ts
 
@@ -31,6 +33,7 @@ from common.config import ReplayConfig
 from learner import export
 from learner import train
 from tests.conftest import FRESH_PROCESS_HEADER
+from tests.conftest import GIN_DIR
 from tests.conftest import parse_gin
 
 TRAIN_STEPS = 300
@@ -47,10 +50,25 @@ from tf_agents.trajectories import time_step as ts
 
 policy_dir, env_name, seed, num_episodes, probe_path = sys.argv[1:6]
 seed, num_episodes = int(seed), int(num_episodes)
+if env_name == 'CartPoleNoVelocity-v0':  # The task's definition: CartPole seeing x and angle.
+  import gym
+
+  class NoVelocity(gym.ObservationWrapper):
+    def __init__(self):
+      super().__init__(gym.make('CartPole-v0').unwrapped)
+      inner = self.env.observation_space
+      self.observation_space = gym.spaces.Box(inner.low[[0, 2]], inner.high[[0, 2]],
+                                              dtype=inner.dtype)
+
+    def observation(self, observation):
+      return observation[[0, 2]]
+
+  gym.register(id=env_name, entry_point=NoVelocity, max_episode_steps=200)
 loaded = tf.saved_model.load(policy_dir)
-# The raw SavedModel's greedy actions on a batch of probe observations.
+# The raw SavedModel's greedy actions on a batch of probe observations, from its initial state.
 observations = tf.constant(np.load(probe_path))
-probe_actions = loaded.action(ts.restart(observations, batch_size=observations.shape[0]), ())
+probe_actions = loaded.action(ts.restart(observations, batch_size=observations.shape[0]),
+                              loaded.get_initial_state(observations.shape[0]))
 np.save(probe_path + '.actions.npy', probe_actions.action.numpy())
 policy = py_tf_eager_policy.SavedModelPyTFEagerPolicy(policy_dir, load_specs_from_pbtxt=True)
 env = suite_gym.load(env_name)
@@ -58,7 +76,7 @@ env.seed(seed)
 average_return = py_metrics.AverageReturnMetric(buffer_size=num_episodes)
 average_length = py_metrics.AverageEpisodeLengthMetric(buffer_size=num_episodes)
 py_driver.PyDriver(env, policy, [average_return, average_length],
-                   max_episodes=num_episodes).run(env.reset())
+                   max_episodes=num_episodes).run(env.reset(), policy.get_initial_state(1))
 assert not PROJECT & {m.split('.')[0] for m in sys.modules}
 print(json.dumps(dict(train_step=int(loaded.get_train_step().numpy()),
                       average_return=float(average_return.result()),
@@ -66,9 +84,24 @@ print(json.dumps(dict(train_step=int(loaded.get_train_step().numpy()),
 '''
 
 
+@pytest.mark.parametrize('gin_name, env_name', [
+    ('dqn_cartpole.gin', 'CartPole-v0'),
+    ('dqn_rnn_cartpole_no_velocity.gin', 'CartPoleNoVelocity-v0'),  # A recurrent policy.
+], ids=['feed-forward', 'recurrent'])
 def test_exported_policy_loads_without_the_project_and_reaches_evals_return(
-    cartpole_server, root_dir, tmp_path):
-  parse_gin(bindings=_bindings())
+    gin_name, env_name, port, root_dir, tmp_path):
+  gin_file = os.path.join(GIN_DIR, gin_name)
+  parse_gin(gin_file, _bindings())
+  server = reverb.Server(builders.make_tables(builders.build(ReplayConfig()).specs,
+                                              ReplayConfig()), port=port)
+  cartpole_server = f'localhost:{port}'
+  try:
+    _check_portable(gin_file, env_name, cartpole_server, root_dir, tmp_path)
+  finally:
+    server.stop()
+
+
+def _check_portable(gin_file, env_name, cartpole_server, root_dir, tmp_path):
   stop = threading.Event()
   actor = threading.Thread(target=collect.run_actor, args=(root_dir, cartpole_server, 0),
                            kwargs=dict(max_env_steps=20_000, stop_event=stop))
@@ -80,7 +113,7 @@ def test_exported_policy_loads_without_the_project_and_reaches_evals_return(
     stop.set()
     actor.join(timeout=120)
   assert not actor.is_alive()
-  parse_gin(bindings=_bindings())
+  parse_gin(gin_file, _bindings())
   assert evaluate.run_eval(root_dir, cartpole_server, max_evals=1) == 1
   row = evaluate.read_csv(os.path.join(root_dir, constants.EVAL_CSV))[-1]
   assert row['train_step'] == TRAIN_STEPS  # Eval ran on the learner's final weights...
@@ -90,8 +123,10 @@ def test_exported_policy_loads_without_the_project_and_reaches_evals_return(
   agent, _ = builders.make_agent_and_specs(ReplayConfig(), train_step)
   pulled = variables_lib.VariableClient(cartpole_server, agents.policy_variables(agent, train_step))
   assert pulled.pull() == TRAIN_STEPS
-  observations = np.random.RandomState(0).uniform(-2.5, 2.5, (2000, 4)).astype(np.float32)
-  expected_actions = agent.policy.action(ts.restart(tf.constant(observations), 2000)).action
+  size = agent.time_step_spec.observation.shape[0]
+  observations = np.random.RandomState(0).uniform(-2.5, 2.5, (2000, size)).astype(np.float32)
+  expected_actions = agent.policy.action(ts.restart(tf.constant(observations), 2000),
+                                         agent.policy.get_initial_state(2000)).action
   probe_path = str(tmp_path / 'observations.npy')
   np.save(probe_path, observations)
 
@@ -100,7 +135,7 @@ def test_exported_policy_loads_without_the_project_and_reaches_evals_return(
   policy_dir = os.path.join(root_dir, constants.POLICY_DIR, export.GREEDY_POLICY)
   env = {k: v for k, v in os.environ.items() if not k.startswith('PYTHON')}
   done = subprocess.run(
-      [sys.executable, '-I', str(script), policy_dir, 'CartPole-v0', str(eval_config.seed),
+      [sys.executable, '-I', str(script), policy_dir, env_name, str(eval_config.seed),
        str(eval_config.num_episodes), probe_path],
       cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=300)
   assert done.returncode == 0, done.stderr[-3000:]

@@ -1,0 +1,94 @@
+"""Recurrent policies in the actor: per-environment state, and the same actions as TF-Agents.
+
+Real DQN-RNN agents on the real masked-velocity CartPole.
+"""
+
+import os
+
+import numpy as np
+import tensorflow as tf
+from tf_agents.drivers import py_driver
+from tf_agents.policies import py_tf_eager_policy
+from tf_agents.trajectories import time_step as ts
+
+from actor import collect
+from actor import inference
+from actor import vector_env
+from common import agents
+from common import builders
+from common import config
+from common import environments
+from common.config import ReplayConfig
+from tests.conftest import GIN_DIR
+
+RNN_GIN = os.path.join(GIN_DIR, 'dqn_rnn_cartpole_no_velocity.gin')
+
+
+def _agent():
+  config.load_gin([RNN_GIN])
+  tf.random.set_seed(3)
+  return builders.build(ReplayConfig()).agent
+
+
+def _step(step_types, observations):
+  n = len(step_types)
+  return ts.TimeStep(np.asarray(step_types, np.int32), np.zeros(n, np.float32),
+                     np.ones(n, np.float32), np.asarray(observations, np.float32))
+
+
+def test_policy_state_is_reset_per_environment_at_its_episode_end():
+  agent = _agent()
+  policy = inference.make_policy(agents.greedy_policy(agent), 2, 'tf')
+  assert isinstance(policy, inference.RecurrentCompiledPolicy)
+  rng = np.random.RandomState(0)
+  policy(_step([ts.StepType.FIRST] * 2, rng.uniform(-0.2, 0.2, (2, 2))))
+  for _ in range(5):
+    policy(_step([ts.StepType.MID] * 2, rng.uniform(-0.2, 0.2, (2, 2))))
+  carried = [np.copy(s) for s in tf.nest.flatten(policy.state)]
+  # Environment 0's episode ended: its next step is FIRST; environment 1 goes on.
+  observation = rng.uniform(-0.2, 0.2, (2, 2))
+  policy(_step([ts.StepType.FIRST, ts.StepType.MID], observation))
+  after = tf.nest.flatten(policy.state)
+
+  fresh = inference.make_policy(agents.greedy_policy(agent), 2, 'tf')
+  fresh(_step([ts.StepType.FIRST] * 2, observation))
+  from_zero = tf.nest.flatten(fresh.state)
+  continued = inference.make_policy(agents.greedy_policy(agent), 2, 'tf')
+  continued._state = carried  # pylint: disable=protected-access
+  continued(_step([ts.StepType.MID] * 2, observation))
+  from_carried = tf.nest.flatten(continued.state)
+  for a, zero, kept in zip(after, from_zero, from_carried):
+    np.testing.assert_allclose(a[0], zero[0], rtol=1e-6, atol=1e-6)  # reset on its own
+    np.testing.assert_allclose(a[1], kept[1], rtol=1e-6, atol=1e-6)  # state carried on
+    assert not np.allclose(zero[1], kept[1])  # (the two differ, so the check can fail)
+
+
+def test_recurrent_actions_in_the_actor_equal_tf_agents_py_driver():
+  agent = _agent()
+  greedy = agents.greedy_policy(agent)
+  seed, steps = 11, 400
+
+  reference_env = environments.make_environment(seed=seed)
+  recorded = []
+  reference_policy = py_tf_eager_policy.PyTFEagerPolicy(greedy, use_tf_function=True)
+  driver = py_driver.PyDriver(
+      reference_env, reference_policy,
+      observers=[lambda traj: recorded.append((int(traj.step_type), int(traj.action)))],
+      max_steps=steps)
+  driver.run(reference_env.reset(), reference_policy.get_initial_state(batch_size=1))
+  reference_env.close()
+
+  env = vector_env.VectorEnv([environments.make_environment(seed=seed)])
+  policy = inference.make_policy(greedy, 1, 'tf')
+  ours = []
+  time_step = env.reset()
+  metrics = collect.EpisodeMetrics(1)
+  while len(ours) < len(recorded):
+    action, _ = policy(time_step)
+    ours.append((int(time_step.step_type[0]), int(action[0])))
+    next_time_step = env.step(action)
+    metrics.update(time_step.step_type, next_time_step.step_type, next_time_step.reward)
+    time_step = next_time_step
+  env.close()
+  assert metrics.episodes >= 3  # The sequence crosses several episode ends.
+  assert ours == recorded
