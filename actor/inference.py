@@ -21,23 +21,35 @@ class CompiledPolicy:
 
   The policy's variables are captured by reference, so weights assigned later (pulls from the
   variable table) are used by the next call without retracing.
+
+  A recurrent policy's state is carried from one call to the next: each environment's state is
+  its own row of the batched state. TF-Agents' recurrent networks start from the zero state
+  wherever the step type is FIRST, so an environment whose episode ended (VectorEnv returns its
+  FIRST step next) starts again from the zero state on its own, and the other environments'
+  states go on; tests/test_recurrent.py checks both.
   """
 
   def __init__(self, tf_policy, batch_size: int, jit_compile: bool = False):
-    if tf.nest.flatten(tf_policy.policy_state_spec):
-      raise ValueError('CompiledPolicy supports stateless (feed-forward) policies only')
     self._policy = tf_policy
     self._time_step_spec = tf_policy.time_step_spec
     self._action_spec = tf_policy.action_spec
     self._info_spec = tf_policy.info_spec
+    self._state_spec = tf_policy.policy_state_spec
+    self._batch_size = batch_size
     self._num_action = len(tf.nest.flatten(self._action_spec))
-    batched = tensor_spec.add_outer_dims_nest(self._time_step_spec, (batch_size,))
-    flat_specs = [tf.TensorSpec(s.shape, s.dtype) for s in tf.nest.flatten(batched)]
+    self._num_info = len(tf.nest.flatten(self._info_spec))
+    time_steps = tf.nest.flatten(
+        tensor_spec.add_outer_dims_nest(self._time_step_spec, (batch_size,)))
+    states = tf.nest.flatten(tensor_spec.add_outer_dims_nest(self._state_spec, (batch_size,)))
+    num_time_step = len(time_steps)
+    flat_specs = [tf.TensorSpec(s.shape, s.dtype) for s in time_steps + states]
 
-    def action(*flat_time_step):
-      time_step = tf.nest.pack_sequence_as(self._time_step_spec, list(flat_time_step))
-      step = tf_policy.action(time_step)
-      return tf.nest.flatten(step.action) + tf.nest.flatten(step.info)
+    def action(*flat):
+      time_step = tf.nest.pack_sequence_as(self._time_step_spec, list(flat[:num_time_step]))
+      state = tf.nest.pack_sequence_as(self._state_spec, list(flat[num_time_step:]))
+      step = tf_policy.action(time_step, state)
+      return (tf.nest.flatten(step.action) + tf.nest.flatten(step.info)
+              + tf.nest.flatten(step.state))
 
     self._fn = tf.function(action, autograph=False,
                            jit_compile=jit_compile).get_concrete_function(*flat_specs)
@@ -46,68 +58,16 @@ class CompiledPolicy:
     # flat entry point with the captured variables directly.
     self._captured = self._fn.captured_inputs
     self._call_flat = getattr(self._fn, '_call_flat', None)
-
-  def sync(self) -> None:
-    """Nothing to do: the traced function reads the variables themselves."""
-
-  def __call__(self, time_step) -> Tuple[object, object]:
-    """Returns (action, info) as numpy nests with the batch dimension."""
-    flat = tf.nest.flatten(time_step)
-    if self._call_flat is not None:
-      outputs = self._call_flat([tf.constant(x) for x in flat], self._captured)
-    else:
-      outputs = self._fn(*flat)
-    outputs = [o.numpy() for o in outputs]
-    action = tf.nest.pack_sequence_as(self._action_spec, outputs[:self._num_action])
-    info = tf.nest.pack_sequence_as(self._info_spec, outputs[self._num_action:])
-    return action, info
-
-
-class RecurrentCompiledPolicy:
-  """`tf_policy.action` for batches of `batch_size` time steps, carrying each environment's
-  policy state from one call to the next.
-
-  Each environment's state is its own row of the batched state. TF-Agents' recurrent networks
-  start from the zero state wherever the step type is FIRST, so an environment whose episode
-  ended (VectorEnv returns its FIRST step next) starts again from the zero state on its own,
-  and the other environments' states go on; tests/test_recurrent.py checks both. Traced once
-  into a concrete function of flat tensors, like `CompiledPolicy`.
-  """
-
-  def __init__(self, tf_policy, batch_size: int, jit_compile: bool = False):
-    self._policy = tf_policy
-    self._action_spec = tf_policy.action_spec
-    self._info_spec = tf_policy.info_spec
-    self._state_spec = tf_policy.policy_state_spec
-    self._num_action = len(tf.nest.flatten(self._action_spec))
-    self._num_info = len(tf.nest.flatten(self._info_spec))
-    self._batch_size = batch_size
-    time_steps = tensor_spec.add_outer_dims_nest(tf_policy.time_step_spec, (batch_size,))
-    states = tensor_spec.add_outer_dims_nest(self._state_spec, (batch_size,))
-    self._num_time_step = len(tf.nest.flatten(time_steps))
-    flat_specs = [tf.TensorSpec(s.shape, s.dtype)
-                  for s in tf.nest.flatten(time_steps) + tf.nest.flatten(states)]
-
-    def action(*flat):
-      time_step = tf.nest.pack_sequence_as(tf_policy.time_step_spec,
-                                           list(flat[:self._num_time_step]))
-      state = tf.nest.pack_sequence_as(self._state_spec, list(flat[self._num_time_step:]))
-      step = tf_policy.action(time_step, state)
-      return (tf.nest.flatten(step.action) + tf.nest.flatten(step.info)
-              + tf.nest.flatten(step.state))
-
-    self._fn = tf.function(action, autograph=False,
-                           jit_compile=jit_compile).get_concrete_function(*flat_specs)
     self.reset()
 
   def reset(self) -> None:
-    """Every environment back to the zero state."""
+    """Every environment back to the zero state (nothing to do for a feed-forward policy)."""
     self._state = [np.zeros((self._batch_size,) + tuple(s.shape), s.dtype.as_numpy_dtype)
                    for s in tf.nest.flatten(self._state_spec)]
 
   @property
   def state(self):
-    """The batched policy state after the last call, as a nest of numpy arrays."""
+    """The batched policy state after the last call, as a nest of numpy arrays (() if none)."""
     return tf.nest.pack_sequence_as(self._state_spec, self._state)
 
   def sync(self) -> None:
@@ -115,12 +75,17 @@ class RecurrentCompiledPolicy:
 
   def __call__(self, time_step) -> Tuple[object, object]:
     """Returns (action, info) as numpy nests with the batch dimension; keeps the new state."""
-    outputs = self._fn(*[tf.constant(x) for x in tf.nest.flatten(time_step) + self._state])
+    flat = tf.nest.flatten(time_step) + self._state
+    if self._call_flat is not None:
+      outputs = self._call_flat([tf.constant(x) for x in flat], self._captured)
+    else:
+      outputs = self._fn(*flat)
     outputs = [o.numpy() for o in outputs]
     action = tf.nest.pack_sequence_as(self._action_spec, outputs[:self._num_action])
     end = self._num_action + self._num_info
     info = tf.nest.pack_sequence_as(self._info_spec, outputs[self._num_action:end])
-    self._state = outputs[end:]
+    if self._state:
+      self._state = outputs[end:]
     return action, info
 
 
@@ -128,8 +93,8 @@ def make_policy(tf_policy, batch_size: int, mode: str = 'auto', seed: int = 0,
                 calls: int = 200):
   """The collect policy's inference path for `ActorConfig.inference` (`mode`).
 
-  'tf': a `CompiledPolicy` (a `RecurrentCompiledPolicy` for a policy with state).
-  'numpy': the `numpy_policy` twin. 'auto': where there is a twin,
+  'tf': a `CompiledPolicy` (which carries a recurrent policy's state). 'numpy': the
+  `numpy_policy` twin. 'auto': where there is a twin,
   whichever of the two is faster here: both are timed on the same zero time step, `calls`
   calls each in three alternating rounds (about 0.1-0.5 s at start-up), and the lower median
   wins; without a twin, `CompiledPolicy`. The network's size, the batch and the machine's BLAS
@@ -153,13 +118,10 @@ def make_policy(tf_policy, batch_size: int, mode: str = 'auto', seed: int = 0,
   if twin is not None and mode == 'numpy':
     twin.description = f'NumPy {type(twin).__name__} (ActorConfig.inference=\'numpy\')'
     return twin
-  if tf.nest.flatten(tf_policy.policy_state_spec) and twin is None:
-    recurrent = RecurrentCompiledPolicy(tf_policy, batch_size)
-    recurrent.description = 'TensorFlow RecurrentCompiledPolicy (policy state per environment)'
-    return recurrent
   compiled = CompiledPolicy(tf_policy, batch_size)
   if twin is None:
     compiled.description = ('TensorFlow CompiledPolicy' + (
+        ' (policy state per environment)' if compiled.state else '') + (
         ' (no NumPy twin for this policy)' if mode == 'auto' else
         ' (ActorConfig.inference=\'tf\')'))
     return compiled

@@ -54,8 +54,18 @@ def dqn_agent(time_step_spec, action_spec, train_step,
   _check_n_step(n_step_update)
   network = q_network.QNetwork(time_step_spec.observation, action_spec,
                                fc_layer_params=tuple(fc_layer_params))
+  agent = _dqn(time_step_spec, action_spec, network, train_step, actor, learning_rate,
+               epsilon_greedy, gamma, target_update_period, target_update_tau, double_q,
+               n_step_update=n_step_update)
+  return agents.AgentBuild(agent, n_step_update + 1, agents.loss_info_td_error)
+
+
+def _dqn(time_step_spec, action_spec, network, train_step, actor, learning_rate,
+         epsilon_greedy, gamma, target_update_period, target_update_tau, double_q,
+         n_step_update=1):
+  """DqnAgent (DdqnAgent with `double_q`) over `network`, with Adam and a squared TD loss."""
   agent_class = dqn_lib.DdqnAgent if double_q else dqn_lib.DqnAgent
-  agent = agent_class(
+  return agent_class(
       time_step_spec, action_spec,
       q_network=network,
       optimizer=tf.keras.optimizers.Adam(learning_rate=learning_rate),
@@ -66,7 +76,6 @@ def dqn_agent(time_step_spec, action_spec, train_step,
       target_update_tau=target_update_tau,
       td_errors_loss_fn=tfa_common.element_wise_squared_loss,
       train_step_counter=train_step)
-  return agents.AgentBuild(agent, n_step_update + 1, agents.loss_info_td_error)
 
 
 class WeightedCategoricalDqnAgent(c51_lib.CategoricalDqnAgent):
@@ -194,15 +203,6 @@ def dqn_rnn_agent(time_step_spec, action_spec, train_step,
       time_step_spec.observation, action_spec,
       input_fc_layer_params=tuple(input_fc_layer_params), lstm_size=tuple(lstm_size),
       output_fc_layer_params=tuple(output_fc_layer_params))
-  agent_class = dqn_lib.DdqnAgent if double_q else dqn_lib.DqnAgent
-  agent = agent_class(
-      time_step_spec, action_spec,
-      q_network=network,
-      optimizer=tf.keras.optimizers.Adam(learning_rate=learning_rate),
-      epsilon_greedy=agents.collect_epsilon(epsilon_greedy, actor),
-      gamma=gamma,
-      target_update_period=target_update_period,
-      target_update_tau=target_update_tau,
-      td_errors_loss_fn=tfa_common.element_wise_squared_loss,
-      train_step_counter=train_step)
+  agent = _dqn(time_step_spec, action_spec, network, train_step, actor, learning_rate,
+               epsilon_greedy, gamma, target_update_period, target_update_tau, double_q)
   return agents.AgentBuild(agent, train_sequence_length, _sequence_td_error)

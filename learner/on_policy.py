@@ -71,7 +71,7 @@ class OnPolicyTrainer(ppo_learner.PPOLearner):
   The Learner that runs the train steps is a `compiled_learner.CompiledLearner` (checkpoint
   retries, the finite-weights guard before each save), so `triggers`, `train_summary_writer`
   and `train_step` are those of the off-policy learner. Use `run(iterator=...)` with an
-  iterator of single replay samples (`replay.make_item_iterator`).
+  iterator of single replay samples (`make_item_iterator`).
 
   Attributes:
     steps_per_iteration: Train steps each `run` adds.

@@ -39,7 +39,7 @@ def _step(step_types, observations):
 def test_policy_state_is_reset_per_environment_at_its_episode_end():
   agent = _agent()
   policy = inference.make_policy(agents.greedy_policy(agent), 2, 'tf')
-  assert isinstance(policy, inference.RecurrentCompiledPolicy)
+  assert isinstance(policy, inference.CompiledPolicy) and len(tf.nest.flatten(policy.state)) == 2
   rng = np.random.RandomState(0)
   policy(_step([ts.StepType.FIRST] * 2, rng.uniform(-0.2, 0.2, (2, 2))))
   for _ in range(5):
