@@ -1,6 +1,7 @@
-"""On-policy agent builders: PPO (the clipped objective of Schulman et al., 2017).
+"""On-policy agent builders: PPO (the clipped objective of Schulman et al., 2017) and PPO-RNN.
 
-A builder of the seam in `agents` (select it with `make_agent.agent_fn = @ppo_agent`). Its
+Builders of the seam in `agents` (select one with `make_agent.agent_fn = @ppo_agent` or
+`@ppo_rnn_agent`). Their
 `AgentBuild.on_policy` tells every role that the data is consumed once, by the weights that
 produced it (`agents.OnPolicy`). The agent is TF-Agents' `PPOClipAgent` set up as TF-Agents'
 `PPOLearner` needs it: values and advantages computed before training
@@ -14,7 +15,9 @@ import gin
 import tensorflow as tf
 from tf_agents.agents.ppo import ppo_clip_agent
 from tf_agents.networks import actor_distribution_network
+from tf_agents.networks import actor_distribution_rnn_network
 from tf_agents.networks import value_network
+from tf_agents.networks import value_rnn_network
 
 from common import agents
 
@@ -60,6 +63,62 @@ def ppo_agent(time_step_spec, action_spec, train_step,
   value_net = value_network.ValueNetwork(
       time_step_spec.observation, fc_layer_params=tuple(value_fc_layer_params),
       activation_fn=tf.keras.activations.tanh)
+  return _ppo(time_step_spec, action_spec, actor_net, value_net, train_step, learning_rate,
+              collect_sequence_length, num_epochs, minibatch_size, max_policy_lag,
+              importance_ratio_clipping, lambda_value, discount_factor, entropy_regularization,
+              value_pred_loss_coef, gradient_clipping, normalize_observations, normalize_rewards)
+
+
+@gin.configurable(module='common')
+def ppo_rnn_agent(time_step_spec, action_spec, train_step,
+                  actor: Optional[agents.ActorSlot] = None,
+                  input_fc_layer_params: Sequence[int] = (64,),
+                  lstm_size: Sequence[int] = (64,),
+                  output_fc_layer_params: Sequence[int] = (64,),
+                  learning_rate: float = 3e-4,
+                  collect_sequence_length: int = 64,
+                  num_epochs: int = 10,
+                  max_policy_lag: int = 1,
+                  importance_ratio_clipping: float = 0.2,
+                  lambda_value: float = 0.95,
+                  discount_factor: float = 0.99,
+                  entropy_regularization: float = 0.0,
+                  value_pred_loss_coef: float = 0.5,
+                  gradient_clipping: Optional[float] = 0.5,
+                  normalize_observations: bool = True,
+                  normalize_rewards: bool = True) -> agents.AgentBuild:
+  """PPO as `ppo_agent`, over an ActorDistributionRnnNetwork and a ValueRnnNetwork (dense,
+  LSTM, dense; tanh).
+
+  Each train step is one gathered batch of whole items (`agents.OnPolicy.minibatch_size` is
+  None: a recurrent network is unrolled over each item's time axis, so its steps cannot be
+  shuffled apart), `num_epochs` steps per iteration. The learner unrolls both networks over
+  each item from the zero state, as TF-Agents does; the networks reset their state at every
+  episode start inside an item. The actors carry each environment's state from step to step.
+  Other arguments as `ppo_agent`.
+  """
+  del actor
+  actor_net = actor_distribution_rnn_network.ActorDistributionRnnNetwork(
+      time_step_spec.observation, action_spec,
+      input_fc_layer_params=tuple(input_fc_layer_params), lstm_size=tuple(lstm_size),
+      output_fc_layer_params=tuple(output_fc_layer_params),
+      activation_fn=tf.keras.activations.tanh)
+  value_net = value_rnn_network.ValueRnnNetwork(
+      time_step_spec.observation, input_fc_layer_params=tuple(input_fc_layer_params),
+      lstm_size=tuple(lstm_size), output_fc_layer_params=tuple(output_fc_layer_params),
+      activation_fn=tf.keras.activations.tanh)
+  return _ppo(time_step_spec, action_spec, actor_net, value_net, train_step, learning_rate,
+              collect_sequence_length, num_epochs, None, max_policy_lag,
+              importance_ratio_clipping, lambda_value, discount_factor, entropy_regularization,
+              value_pred_loss_coef, gradient_clipping, normalize_observations, normalize_rewards)
+
+
+def _ppo(time_step_spec, action_spec, actor_net, value_net, train_step, learning_rate,
+         collect_sequence_length, num_epochs, minibatch_size, max_policy_lag,
+         importance_ratio_clipping, lambda_value, discount_factor, entropy_regularization,
+         value_pred_loss_coef, gradient_clipping, normalize_observations,
+         normalize_rewards) -> agents.AgentBuild:
+  """The PPOClipAgent of both builders, set up for `PPOLearner`, and its AgentBuild."""
   agent = ppo_clip_agent.PPOClipAgent(
       time_step_spec, action_spec,
       optimizer=tf.keras.optimizers.Adam(learning_rate=learning_rate, epsilon=1e-5),
