@@ -62,7 +62,7 @@ def dqn_agent(time_step_spec, action_spec, train_step,
 
 def _dqn(time_step_spec, action_spec, network, train_step, actor, learning_rate,
          epsilon_greedy, gamma, target_update_period, target_update_tau, double_q,
-         n_step_update=1):
+         n_step_update=1, td_errors_loss_fn=tfa_common.element_wise_squared_loss):
   """DqnAgent (DdqnAgent with `double_q`) over `network`, with Adam and a squared TD loss."""
   agent_class = dqn_lib.DdqnAgent if double_q else dqn_lib.DqnAgent
   return agent_class(
@@ -74,7 +74,7 @@ def _dqn(time_step_spec, action_spec, network, train_step, actor, learning_rate,
       n_step_update=n_step_update,
       target_update_period=target_update_period,
       target_update_tau=target_update_tau,
-      td_errors_loss_fn=tfa_common.element_wise_squared_loss,
+      td_errors_loss_fn=td_errors_loss_fn,
       train_step_counter=train_step)
 
 
@@ -187,22 +187,48 @@ def dqn_rnn_agent(time_step_spec, action_spec, train_step,
                   gamma: float = 0.99,
                   target_update_period: int = 1,
                   target_update_tau: float = 1.0,
-                  double_q: bool = False) -> agents.AgentBuild:
+                  double_q: bool = False,
+                  burn_in: int = 0) -> agents.AgentBuild:
   """DqnAgent over a QRnnNetwork (dense, LSTM, dense) trained on sequences of
   `train_sequence_length` steps; defaults are TF-Agents' DQN-RNN example's.
 
   Each replay item is a window of `train_sequence_length` steps of one episode, and the
-  learner unrolls the network over it from the zero state, as TF-Agents does (no stored or
-  burned-in state). The actors carry each environment's LSTM state from step to step.
+  learner unrolls the network over it from the zero state, as TF-Agents does (no stored
+  state). The actors carry each environment's LSTM state from step to step.
+
+  Args:
+    burn_in: The first `burn_in` transitions of each window only warm the LSTM state up: the
+      network unrolls over them, but they add nothing to the loss (R2D2's burn-in, Kapturowski
+      et al., 2019). 0 trains on every transition, as TF-Agents does.
   """
   agents.require_discrete(action_spec, 'DQN-RNN')
   if train_sequence_length < 2:
     raise UserError(f'dqn_rnn_agent.train_sequence_length={train_sequence_length} must be >= 2: '
                     'a TD target needs a next step')
+  if not 0 <= burn_in < train_sequence_length - 1:
+    raise UserError(f'dqn_rnn_agent.burn_in={burn_in} must be in [0, train_sequence_length - 1 '
+                    f'= {train_sequence_length - 1}): a window must train on at least one '
+                    'transition')
   network = q_rnn_network.QRnnNetwork(
       time_step_spec.observation, action_spec,
       input_fc_layer_params=tuple(input_fc_layer_params), lstm_size=tuple(lstm_size),
       output_fc_layer_params=tuple(output_fc_layer_params))
   agent = _dqn(time_step_spec, action_spec, network, train_step, actor, learning_rate,
-               epsilon_greedy, gamma, target_update_period, target_update_tau, double_q)
+               epsilon_greedy, gamma, target_update_period, target_update_tau, double_q,
+               td_errors_loss_fn=burn_in_loss(burn_in))
   return agents.AgentBuild(agent, train_sequence_length, _sequence_td_error)
+
+
+def burn_in_loss(burn_in: int):
+  """The squared TD loss with the first `burn_in` transitions of each sequence masked out.
+
+  DqnAgent calls it with [batch, time] targets and Q values for a recurrent network (and with
+  [batch] ones for a feed-forward network, which it leaves as they are).
+  """
+  def loss(td_targets, q_values):
+    element = tfa_common.element_wise_squared_loss(td_targets, q_values)
+    if burn_in == 0 or element.shape.rank < 2:
+      return element
+    trained = tf.range(tf.shape(element)[1]) >= burn_in
+    return element * tf.cast(trained, element.dtype)[None, :]
+  return loss

@@ -161,6 +161,10 @@ def test_policy_variables_are_shared_by_greedy_and_collect_policies():
      'ppo_agent.lambda_value=1.5 must be in [0, 1]'),
     ('ppo_cartpole.gin', 'ppo_agent.minibatch_size = 64.0',
      'ppo_agent.minibatch_size=64.0 is not'),
+    ('ppo_rnn_cartpole_no_velocity.gin', 'ppo_rnn_agent.lstm_size = (0,)',
+     'ppo_rnn_agent.lstm_size=(0,) must be positive layer widths'),
+    ('dqn_rnn_cartpole_no_velocity.gin', 'dqn_rnn_agent.burn_in = 9',
+     'dqn_rnn_agent.burn_in=9 must be in [0, train_sequence_length - 1 = 9)'),
 ])
 def test_agent_builder_arguments_are_checked_before_the_agent_is_built(gin_file, binding,
                                                                        fragment):

@@ -1,11 +1,12 @@
 """Recurrent policies in the actor: per-environment state, and the same actions as TF-Agents.
 
-Real DQN-RNN agents on the real masked-velocity CartPole.
+Real DQN-RNN and PPO-RNN agents on the real masked-velocity CartPole.
 """
 
 import os
 
 import numpy as np
+import pytest
 import tensorflow as tf
 from tf_agents.drivers import py_driver
 from tf_agents.policies import py_tf_eager_policy
@@ -18,14 +19,17 @@ from common import agents
 from common import builders
 from common import config
 from common import environments
+from common import q_agents
 from common.config import ReplayConfig
 from tests.conftest import GIN_DIR
 
-RNN_GIN = os.path.join(GIN_DIR, 'dqn_rnn_cartpole_no_velocity.gin')
+RNN_GINS = pytest.mark.parametrize('gin_name', [
+    'dqn_rnn_cartpole_no_velocity.gin', 'ppo_rnn_cartpole_no_velocity.gin'],
+    ids=['dqn-rnn', 'ppo-rnn'])
 
 
-def _agent():
-  config.load_gin([RNN_GIN])
+def _agent(gin_name):
+  config.load_gin([os.path.join(GIN_DIR, gin_name)])
   tf.random.set_seed(3)
   return builders.build(ReplayConfig()).agent
 
@@ -36,8 +40,9 @@ def _step(step_types, observations):
                      np.ones(n, np.float32), np.asarray(observations, np.float32))
 
 
-def test_policy_state_is_reset_per_environment_at_its_episode_end():
-  agent = _agent()
+@RNN_GINS
+def test_policy_state_is_reset_per_environment_at_its_episode_end(gin_name):
+  agent = _agent(gin_name)
   policy = inference.make_policy(agents.greedy_policy(agent), 2, 'tf')
   assert isinstance(policy, inference.CompiledPolicy) and len(tf.nest.flatten(policy.state)) == 2
   rng = np.random.RandomState(0)
@@ -63,8 +68,9 @@ def test_policy_state_is_reset_per_environment_at_its_episode_end():
     assert not np.allclose(zero[1], kept[1])  # (the two differ, so the check can fail)
 
 
-def test_recurrent_actions_in_the_actor_equal_tf_agents_py_driver():
-  agent = _agent()
+@RNN_GINS
+def test_recurrent_actions_in_the_actor_equal_tf_agents_py_driver(gin_name):
+  agent = _agent(gin_name)
   greedy = agents.greedy_policy(agent)
   seed, steps = 11, 400
 
@@ -92,3 +98,15 @@ def test_recurrent_actions_in_the_actor_equal_tf_agents_py_driver():
   env.close()
   assert metrics.episodes >= 3  # The sequence crosses several episode ends.
   assert ours == recorded
+
+
+def test_burn_in_masks_the_first_transitions_of_each_sequence_out_of_the_loss():
+  rng = np.random.RandomState(0)
+  targets, q_values = (tf.constant(rng.normal(size=(4, 9)), tf.float32) for _ in range(2))
+  squared = ((targets - q_values) ** 2).numpy()
+  masked = q_agents.burn_in_loss(3)(targets, q_values).numpy()
+  np.testing.assert_array_equal(masked[:, :3], 0.0)
+  np.testing.assert_allclose(masked[:, 3:], squared[:, 3:], rtol=1e-6)
+  np.testing.assert_allclose(q_agents.burn_in_loss(0)(targets, q_values), squared, rtol=1e-6)
+  flat = q_agents.burn_in_loss(3)(targets[:, 0], q_values[:, 0])  # No time axis: unchanged.
+  np.testing.assert_allclose(flat, squared[:, 0], rtol=1e-6)
