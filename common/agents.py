@@ -89,12 +89,17 @@ class AgentBuild:
     single_replica_reason: Set when `agent.train` cannot run replicated (MirroredStrategy over
       several devices); the learner then refuses more than one replica with this reason.
     on_policy: Set for an on-policy agent (PPO): how its items are written and consumed.
+    items_span_episodes: Items are windows at stride 1 that run on across episode ends, as
+      TF-Agents' replay buffers sample them (recurrent networks restart from the zero state at
+      each FIRST step inside an item, and the LAST -> FIRST transition is masked out of the
+      loss); otherwise an off-policy item lies within one episode.
   """
   agent: object
   sequence_length: int
   td_errors: Optional[Callable[[object], tf.Tensor]]
   single_replica_reason: Optional[str] = None
   on_policy: Optional[OnPolicy] = None
+  items_span_episodes: bool = False
 
 
 class TdErrorRecorder:

@@ -35,6 +35,8 @@ class Specs:
     variables_signature: Of the variable-table item ({policy_variables, train_step} and, with
       prioritized replay, max_priority).
     on_policy: The agent's `agents.OnPolicy` for an on-policy agent, else None.
+    items_span_episodes: Whether off-policy items run on across episode ends
+      (`agents.AgentBuild.items_span_episodes`).
   """
   time_step_spec: object
   action_spec: object
@@ -44,6 +46,7 @@ class Specs:
   replay_signature: object
   variables_signature: object
   on_policy: Optional[agents.OnPolicy] = None
+  items_span_episodes: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,7 +112,8 @@ def build(replay_config: ReplayConfig, train_step=None,
       prioritized=replay_config.prioritized,
       replay_signature=replay.replay_signature(agent.collect_data_spec, length),
       variables_signature=agents.variables_signature(variables),
-      on_policy=on_policy)
+      on_policy=on_policy,
+      items_span_episodes=agent_build.items_span_episodes)
   return Build(agent=agent, specs=specs, variables=variables, td_errors=agent_build.td_errors,
                max_priority=max_priority,
                single_replica_reason=agent_build.single_replica_reason)

@@ -192,9 +192,14 @@ def dqn_rnn_agent(time_step_spec, action_spec, train_step,
   """DqnAgent over a QRnnNetwork (dense, LSTM, dense) trained on sequences of
   `train_sequence_length` steps; defaults are TF-Agents' DQN-RNN example's.
 
-  Each replay item is a window of `train_sequence_length` steps of one episode, and the
-  learner unrolls the network over it from the zero state, as TF-Agents does (no stored
-  state). The actors carry each environment's LSTM state from step to step.
+  Each replay item is a window of `train_sequence_length` consecutive steps, which may run on
+  across an episode end, as TF-Agents' replay buffers sample them
+  (`AgentBuild.items_span_episodes`): the network restarts from the zero state at the FIRST
+  step inside it, and the LAST -> FIRST transition is masked out of the loss. So every
+  transition, the terminal ones too, is in as many windows as any other, and episodes shorter
+  than a window are trained on. The learner unrolls the network over each window from the
+  zero state, as TF-Agents does (no stored state). The actors carry each environment's LSTM
+  state from step to step.
 
   Args:
     burn_in: The first `burn_in` transitions of each window only warm the LSTM state up: the
@@ -216,7 +221,8 @@ def dqn_rnn_agent(time_step_spec, action_spec, train_step,
   agent = _dqn(time_step_spec, action_spec, network, train_step, actor, learning_rate,
                epsilon_greedy, gamma, target_update_period, target_update_tau, double_q,
                td_errors_loss_fn=burn_in_loss(burn_in))
-  return agents.AgentBuild(agent, train_sequence_length, _sequence_td_error)
+  return agents.AgentBuild(agent, train_sequence_length, _sequence_td_error,
+                           items_span_episodes=True)
 
 
 def burn_in_loss(burn_in: int):

@@ -153,7 +153,10 @@ class BatchedTrajectoryObserver:
   Items are what TF-Agents' `ReverbAddTrajectoryObserver(sequence_length, stride_length=1)` writes
   for each environment on its own: once an environment has `sequence_length` steps of the current
   episode, every step creates an item of its last `sequence_length` steps; a boundary step
-  (LAST -> FIRST) ends the episode, so no item spans two episodes. The stock observer takes one
+  (LAST -> FIRST) ends the episode, so no item spans two episodes. With `span_episodes` the
+  windows run on across episode ends (every step after the first `sequence_length` creates
+  one), as TF-Agents' replay buffers sample sequences for recurrent agents; with `end_to_end`
+  consecutive items do not overlap (stride = length) and run on across episode ends. The stock observer takes one
   unbatched trajectory per call, walks the trajectory nest several times per step and ends each
   episode with `end_episode()`, a blocking round trip to the server; this one takes the whole
   batch as flat numpy columns (`write`), appends each environment's slice to that environment's
@@ -176,7 +179,7 @@ class BatchedTrajectoryObserver:
   def __init__(self, py_client: reverb.Client, num_envs: int, sequence_length: int,
                table: str = constants.REPLAY_TABLE, max_pending_items: int = 32,
                is_running: Callable[[], bool] = lambda: True, step_spec=None,
-               end_to_end: bool = False):
+               end_to_end: bool = False, span_episodes: bool = False):
     """
     Args:
       py_client: Client of the replay server.
@@ -188,8 +191,10 @@ class BatchedTrajectoryObserver:
       step_spec: The spec nest of one step (the agent's collect data spec); if given, every
         `write` checks its columns against it.
       end_to_end: Write consecutive items across episode ends (on-policy agents).
+      span_episodes: Write stride-1 windows across episode ends (recurrent off-policy agents).
     """
     self._end_to_end = end_to_end
+    self._span_episodes = span_episodes or end_to_end
     self.wait_seconds = 0.0  # Time `write` waited for the server to take items.
     self._client = py_client
     self._is_running = is_running
@@ -271,7 +276,7 @@ class BatchedTrajectoryObserver:
           self._since_check[i] = 0
           continue
       self._since_check[i] += 1
-      if boundary[i] and not self._end_to_end:
+      if boundary[i] and not self._span_episodes:
         self._cached[i] = 0  # The next item starts with the next episode's steps.
       if boundary[i] or self._since_check[i] >= self._check_interval:
         self._wait_for_server(self._writers[i])

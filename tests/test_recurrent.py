@@ -7,10 +7,12 @@ import os
 
 import numpy as np
 import pytest
+import reverb
 import tensorflow as tf
 from tf_agents.drivers import py_driver
 from tf_agents.policies import py_tf_eager_policy
 from tf_agents.trajectories import time_step as ts
+from tf_agents.trajectories import trajectory as trajectory_lib
 
 from actor import collect
 from actor import inference
@@ -18,8 +20,10 @@ from actor import vector_env
 from common import agents
 from common import builders
 from common import config
+from common import constants
 from common import environments
 from common import q_agents
+from common import replay
 from common.config import ReplayConfig
 from tests.conftest import GIN_DIR
 
@@ -110,3 +114,56 @@ def test_burn_in_masks_the_first_transitions_of_each_sequence_out_of_the_loss():
   np.testing.assert_allclose(q_agents.burn_in_loss(0)(targets, q_values), squared, rtol=1e-6)
   flat = q_agents.burn_in_loss(3)(targets[:, 0], q_values[:, 0])  # No time axis: unchanged.
   np.testing.assert_allclose(flat, squared[:, 0], rtol=1e-6)
+
+
+def _episodes(lengths):
+  """Batch-of-one trajectory steps of consecutive episodes (each with its boundary step);
+  observation[0] is the step's index in the whole stream."""
+  steps = []
+  for length in lengths:
+    for t in range(length + 1):
+      step_type = ts.StepType.FIRST if t == 0 else (
+          ts.StepType.LAST if t == length else ts.StepType.MID)
+      next_type = ts.StepType.FIRST if t == length else (
+          ts.StepType.LAST if t == length - 1 else ts.StepType.MID)
+      steps.append(trajectory_lib.Trajectory(
+          step_type=np.array([step_type], np.int32),
+          observation=np.array([[len(steps), 0.0]], np.float32),
+          action=np.array([t % 2], np.int64), policy_info=(),
+          next_step_type=np.array([next_type], np.int32),
+          reward=np.array([1.0 if t < length else 0.0], np.float32),
+          discount=np.array([0.0 if t >= length - 1 else 1.0], np.float32)))
+  return steps
+
+
+def test_recurrent_windows_run_on_across_episode_ends_as_tf_agents_samples_them(port):
+  config.load_gin([os.path.join(GIN_DIR, 'dqn_rnn_cartpole_no_velocity.gin')],
+                  ['ReplayConfig.min_size = 1', 'ReplayConfig.samples_per_insert = None'])
+  replay_config = ReplayConfig()
+  built = builders.build(replay_config)
+  assert built.specs.items_span_episodes and built.specs.sequence_length == 10
+  server = reverb.Server(builders.make_tables(built.specs, replay_config), port=port)
+  try:
+    # An episode shorter than a window, then a longer one: 4 + 16 = 20 steps in the stream.
+    steps = _episodes([3, 15])
+    observer = replay.BatchedTrajectoryObserver(
+        reverb.Client(f'localhost:{port}'), 1, 10, step_spec=built.specs.collect_data_spec,
+        span_episodes=built.specs.items_span_episodes)
+    for step in steps:
+      observer(step)
+    assert observer.flush(timeout_s=30)
+    observer.close()
+    client = reverb.Client(f'localhost:{port}')
+    assert client.server_info()[constants.REPLAY_TABLE].current_size == len(steps) - 10 + 1
+    samples = list(client.sample(
+        constants.REPLAY_TABLE, num_samples=200))
+  finally:
+    server.stop()
+  starts = {int(sample[0].data[1][0]) for sample in samples}
+  # Every stride-1 window of the stream: 20 - 10 + 1 = 11, the first holding the short
+  # episode's terminal transition and its boundary.
+  assert starts == set(range(len(steps) - 10 + 1))
+  for sample in samples:
+    first = int(sample[0].data[1][0])
+    np.testing.assert_array_equal([int(step.data[1][0]) for step in sample],
+                                  np.arange(first, first + 10))
