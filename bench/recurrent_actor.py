@@ -10,14 +10,16 @@ actor's own env-step count (its log lines, one a second) over the window, so ite
 lengths count alike. On-policy actors hand each item to the learner's queue before they go on:
 here a thread drains the queue, so that they never wait for it.
 
-  python -m bench.recurrent_actor [--pairs=dqn,ppo] [--window_s=8] [--rounds=3]
+  python -m bench.recurrent_actor [--pairs=dqn,ppo] [--window_s=8] [--rounds=3] [--out=FILE.json]
 """
 
 import argparse
 import datetime
+import json
 import os
 import re
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -40,7 +42,11 @@ FEED_FORWARD = {
             'ppo_agent.value_fc_layer_params = (64, 256, 64)',
             'ppo_agent.collect_sequence_length = 128', 'ppo_agent.minibatch_size = 128'),
 }
-BINDINGS = ('ActorConfig.log_interval_s = 1.0', 'ReplayConfig.samples_per_insert = None')
+BINDINGS = {
+    'dqn': ('ActorConfig.log_interval_s = 1.0',
+            'ReplayConfig.samples_per_insert = None'),  # No learner: inserts are not held.
+    'ppo': ('ActorConfig.log_interval_s = 1.0',),
+}
 _LINE = re.compile(r'I\d{4} (\d\d:\d\d:\d\d\.\d+) .*: env_steps=(\d+) env_steps/s=')
 
 
@@ -85,8 +91,9 @@ def _drain(address: str, stop: threading.Event) -> None:
       raise
 
 
-def bench_pair(pair: str, window_s: float, rounds: int, startup_timeout_s: float) -> None:
+def bench_pair(pair: str, window_s: float, rounds: int, startup_timeout_s: float) -> dict:
   # pylint: disable=g-import-not-at-top
+  from common import builders  # noqa: F401  pylint: disable=unused-import  (the configurables)
   from common import config
   from common.config import ActorConfig
   recurrent_gin = RECURRENT_GIN[pair]
@@ -95,7 +102,7 @@ def bench_pair(pair: str, window_s: float, rounds: int, startup_timeout_s: float
   servers, children, sizes = {}, {}, {}
   try:
     for kind, extra in (('recurrent', ()), ('feed_forward', FEED_FORWARD[pair])):
-      bindings = BINDINGS + extra
+      bindings = BINDINGS[pair] + extra
       config.load_gin([recurrent_gin], list(bindings))
       num_envs = ActorConfig().num_envs
       server = servers[kind] = harness.ReplayServer()  # Its own tables, for its own specs.
@@ -126,7 +133,7 @@ def bench_pair(pair: str, window_s: float, rounds: int, startup_timeout_s: float
     harness.stop_all(list(children.values()))
     for server in servers.values():
       server.stop()
-  harness.emit(harness.make_record(
+  return harness.emit(harness.make_record(
       'actor env steps/s, recurrent policy vs feed-forward', rates['recurrent'],
       'env steps/s', os.path.basename(recurrent_gin)[:-len('.gin')],
       stock=rates['feed_forward'], versus='the same actor, feed-forward policy',
@@ -141,9 +148,16 @@ def main(argv=None):
   parser.add_argument('--window_s', type=float, default=8.0)
   parser.add_argument('--rounds', type=int, default=3)
   parser.add_argument('--startup_timeout_s', type=float, default=180.0)
+  parser.add_argument('--out', default='', help='Also write the records, the command, the date '
+                      'and the machine to this JSON file.')
   args = parser.parse_args(argv)
-  for pair in args.pairs.split(','):
-    bench_pair(pair, args.window_s, args.rounds, args.startup_timeout_s)
+  records = [bench_pair(pair, args.window_s, args.rounds, args.startup_timeout_s)
+             for pair in args.pairs.split(',')]
+  if args.out:
+    with open(args.out, 'w') as f:
+      json.dump({'command': 'python -m bench.recurrent_actor ' + ' '.join(
+          argv if argv is not None else sys.argv[1:]), 'date': time.strftime('%Y-%m-%d'),
+                 'machine': harness.machine(), 'records': records}, f, indent=1)
 
 
 if __name__ == '__main__':
