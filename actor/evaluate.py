@@ -134,7 +134,8 @@ def run_eval(root_dir: str, server_address: str, max_evals: int = 0,
   policy_client = PolicyClient(server_address, ReplayConfig(), role, server_timeout_s,
                                stop_event)
   policy_client.connect()
-  env = vector_env.VectorEnv([environments.make_environment(seed=eval_config.seed)])
+  env = vector_env.VectorEnv([environments.make_environment(seed=eval_config.seed,
+                                                            training=False)])
   greedy = inference.make_policy(agents.greedy_policy(policy_client.agent), 1,
                                  ActorConfig().inference, eval_config.seed)
   eval_dir = os.path.join(root_dir, constants.EVAL_DIR)

@@ -10,6 +10,7 @@ from tf_agents.environments import suite_gym
 from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import time_step as ts
 
+from common import atari
 from common.errors import UserError
 
 _PYBULLET_REGISTERED = False
@@ -45,32 +46,47 @@ def _register_pybullet() -> None:
     _PYBULLET_REGISTERED = True
 
 
-def check_env_id(env_name: str) -> None:
-  """Raises UserError unless `env_name` is a registered gym id."""
+def check_env_id(env_name: str, sticky_actions: float = 0.0) -> None:
+  """Raises UserError unless `env_name` is a registered gym id (Atari ids register here)."""
   if 'Bullet' in env_name:
     _register_pybullet()
+  atari.register(env_name, sticky_actions)
   try:
     gym.spec(env_name)
   except gym.error.Error:
     raise UserError(
         f'unknown environment id {env_name!r}: bind make_environment.env_name to a registered '
-        'gym id such as CartPole-v0, CartPoleNoVelocity-v0, InvertedPendulumBulletEnv-v0 or '
-        'MinitaurBulletEnv-v0'
+        'gym id such as CartPole-v0, CartPoleNoVelocity-v0, InvertedPendulumBulletEnv-v0, '
+        'MinitaurBulletEnv-v0 or an Atari game as <Game>NoFrameskip-v4 (PongNoFrameskip-v4)'
     ) from None
 
 
-@gin.configurable(allowlist=['env_name', 'max_episode_steps'])
+@gin.configurable(allowlist=['env_name', 'max_episode_steps', 'sticky_actions',
+                             'terminal_on_life_loss'])
 def make_environment(env_name: str = gin.REQUIRED,
                      max_episode_steps: Optional[int] = None,
                      seed: Optional[int] = None,
-                     num_envs: int = 1) -> py_environment.PyEnvironment:
+                     num_envs: int = 1,
+                     sticky_actions: float = 0.0,
+                     terminal_on_life_loss: bool = False,
+                     training: bool = True) -> py_environment.PyEnvironment:
   """Makes the task's Python environment.
 
+  An Atari id (`<Game>NoFrameskip-v4`, any game whose ROM ale-py ships) gets the standard DQN
+  preprocessing, as TF-Agents' `suite_atari.load` with its stacking wrappers applies it: 4
+  frames per step (the action repeated), the max over the last two, 84x84 grayscale, the last
+  4 frames stacked; uint8 observations of shape (84, 84, 4).
+
   Args:
-    env_name: A gym id (gin). PyBullet ids are registered on demand.
+    env_name: A gym id (gin). PyBullet and Atari ids are registered on demand.
     max_episode_steps: Optional episode cap (gin); None keeps the gym registration's limit.
     seed: Seed of the first environment; environment i gets `seed + i`.
     num_envs: If > 1, a BatchedPyEnvironment of that many copies stepped in lockstep.
+    sticky_actions: Atari only (gin): the chance, each emulator frame, that the previous action
+      is repeated (0.25 in Machado et al., 2018; 0, the default, is the classic protocol).
+    terminal_on_life_loss: Atari only (gin): a lost life ends the episode, for the collect
+      actors only (`training`); eval always plays whole games.
+    training: False for eval, which never ends an episode at a lost life.
 
   Returns:
     A PyEnvironment (batched when num_envs > 1).
@@ -78,10 +94,23 @@ def make_environment(env_name: str = gin.REQUIRED,
   Raises:
     UserError: unknown environment id.
   """
-  check_env_id(env_name)
+  if not 0.0 <= sticky_actions <= 1.0:
+    raise UserError(f'make_environment.sticky_actions={sticky_actions} must be a probability in '
+                    '[0, 1]: fix it in the gin file')
+  check_env_id(env_name, sticky_actions)
+  is_atari = atari.game_of(env_name) is not None
+  if not is_atari and (sticky_actions or terminal_on_life_loss):
+    raise UserError(f'make_environment.sticky_actions and terminal_on_life_loss apply to Atari '
+                    f'games only, not {env_name!r}: remove those bindings')
+
+  def _load():
+    if is_atari:
+      return atari.load(env_name, max_episode_steps or 0,
+                        terminal_on_life_loss=terminal_on_life_loss and training)
+    return suite_gym.load(env_name, max_episode_steps=max_episode_steps or 0)
 
   def _one(index: int) -> py_environment.PyEnvironment:
-    env = suite_gym.load(env_name, max_episode_steps=max_episode_steps or 0)
+    env = _load()
     if seed is not None:
       env.seed(seed + index)
     return env

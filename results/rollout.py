@@ -187,7 +187,7 @@ def record_videos(out_stem: str, policy_dir: str = '', num_episodes: int = 1,
   if unknown or not formats:
     raise UserError(f'unknown video format(s) {unknown or formats}: use mp4 and/or gif')
   policy = load_saved_policy(policy_dir) if policy_dir else None
-  env = environments.make_environment(seed=seed)
+  env = environments.make_environment(seed=seed, training=False)
   try:
     if policy is None:
       policy = random_policy(env, seed)

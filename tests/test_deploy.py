@@ -39,6 +39,8 @@ def test_every_pin_is_what_is_installed_and_pip_finds_no_conflict():
   pins = _pins(('options', 'install_requires'), ('options.extras_require', 'ray'),
                ('options.extras_require', 'test'))
   assert pins['ray'] == '2.60.0' and pins['tensorflow'] == '2.15.1'
+  # The Atari stack: ROMs inside ale-py's wheel, and an OpenCV that keeps numpy 1.26.
+  assert pins['ale-py'] == '0.10.1' and pins['opencv-python-headless'] == '4.11.0.86'
   wrong = {name: (version, importlib.metadata.version(name)) for name, version in pins.items()
            if importlib.metadata.version(name) != version}
   assert not wrong, f'installed versions differ from setup.cfg: {wrong}'

@@ -1,0 +1,110 @@
+"""Atari games through `make_environment`: real ALE emulators and ROMs from ale-py's wheel.
+
+The environment must be what TF-Agents' `suite_atari.load` with its stacking wrappers makes
+(specs, dtypes, every preprocessed frame), auto-resetting like every other task here, with the
+life-loss terminal for training only and sticky actions as an option.
+"""
+
+import numpy as np
+import pytest
+from tf_agents.environments import suite_atari
+from tf_agents.trajectories import time_step as ts
+
+from actor import vector_env
+from common import atari
+from common import environments
+from common.errors import UserError
+
+PONG = 'PongNoFrameskip-v4'
+
+
+def _gym(env):
+  return env.gym  # GymWrapper's gym env: FrameStack4(AtariPreprocessing(AleEnv)).
+
+
+def test_pong_specs_and_frames_are_suite_atari_loads():
+  ours = environments.make_environment(PONG, seed=3)
+  stock = suite_atari.load(
+      PONG, gym_env_wrappers=suite_atari.DEFAULT_ATARI_GYM_WRAPPERS_WITH_STACKING)
+  stock.seed(3)
+  assert ours.observation_spec() == stock.observation_spec()
+  assert ours.observation_spec().shape == (84, 84, 4)
+  assert ours.observation_spec().dtype == np.uint8
+  assert ours.action_spec() == stock.action_spec() and ours.action_spec().maximum == 5
+  assert ours.time_step_spec() == stock.time_step_spec()
+  mine, theirs = ours.reset(), stock.reset()
+  rng = np.random.RandomState(0)
+  for _ in range(300):
+    np.testing.assert_array_equal(mine.observation, theirs.observation)
+    assert (mine.step_type, mine.reward, mine.discount) == (
+        theirs.step_type, theirs.reward, theirs.discount)
+    action = rng.randint(6)
+    mine, theirs = ours.step(action), stock.step(action)
+  assert mine.observation.std() > 0  # Real frames, not a blank screen.
+  # Preprocessing: 4 emulator frames per step, the pooled frames stacked oldest first.
+  assert _gym(ours).unwrapped.ale.getEpisodeFrameNumber() == 4 * 300
+  ours.close()
+  stock.close()
+
+
+def test_an_atari_episode_resets_itself_and_steps_on_the_fast_path():
+  env = vector_env.VectorEnv([environments.make_environment(PONG, seed=0)])
+  assert env.uses_gym_directly
+  env.reset()
+  # A game of Pong under random play ends (one side reaches 21) in a few thousand steps.
+  for step in range(20_000):
+    time_step = env.step(np.zeros(1, np.int64))
+    if time_step.step_type[0] == ts.StepType.LAST:
+      break
+  assert time_step.step_type[0] == ts.StepType.LAST and time_step.discount[0] == 0, step
+  assert env.step(np.zeros(1, np.int64)).step_type[0] == ts.StepType.FIRST
+  env.close()
+
+
+def _first_episode_lives(training: bool):
+  env = environments.make_environment('BreakoutNoFrameskip-v4', seed=1,
+                                      terminal_on_life_loss=True, training=training)
+  env.reset()
+  rng = np.random.RandomState(0)
+  for _ in range(50_000):
+    if env.step(rng.randint(4)).is_last():
+      return _gym(env).unwrapped.ale.lives()
+  raise AssertionError('no episode end in 50,000 steps')
+
+
+def test_a_lost_life_ends_the_episode_for_training_only():
+  assert _first_episode_lives(training=True) == 4  # Breakout starts with 5 lives.
+  assert _first_episode_lives(training=False) == 0  # Eval plays the whole game.
+
+
+def test_sticky_actions_are_a_gin_option_of_the_emulator():
+  streams = {}
+  for sticky in (0.0, 0.25):
+    # Breakout: on Pong, 2,000 random frames came out the same with and without stickiness.
+    env = environments.make_environment('BreakoutNoFrameskip-v4', seed=5, sticky_actions=sticky)
+    assert _gym(env).unwrapped.ale.getFloat('repeat_action_probability') == pytest.approx(sticky)
+    env.reset()
+    rng = np.random.RandomState(0)
+    streams[sticky] = np.stack([env.step(rng.randint(4)).observation for _ in range(500)])
+    env.close()
+  assert not np.array_equal(streams[0.0], streams[0.25])
+
+
+@pytest.mark.parametrize('kwargs, fragment', [
+    (dict(env_name=PONG, sticky_actions=1.5), 'sticky_actions=1.5 must be a probability'),
+    (dict(env_name='CartPole-v0', sticky_actions=0.25), 'apply to Atari games only'),
+    (dict(env_name='CartPole-v0', terminal_on_life_loss=True), 'apply to Atari games only'),
+    (dict(env_name='NoSuchGameNoFrameskip-v4'), "unknown environment id 'NoSuchGameNoFrameskip"),
+])
+def test_atari_options_that_cannot_apply_are_refused(kwargs, fragment):
+  with pytest.raises(UserError, match=fragment):
+    environments.make_environment(**kwargs)
+
+
+def test_any_game_the_wheel_ships_is_an_id():
+  assert atari.rom_name('SpaceInvaders') == 'space_invaders'
+  assert atari.game_of('BreakoutNoFrameskip-v4') == 'Breakout'
+  assert atari.game_of('CartPole-v0') is None
+  env = environments.make_environment('SpaceInvadersNoFrameskip-v4', seed=0)
+  assert env.observation_spec().shape == (84, 84, 4) and env.action_spec().maximum == 5
+  env.close()
