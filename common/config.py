@@ -10,6 +10,7 @@ import collections.abc
 import dataclasses
 import json
 import os
+import re
 import tempfile
 import math
 import typing
@@ -26,7 +27,12 @@ def _type_name(hint) -> str:
     return ' or '.join(_type_name(a) for a in typing.get_args(hint))
   if typing.get_origin(hint) in (list, tuple, collections.abc.Sequence):
     args = typing.get_args(hint)
-    return f'a sequence of {_type_name(args[0])[3:]}s' if args else 'a sequence'
+    if not args:
+      return 'a sequence'
+    inner = _type_name(args[0])
+    if inner.startswith('a sequence'):  # Nested: 'a sequence of sequences of integers'.
+      return 'a sequence of sequences' + inner[len('a sequence'):]
+    return f'a sequence of {inner.split(" ", 1)[1]}s'
   return {type(None): 'None', int: 'an integer', float: 'a number', str: 'a string',
           bool: 'True or False'}.get(hint, getattr(hint, '__name__', str(hint)))
 
@@ -302,6 +308,19 @@ def resolve_gin_files(gin_files: Sequence[str]) -> List[str]:
   return resolved
 
 
+# Recorded configs (operative_config.gin) of runs made before the Atari stack was installed name
+# `suite_gym.load` by its short name: the only `load` configurable then. With ale-py installed,
+# `tf_agents.environments` also imports suite_atari, suite_dm_control, suite_mujoco and
+# suite_pybullet, whose `load` makes the short name ambiguous.
+_BARE_LOAD = re.compile(r'^load\.', re.MULTILINE)
+
+
+def gin_text(path: str) -> str:
+  """A gin file's text, with a recorded config's bare `load.` bindings read as suite_gym's."""
+  with open(path) as f:
+    return _BARE_LOAD.sub('suite_gym.load.', f.read())
+
+
 def load_gin(gin_files: Sequence[str], gin_bindings: Sequence[str] = ()) -> None:
   """Parses gin files and bindings, with one-line errors.
 
@@ -323,8 +342,9 @@ def load_gin(gin_files: Sequence[str], gin_bindings: Sequence[str] = ()) -> None
                       'the files in gin/')
   gin.clear_config()
   try:
-    gin.parse_config_files_and_bindings(list(gin_files), list(gin_bindings),
-                                        finalize_config=False)
+    for path in gin_files:
+      gin.parse_config(gin_text(path))
+    gin.parse_config(list(gin_bindings))
   except (ValueError, SyntaxError, KeyError, TypeError) as e:
     message = ' '.join(str(e).split())
     raise UserError(f'bad gin config ({message}): fix the gin file or --gin_bindings') from None

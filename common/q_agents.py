@@ -23,6 +23,26 @@ from common import agents
 from common.errors import UserError
 
 
+# The convolutional torso of the Nature DQN (Mnih et al., 2015): (filters, kernel, stride).
+NATURE_CONV_LAYERS = ((32, 8, 4), (64, 4, 2), (64, 3, 1))
+
+
+def encoder_kwargs(observation_spec, conv_layer_params) -> dict:
+  """The encoder arguments of a TF-Agents network over `observation_spec`.
+
+  Image observations stay uint8 from the environment to the network (a quarter of float32's
+  bytes in replay and on the wire); the network itself scales them to [0, 1] first, so that
+  every process that runs it (actor, learner, eval, an exported SavedModel) scales the same way.
+  """
+  kwargs = {}
+  if conv_layer_params:
+    kwargs['conv_layer_params'] = tuple(tuple(layer) for layer in conv_layer_params)
+  if observation_spec.dtype == tf.uint8:
+    kwargs['preprocessing_layers'] = tf.keras.layers.Lambda(
+        lambda frames: tf.cast(frames, tf.float32) / 255.0, name='scale_uint8_to_unit')
+  return kwargs
+
+
 def _check_n_step(n_step_update: int) -> None:
   if n_step_update < 1:
     raise UserError(f'n_step_update={n_step_update} must be >= 1: bind a positive n in the '
@@ -39,11 +59,15 @@ def dqn_agent(time_step_spec, action_spec, train_step,
               target_update_period: int = 1,
               target_update_tau: float = 1.0,
               n_step_update: int = 1,
-              double_q: bool = False) -> agents.AgentBuild:
+              double_q: bool = False,
+              conv_layer_params: Optional[Sequence[Sequence[int]]] = None) -> agents.AgentBuild:
   """DqnAgent (or DdqnAgent with `double_q`) with a QNetwork of `fc_layer_params`, Adam and a
   squared TD loss.
 
   Args:
+    conv_layer_params: (filters, kernel, stride) of convolutions before the dense layers, for
+      image observations (`NATURE_CONV_LAYERS`: the Nature DQN torso); uint8 observations are
+      scaled to [0, 1] inside the network (`encoder_kwargs`).
     epsilon_greedy: Collect exploration; per actor through `collect_epsilon` (Ape-X ladder).
     n_step_update: Steps of reward before bootstrapping; replay items are n + 1 steps.
     double_q: Double DQN (van Hasselt et al., 2016): the online network picks the next action,
@@ -52,8 +76,9 @@ def dqn_agent(time_step_spec, action_spec, train_step,
   algorithm = 'DDQN' if double_q else 'DQN'
   agents.require_discrete(action_spec, algorithm)
   _check_n_step(n_step_update)
-  network = q_network.QNetwork(time_step_spec.observation, action_spec,
-                               fc_layer_params=tuple(fc_layer_params))
+  network = q_network.QNetwork(
+      time_step_spec.observation, action_spec, fc_layer_params=tuple(fc_layer_params),
+      **encoder_kwargs(time_step_spec.observation, conv_layer_params))
   agent = _dqn(time_step_spec, action_spec, network, train_step, actor, learning_rate,
                epsilon_greedy, gamma, target_update_period, target_update_tau, double_q,
                n_step_update=n_step_update)
@@ -140,9 +165,11 @@ def c51_agent(time_step_spec, action_spec, train_step,
               gamma: float = 0.99,
               target_update_period: int = 1,
               target_update_tau: float = 1.0,
-              n_step_update: int = 2) -> agents.AgentBuild:
+              n_step_update: int = 2,
+              conv_layer_params: Optional[Sequence[Sequence[int]]] = None) -> agents.AgentBuild:
   """C51 (Bellemare et al., 2017): a CategoricalQNetwork of `num_atoms` atoms on
   [min_q_value, max_q_value], Adam; defaults are the TF-Agents C51 tutorial's.
+  `conv_layer_params` as `dqn_agent`'s.
   """
   agents.require_discrete(action_spec, 'C51')
   _check_n_step(n_step_update)
@@ -151,7 +178,8 @@ def c51_agent(time_step_spec, action_spec, train_step,
                     f'{min_q_value}, {max_q_value}, {num_atoms}): fix them in the gin file')
   network = categorical_q_network.CategoricalQNetwork(
       time_step_spec.observation, action_spec, num_atoms=num_atoms,
-      fc_layer_params=tuple(fc_layer_params))
+      fc_layer_params=tuple(fc_layer_params),
+      **encoder_kwargs(time_step_spec.observation, conv_layer_params))
   agent = WeightedCategoricalDqnAgent(
       time_step_spec, action_spec,
       categorical_q_network=network,

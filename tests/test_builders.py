@@ -163,6 +163,10 @@ def test_policy_variables_are_shared_by_greedy_and_collect_policies():
      'ppo_agent.minibatch_size=64.0 is not'),
     ('ppo_rnn_cartpole_no_velocity.gin', 'ppo_rnn_agent.lstm_size = (0,)',
      'ppo_rnn_agent.lstm_size=(0,) must be positive layer widths'),
+    ('dqn_pong.gin', 'dqn_agent.conv_layer_params = ((32, 8),)',
+     'dqn_agent.conv_layer_params=((32, 8),) must be (filters, kernel, stride) triples'),
+    ('dqn_pong.gin', 'dqn_agent.conv_layer_params = (32, 8, 4)',
+     'dqn_agent.conv_layer_params=(32, 8, 4) is not a sequence of sequences of integers'),
     ('dqn_rnn_cartpole_no_velocity.gin', 'dqn_rnn_agent.burn_in = 9',
      'dqn_rnn_agent.burn_in=9 must be in [0, train_sequence_length - 1 = 9)'),
 ])

@@ -110,7 +110,16 @@ def test_minitaur_fast_file_is_the_measured_run():
   config.load_gin([os.path.join(GIN_DIR, 'sac_minitaur_fast.gin')])
   shipped = {(name, param): gin.query_parameter(f'{name}.{param}') for name, param in _bindings()}
   gin.clear_config()
-  gin.parse_config_files_and_bindings([MINITAUR_RUN_CONFIG], [], finalize_config=False,
-                                      skip_unknown=True)
+  gin.parse_config(config.gin_text(MINITAUR_RUN_CONFIG), skip_unknown=True)
   recorded = {key: gin.query_parameter('.'.join(key)) for key in shipped}
   assert shipped == recorded
+
+
+def test_a_config_recorded_before_the_atari_stack_still_loads():
+  # Its `load.*` bindings were suite_gym.load's short name, ambiguous once ale-py is installed
+  # (tf_agents.environments then imports every suite, each with a `load`).
+  with open(MINITAUR_RUN_CONFIG) as f:
+    assert 'load.discount = 1.0' in f.read().splitlines()
+  config.load_gin([MINITAUR_RUN_CONFIG])
+  assert gin.query_parameter('suite_gym.load.discount') == 1.0
+  assert gin.query_parameter('make_environment.env_name') == 'MinitaurBulletEnv-v0'
