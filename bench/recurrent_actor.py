@@ -1,9 +1,9 @@
 """The actor's env steps/s with a recurrent policy, against the same actor with a feed-forward
 policy of about the same size, on the same task.
 
-For each pair, both actors (`python -m actor.main`) run against one in-process replay server
-holding the recurrent gin file's tables and its initial weights; the feed-forward actor is the
-same gin file with its agent switched (`FEED_FORWARD`), so that the environments, the batch and
+For each pair, each actor (`python -m actor.main`) runs against its own in-process replay server,
+holding that agent's tables and its initial weights; the feed-forward actor is the recurrent
+gin file with its agent switched (`FEED_FORWARD`), so that the environments, the batch and
 every ActorConfig value are the same. The two take turns, `--rounds` windows each, the other one
 paused with SIGSTOP, and each figure is the median of its windows. A window's rate is the
 actor's own env-step count (its log lines, one a second) over the window, so items of different
@@ -31,10 +31,8 @@ RECURRENT_GIN = {
     'dqn': os.path.join(REPO, 'gin', 'dqn_rnn_cartpole_no_velocity.gin'),
     'ppo': os.path.join(REPO, 'gin', 'ppo_rnn_cartpole_no_velocity.gin'),
 }
-# The feed-forward twin of each recurrent agent: about as many weights (counted and reported),
-# the LSTM's width in a dense layer instead. DQN-RNN: dense 50, LSTM 20, dense 20 (6.4k);
-# DQN: 50, 80, 20 (5.9k). PPO-RNN's actor: dense 64, LSTM 64, dense 64 (37.6k); PPO's: 64,
-# 256, 64 (33.5k).
+# The feed-forward twin of each recurrent agent: about as many weights (the collect policy's,
+# counted and reported with each record), the LSTM's width in a dense layer instead.
 FEED_FORWARD = {
     'dqn': ('make_agent.agent_fn = @dqn_agent', 'dqn_agent.fc_layer_params = (50, 80, 20)',
             'dqn_agent.epsilon_greedy = 0.1'),

@@ -86,19 +86,19 @@ class AleEnv(gym.Env):
     pass
 
 
-def register(env_name: str, repeat_action_probability: float = 0.0) -> bool:
+def register(env_name: str, repeat_action_probability: float = 0.0) -> None:
   """Registers `env_name` with gym if it is `<Game>NoFrameskip-v4` for a ROM ale-py holds.
 
-  Returns whether it is such an id. A sticky-action probability other than the registered one
+  Any other id is left alone. A sticky-action probability other than the registered one
   re-registers the id, so every environment of a process is made with the same value.
   """
   game = game_of(env_name)
   if game is None:
-    return False
+    return
   from ale_py import roms  # pylint: disable=g-import-not-at-top
   rom = rom_name(game)
   if rom not in roms.get_all_rom_ids():
-    return False
+    return
   registry = gym.envs.registry.env_specs
   try:
     existing = registry[env_name]
@@ -106,12 +106,11 @@ def register(env_name: str, repeat_action_probability: float = 0.0) -> bool:
     existing = None
   if existing is not None:
     if existing.kwargs.get('repeat_action_probability') == repeat_action_probability:
-      return True
+      return
     del registry[env_name]
   # No gym step limit: the emulator ends the game at MAX_EPISODE_FRAMES frames itself.
   gym.register(id=env_name, entry_point=AleEnv,
                kwargs={'game': rom, 'repeat_action_probability': repeat_action_probability})
-  return True
 
 
 def load(env_name: str, max_episode_steps: int = 0, terminal_on_life_loss: bool = False):

@@ -156,9 +156,10 @@ class BatchedTrajectoryObserver:
   (LAST -> FIRST) ends the episode, so no item spans two episodes. With `span_episodes` the
   windows run on across episode ends (every step after the first `sequence_length` creates
   one), as TF-Agents' replay buffers sample sequences for recurrent agents; with `end_to_end`
-  consecutive items do not overlap (stride = length) and run on across episode ends. The stock observer takes one
-  unbatched trajectory per call, walks the trajectory nest several times per step and ends each
-  episode with `end_episode()`, a blocking round trip to the server; this one takes the whole
+  consecutive items do not overlap (stride = length) and run on across episode ends. The
+  stock observer takes one unbatched trajectory per call, walks the trajectory nest several
+  times per step and ends each episode with `end_episode()`, a blocking round trip to the
+  server; this one takes the whole
   batch as flat numpy columns (`write`), appends each environment's slice to that environment's
   Reverb writer as a flat list, builds items from the cell references it keeps, and ends episodes
   by its own step count. At each episode end and every `max_pending_items / 2` steps it waits
