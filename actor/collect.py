@@ -206,7 +206,8 @@ def run_actor(root_dir: str, server_address: str, task: int, max_env_steps: int 
       reverb.Client(server_address), config.num_envs, policy_client.specs.sequence_length,
       is_running=lambda: not stop_event.is_set(),
       step_spec=policy_client.specs.collect_data_spec, end_to_end=on_policy,
-      span_episodes=policy_client.specs.items_span_episodes)
+      span_episodes=policy_client.specs.items_span_episodes,
+      frame_stack=policy_client.specs.frame_stack)
   status_client = reverb.Client(server_address)
   summary_dir = os.path.join(root_dir, constants.ACTOR_DIR, str(task))
   ownership.own(summary_dir, f'actor with --task={task}')

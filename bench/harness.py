@@ -145,9 +145,14 @@ def machine() -> Dict:
 
 def load_task(task: str, bindings: Sequence[str] = ()) -> None:
   """Parses the task's shipped gin file plus `bindings` (bench overrides)."""
+  load_task_file(GIN[task], bindings)
+
+
+def load_task_file(gin_file: str, bindings: Sequence[str] = ()) -> None:
+  """Parses `gin_file` plus `bindings` (bench overrides)."""
   from common import builders  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
   from common import config  # pylint: disable=g-import-not-at-top
-  config.load_gin([GIN[task]], list(bindings))
+  config.load_gin([gin_file], list(bindings))
 
 
 def free_port() -> int:

@@ -18,6 +18,7 @@ import numpy as np
 # `<Game>NoFrameskip-v4`: the id the DQN literature and TF-Agents' Atari examples use.
 _ATARI_ID = re.compile(r'^([A-Z][A-Za-z0-9]*)NoFrameskip-v4$')
 MAX_EPISODE_FRAMES = 108_000
+FRAME_STACK = 4  # Frames per observation (TF-Agents' FrameStack4, which `load` applies).
 
 
 def rom_name(game: str) -> str:
@@ -39,11 +40,18 @@ class AleEnv(gym.Env):
     repeat_action_probability: Sticky actions: the chance, each frame, that the emulator repeats
       the previous action instead of the new one (0.25 in Machado et al.; 0 in the classic
       NoFrameskip-v4 protocol).
+    observe_screen: If False, `reset` and `step` return None instead of the RGB screen, for a
+      wrapper that reads the screen from `.ale` itself (TF-Agents' `AtariPreprocessing` reads
+      the grayscale screen of the last two frames of each step and drops the rest). Copying
+      out an RGB screen on every emulator frame took over a quarter of a Pong actor's
+      environment time.
   """
 
   metadata = {'render.modes': ['rgb_array']}
 
-  def __init__(self, game: str, repeat_action_probability: float = 0.0):
+  def __init__(self, game: str, repeat_action_probability: float = 0.0,
+               observe_screen: bool = True):
+    self._observe_screen = observe_screen
     import ale_py  # pylint: disable=g-import-not-at-top
     from ale_py import roms  # pylint: disable=g-import-not-at-top
     self._rom = roms.get_rom_path(game)
@@ -69,12 +77,13 @@ class AleEnv(gym.Env):
 
   def reset(self):
     self.ale.reset_game()
-    return self.ale.getScreenRGB()
+    return self.ale.getScreenRGB() if self._observe_screen else None
 
   def step(self, action):
     reward = self.ale.act(self._actions[int(action)])
     done = self.ale.game_over()
-    return self.ale.getScreenRGB(), float(reward), done, {'lives': self.ale.lives()}
+    observation = self.ale.getScreenRGB() if self._observe_screen else None
+    return observation, float(reward), done, {'lives': self.ale.lives()}
 
   def render(self, mode='rgb_array'):
     return self.ale.getScreenRGB()
@@ -126,7 +135,8 @@ def load(env_name: str, max_episode_steps: int = 0, terminal_on_life_loss: bool 
   from tf_agents.environments import suite_gym
   # pylint: enable=g-import-not-at-top
   return suite_gym.wrap_env(
-      gym.spec(env_name).make(),
+      # AtariPreprocessing reads the screens it needs from `.ale` itself.
+      gym.spec(env_name).make(observe_screen=False),
       discount=1.0,
       max_episode_steps=max_episode_steps,
       gym_env_wrappers=(

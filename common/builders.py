@@ -37,6 +37,9 @@ class Specs:
     on_policy: The agent's `agents.OnPolicy` for an on-policy agent, else None.
     items_span_episodes: Whether off-policy items run on across episode ends
       (`agents.AgentBuild.items_span_episodes`).
+    frame_stack: Frames per observation when the replay table stores each frame once
+      (`ReplayConfig.store_frames_once`), else 0: the actors write single frames, the learner's
+      dataset stacks them again (`replay.replay_signature`).
   """
   time_step_spec: object
   action_spec: object
@@ -47,6 +50,7 @@ class Specs:
   variables_signature: object
   on_policy: Optional[agents.OnPolicy] = None
   items_span_episodes: bool = False
+  frame_stack: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,19 +108,43 @@ def build(replay_config: ReplayConfig, train_step=None,
   if replay_config.prioritized:
     max_priority = tf.Variable(1.0, dtype=tf.float64, trainable=False, name='max_priority')
   variables = agents.policy_variables(agent, train_step, max_priority)
+  frame_stack = _frame_stack(replay_config, time_step_spec.observation,
+                             on_policy is not None or agent_build.items_span_episodes)
   specs = Specs(
       time_step_spec=time_step_spec,
       action_spec=action_spec,
       collect_data_spec=agent.collect_data_spec,
       sequence_length=length,
       prioritized=replay_config.prioritized,
-      replay_signature=replay.replay_signature(agent.collect_data_spec, length),
+      replay_signature=replay.replay_signature(agent.collect_data_spec, length, frame_stack),
       variables_signature=agents.variables_signature(variables),
       on_policy=on_policy,
-      items_span_episodes=agent_build.items_span_episodes)
+      items_span_episodes=agent_build.items_span_episodes,
+      frame_stack=frame_stack)
   return Build(agent=agent, specs=specs, variables=variables, td_errors=agent_build.td_errors,
                max_priority=max_priority,
                single_replica_reason=agent_build.single_replica_reason)
+
+
+def _frame_stack(replay_config: ReplayConfig, observation_spec, items_span_episodes: bool) -> int:
+  """`Specs.frame_stack` under `ReplayConfig.store_frames_once` (None: where it can apply)."""
+  wanted = replay_config.store_frames_once
+  if wanted is False:
+    return 0
+  stack = environments.frame_stack_size()
+  if not stack:
+    why = 'this task\'s observations are not frame stacks'
+  elif items_span_episodes:
+    why = ('this agent\'s items run on across episode ends (an on-policy or recurrent agent), '
+           'where a stack cannot be rebuilt from the frames of its item')
+  else:
+    why = replay.stacked_frames_layout(observation_spec, stack)
+  if why is None:
+    return stack
+  if wanted:
+    raise UserError(f'ReplayConfig.store_frames_once = True cannot apply: {why}; remove the '
+                    'binding (frames are then stored once wherever they can be)')
+  return 0
 
 
 def make_agent_and_specs(replay_config: ReplayConfig, train_step=None,
@@ -136,7 +164,7 @@ def make_tables(specs: Specs, replay_config: ReplayConfig):
                                     specs.on_policy.capacity(LearnerConfig().batch_size))
   else:
     queue = replay.make_replay_table(specs.collect_data_spec, replay_config,
-                                     specs.sequence_length)
+                                     specs.sequence_length, specs.frame_stack)
   return [
       queue,
       replay.make_variable_table(specs.variables_signature),

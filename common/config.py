@@ -117,6 +117,12 @@ class ReplayConfig:
     importance_exponent_final: beta after `importance_anneal_steps` train steps (linear).
     importance_anneal_steps: Train steps over which beta anneals; 0 keeps importance_exponent.
     priority_epsilon: Added to |TD error| so that no item's priority is 0.
+    store_frames_once: For an environment whose observation is a stack of frames (Atari):
+      store each frame once, instead of in every stacked observation that holds it (a quarter
+      of the bytes with 4 stacked frames; `replay.BatchedTrajectoryObserver`). None: wherever
+      the agent's items stay within episodes (off-policy feed-forward agents); True: the same,
+      and a config where it cannot apply (an on-policy or recurrent agent, or no frame stack) is
+      refused; False: store whole observations.
   """
   max_size: int = 100_000
   min_size: int = 1_000
@@ -129,6 +135,7 @@ class ReplayConfig:
   importance_exponent_final: float = 1.0
   importance_anneal_steps: int = 0
   priority_epsilon: float = 1e-6
+  store_frames_once: Optional[bool] = None
 
   def validate(self) -> None:
     check_types(self)

@@ -121,6 +121,13 @@ def make_environment(env_name: str = gin.REQUIRED,
       [_one(i) for i in range(num_envs)], multithreading=False)
 
 
+def frame_stack_size() -> int:
+  """Frames stacked in each observation of the gin-configured task (Atari: FrameStack4's 4),
+  0 for a task whose observations are not frame stacks."""
+  env_name = gin.query_parameter('make_environment.env_name')
+  return atari.FRAME_STACK if atari.game_of(env_name) is not None else 0
+
+
 def environment_specs():
   """Returns (time_step_spec, action_spec) as TensorSpecs, for the gin-configured task."""
   env = make_environment()

@@ -20,6 +20,11 @@ from tf_agents.networks import value_network
 from tf_agents.networks import value_rnn_network
 
 from common import agents
+from common import q_agents
+from common.errors import UserError
+
+# Hidden-layer activations by name (`ppo_agent.activation`).
+_ACTIVATIONS = {'tanh': tf.keras.activations.tanh, 'relu': tf.keras.activations.relu}
 
 
 @gin.configurable(module='common')
@@ -39,9 +44,11 @@ def ppo_agent(time_step_spec, action_spec, train_step,
               value_pred_loss_coef: float = 0.5,
               gradient_clipping: Optional[float] = 0.5,
               normalize_observations: bool = True,
-              normalize_rewards: bool = True) -> agents.AgentBuild:
-  """PPOClipAgent over an ActorDistributionNetwork and a ValueNetwork (tanh), with Adam, GAE
-  and TD(lambda) returns; discrete or continuous actions.
+              normalize_rewards: bool = True,
+              conv_layer_params: Optional[Sequence[Sequence[int]]] = None,
+              activation: str = 'tanh') -> agents.AgentBuild:
+  """PPOClipAgent over an ActorDistributionNetwork and a ValueNetwork, with Adam, GAE and
+  TD(lambda) returns; discrete or continuous actions.
 
   Args:
     collect_sequence_length: Env steps per replay item (actors write items end to end, across
@@ -54,15 +61,30 @@ def ppo_agent(time_step_spec, action_spec, train_step,
     lambda_value: GAE's lambda.
     normalize_observations, normalize_rewards: Running normalizers, updated by the learner
       from each gathered batch; the observation normalizer travels with the policy weights.
+      Image (uint8) observations are scaled inside the networks instead, and refuse it.
+    conv_layer_params: (filters, kernel, stride) of convolutions before the dense layers of
+      both networks, each network its own torso (`q_agents.NATURE_CONV_LAYERS` for Atari);
+      uint8 observations are scaled to [0, 1] inside the networks (`q_agents.encoder_kwargs`).
+    activation: The hidden layers' activation, 'tanh' or 'relu'.
   """
   del actor  # Every actor explores by sampling the same stochastic policy.
   # The ranges of these arguments are checked before the builder runs (agents._RANGES).
+  if activation not in _ACTIVATIONS:
+    raise UserError(f'ppo_agent.activation={activation!r} must be one of '
+                    f'{sorted(_ACTIVATIONS)}: fix it in the gin file')
+  if normalize_observations and time_step_spec.observation.dtype == tf.uint8:
+    raise UserError('ppo_agent.normalize_observations = True cannot apply to uint8 image '
+                    'observations (the networks scale them to [0, 1] themselves): bind '
+                    'ppo_agent.normalize_observations = False')
+  # Each network gets its own encoder layers (a Keras layer belongs to one network).
   actor_net = actor_distribution_network.ActorDistributionNetwork(
       time_step_spec.observation, action_spec, fc_layer_params=tuple(actor_fc_layer_params),
-      activation_fn=tf.keras.activations.tanh)
+      activation_fn=_ACTIVATIONS[activation],
+      **q_agents.encoder_kwargs(time_step_spec.observation, conv_layer_params))
   value_net = value_network.ValueNetwork(
       time_step_spec.observation, fc_layer_params=tuple(value_fc_layer_params),
-      activation_fn=tf.keras.activations.tanh)
+      activation_fn=_ACTIVATIONS[activation],
+      **q_agents.encoder_kwargs(time_step_spec.observation, conv_layer_params))
   return _ppo(time_step_spec, action_spec, actor_net, value_net, train_step, learning_rate,
               collect_sequence_length, num_epochs, minibatch_size, max_policy_lag,
               importance_ratio_clipping, lambda_value, discount_factor, entropy_regularization,

@@ -19,9 +19,42 @@ from common.errors import ItemRejectedError
 from common.errors import UserError
 
 
-def replay_signature(collect_data_spec, sequence_length: int):
-  """Signature of one replay item: the trajectory spec with a leading time dimension."""
-  return tensor_spec.add_outer_dim(tensor_spec.from_spec(collect_data_spec), sequence_length)
+def replay_signature(collect_data_spec, sequence_length: int, frame_stack: int = 0):
+  """Signature of one replay item: the trajectory spec with a leading time dimension.
+
+  With `frame_stack` (frames stored once, `Specs.frame_stack`), the observation column holds
+  single frames instead of stacks: `sequence_length + frame_stack - 1` of them, [T, H, W] for a
+  [H, W, frame_stack] observation, the item's steps and the frames before its first step.
+  """
+  signature = tensor_spec.add_outer_dim(tensor_spec.from_spec(collect_data_spec),
+                                        sequence_length)
+  if not frame_stack:
+    return signature
+  obs = collect_data_spec.observation
+  frames = tf.TensorSpec((sequence_length + frame_stack - 1,) + tuple(obs.shape[:-1]),
+                         obs.dtype, name='observation_frames')
+  return signature._replace(observation=frames)
+
+
+def stacked_frames_layout(observation_spec, stack: int) -> Optional[str]:
+  """Why observations of `observation_spec` cannot be stored as single frames of a `stack`-deep
+  stack, or None when they can: one uint8 array [H, W, stack], oldest frame first."""
+  if tf.nest.is_nested(observation_spec):
+    return 'the observation is a nest, not one frame stack'
+  shape = tuple(observation_spec.shape)
+  if len(shape) != 3 or shape[-1] != stack or observation_spec.dtype != tf.uint8:
+    return (f'the observation is {observation_spec.dtype.name}{list(shape)}, not a uint8 stack '
+            f'of {stack} frames [H, W, {stack}]')
+  return None
+
+
+def restack_frames(trajectory, sequence_length: int, frame_stack: int):
+  """An item read with `replay_signature(..., frame_stack)` back as the collect data spec's
+  trajectory: step t's observation is frames t .. t + frame_stack - 1, stacked on the last
+  axis (oldest first, as FrameStack4 stacks them). Works on one item ([T, H, W] frames)."""
+  frames = trajectory.observation
+  stacked = tf.stack([frames[k:k + sequence_length] for k in range(frame_stack)], axis=-1)
+  return trajectory._replace(observation=stacked)
 
 
 def make_rate_limiter(config: ReplayConfig) -> reverb.rate_limiters.RateLimiter:
@@ -44,9 +77,12 @@ def make_rate_limiter(config: ReplayConfig) -> reverb.rate_limiters.RateLimiter:
                     'ReplayConfig.samples_per_insert') from None
 
 
-def make_replay_table(collect_data_spec, config: ReplayConfig,
-                      sequence_length: int) -> reverb.Table:
-  """The replay table: FIFO eviction; uniform sampling, or by priority when configured."""
+def make_replay_table(collect_data_spec, config: ReplayConfig, sequence_length: int,
+                      frame_stack: int = 0) -> reverb.Table:
+  """The replay table: FIFO eviction; uniform sampling, or by priority when configured.
+
+  `frame_stack`: observations are stored as single frames (`replay_signature`).
+  """
   if config.prioritized:
     sampler = reverb.selectors.Prioritized(priority_exponent=config.priority_exponent)
   else:
@@ -57,7 +93,7 @@ def make_replay_table(collect_data_spec, config: ReplayConfig,
       remover=reverb.selectors.Fifo(),
       max_size=config.max_size,
       rate_limiter=make_rate_limiter(config),
-      signature=replay_signature(collect_data_spec, sequence_length))
+      signature=replay_signature(collect_data_spec, sequence_length, frame_stack))
 
 
 def make_queue_table(collect_data_spec, sequence_length: int, capacity: int) -> reverb.Table:
@@ -128,14 +164,15 @@ def publish_status(client: reverb.Client, record: dict, timeout_s: float = 2.0) 
 
 
 def make_dataset(server_address: str, collect_data_spec, batch_size: int, sequence_length: int,
-                 rate_limiter_timeout_ms: int) -> tf.data.Dataset:
+                 rate_limiter_timeout_ms: int, frame_stack: int = 0) -> tf.data.Dataset:
   """Batches of (experience, sample_info) from the replay table, prefetched.
 
   A sample that waits on the rate limiter longer than `rate_limiter_timeout_ms` ends the
   dataset (OutOfRangeError from the iterator), so the caller can log the table state and build
-  a new iterator instead of hanging.
+  a new iterator instead of hanging. With `frame_stack`, items hold single frames and the
+  experience has them stacked again (`restack_frames`), as the collect data spec has them.
   """
-  signature = replay_signature(collect_data_spec, sequence_length)
+  signature = replay_signature(collect_data_spec, sequence_length, frame_stack)
   dataset = reverb.TrajectoryDataset(
       server_address=server_address,
       table=constants.REPLAY_TABLE,
@@ -143,7 +180,11 @@ def make_dataset(server_address: str, collect_data_spec, batch_size: int, sequen
       shapes=tf.nest.map_structure(lambda s: s.shape, signature),
       max_in_flight_samples_per_worker=2 * batch_size,
       rate_limiter_timeout_ms=rate_limiter_timeout_ms)
-  dataset = dataset.map(lambda sample: (sample.data, sample.info))
+  if frame_stack:
+    dataset = dataset.map(lambda sample: (
+        restack_frames(sample.data, sequence_length, frame_stack), sample.info))
+  else:
+    dataset = dataset.map(lambda sample: (sample.data, sample.info))
   return dataset.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
@@ -175,12 +216,20 @@ class BatchedTrajectoryObserver:
   step) and refuses a mismatch, before anything is sent. A priority the table cannot take
   (negative, NaN or infinite) is refused when set: Reverb stops the table's worker on a negative
   one, after which every writer of every actor waits for ever on a server that still answers.
+
+  With `frame_stack` (an observation that is a stack of that many frames, oldest first, as
+  FrameStack4 makes it), each step sends only its newest frame, so every frame is stored once
+  instead of in `frame_stack` observations. When an item's context starts (an episode's first
+  step, or the first step after the writers were reopened or reset) the observation's older
+  frames are appended first as steps that carry nothing else; each item then references its
+  steps and the `frame_stack - 1` frames before them, from which `restack_frames` rebuilds every
+  step's observation exactly. Items must not span episodes.
   """
 
   def __init__(self, py_client: reverb.Client, num_envs: int, sequence_length: int,
                table: str = constants.REPLAY_TABLE, max_pending_items: int = 32,
                is_running: Callable[[], bool] = lambda: True, step_spec=None,
-               end_to_end: bool = False, span_episodes: bool = False):
+               end_to_end: bool = False, span_episodes: bool = False, frame_stack: int = 0):
     """
     Args:
       py_client: Client of the replay server.
@@ -193,7 +242,12 @@ class BatchedTrajectoryObserver:
         `write` checks its columns against it.
       end_to_end: Write consecutive items across episode ends (on-policy agents).
       span_episodes: Write stride-1 windows across episode ends (recurrent off-policy agents).
+      frame_stack: Store observations as single frames (`Specs.frame_stack`); needs
+        `step_spec`, and neither `end_to_end` nor `span_episodes`.
     """
+    if frame_stack and (end_to_end or span_episodes or step_spec is None):
+      raise ValueError('frame_stack needs step_spec and items within episodes')
+    self._frame_stack = frame_stack
     self._end_to_end = end_to_end
     self._span_episodes = span_episodes or end_to_end
     self.wait_seconds = 0.0  # Time `write` waited for the server to take items.
@@ -210,12 +264,16 @@ class BatchedTrajectoryObserver:
     self._table = table
     self._writers = [None] * num_envs
     self._recent = [None] * num_envs  # Per environment: cell references of its last steps.
+    self._frames = [None] * num_envs  # Per environment: its last frames' cell references.
     self._cached = np.zeros(num_envs, np.int64)
     self._columns = None
+    self._frame_column = None
     if step_spec is not None:
       paths = [_path_name(path) for path, _ in nest_utils.flatten_with_joined_paths(step_spec)]
       self._columns = [(name, spec.dtype.as_numpy_dtype, (num_envs,) + tuple(spec.shape))
                        for name, spec in zip(paths, tf.nest.flatten(step_spec))]
+      if frame_stack:
+        self._frame_column = paths.index('observation')
     self._priority = 1.0
     self.open()
 
@@ -236,10 +294,12 @@ class BatchedTrajectoryObserver:
 
   def open(self) -> None:
     """Opens one fresh writer per environment (at start and after the server came back)."""
+    context = max(self._frame_stack - 1, 0)
     for i in range(self._num_envs):
       self._writers[i] = self._client.trajectory_writer(
-          num_keep_alive_refs=self._sequence_length + 1, validate_items=False)
+          num_keep_alive_refs=self._sequence_length + context + 1, validate_items=False)
       self._recent[i] = collections.deque(maxlen=self._sequence_length)
+      self._frames[i] = collections.deque(maxlen=self._sequence_length + context)
     self._cached[:] = 0
 
   reopen = open
@@ -259,17 +319,29 @@ class BatchedTrajectoryObserver:
       self._check(flat_columns)
     created = 0
     length = self._sequence_length
+    frame_column = self._frame_column
+    if frame_column is not None:
+      stacks = flat_columns[frame_column]
+      flat_columns = list(flat_columns)
+      flat_columns[frame_column] = np.ascontiguousarray(stacks[..., -1])  # The newest frames.
     for i in range(self._num_envs):
       # The Python TrajectoryWriter's append and create_item re-flatten and re-validate the
       # step on every call; the columns here are already flat and in signature order, so go
       # to the C++ writer (pinned dm-reverb) and keep the last steps' cell references here.
       writer = self._writers[i]._writer  # pylint: disable=protected-access
       recent = self._recent[i]
-      recent.append(writer.Append([column[i] for column in flat_columns]))
+      if frame_column is not None and not self._cached[i]:
+        self._append_context(i, writer, stacks[i], len(flat_columns))
+      cells = writer.Append([column[i] for column in flat_columns])
+      recent.append(cells)
+      if frame_column is not None:
+        self._frames[i].append(cells[frame_column])
       self._cached[i] += 1
       if self._cached[i] >= length:
-        writer.CreateItem(self._table, self.priority, [list(cells) for cells in zip(*recent)],
-                          [False] * len(flat_columns))
+        columns = [list(cells) for cells in zip(*recent)]
+        if frame_column is not None:
+          columns[frame_column] = list(self._frames[i])
+        writer.CreateItem(self._table, self.priority, columns, [False] * len(flat_columns))
         created += 1
         if self._end_to_end:
           self._cached[i] = 0
@@ -283,6 +355,14 @@ class BatchedTrajectoryObserver:
         self._wait_for_server(self._writers[i])
         self._since_check[i] = 0
     return created
+
+  def _append_context(self, i: int, writer, stack: np.ndarray, num_columns: int) -> None:
+    """Appends the older frames of environment i's stack as frame-only steps: the context of
+    the first items after an episode start (FrameStack4 repeats the first frame there)."""
+    step = [None] * num_columns
+    for k in range(self._frame_stack - 1):
+      step[self._frame_column] = np.ascontiguousarray(stack[..., k])
+      self._frames[i].append(writer.Append(step)[self._frame_column])
 
   def _check(self, flat_columns: Sequence[np.ndarray]) -> None:
     if len(flat_columns) != len(self._columns):

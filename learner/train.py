@@ -62,7 +62,7 @@ def _iterator_fn(strategy, server_address, specs, learner_config, replay_config)
     return replay.make_dataset(
         server_address, specs.collect_data_spec,
         context.get_per_replica_batch_size(learner_config.batch_size),
-        specs.sequence_length, timeout_ms)
+        specs.sequence_length, timeout_ms, specs.frame_stack)
 
   def make_iterator():
     return iter(strategy.distribute_datasets_from_function(dataset_fn))

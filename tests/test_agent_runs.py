@@ -38,7 +38,7 @@ TRAIN_STEPS = 200
 AGENTS = ['ddqn_cartpole.gin', 'c51_cartpole.gin', 'apex_dqn_cartpole.gin',
           'ddpg_inverted_pendulum.gin', 'td3_inverted_pendulum.gin', 'ppo_cartpole.gin',
           'ppo_inverted_pendulum.gin', 'dqn_rnn_cartpole_no_velocity.gin',
-          'ppo_rnn_cartpole_no_velocity.gin', 'dqn_pong.gin']
+          'ppo_rnn_cartpole_no_velocity.gin', 'dqn_pong.gin', 'ppo_pong.gin']
 BINDINGS = FAST_BINDINGS + ('EvalConfig.num_episodes = 1',)
 
 # Runs with nothing from this project: its top-level packages cannot even be imported.

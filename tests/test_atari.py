@@ -5,6 +5,7 @@ The environment must be what TF-Agents' `suite_atari.load` with its stacking wra
 task here, with the life-loss terminal for training only and sticky actions as an option.
 """
 
+import gym
 import numpy as np
 import pytest
 from tf_agents.environments import suite_atari
@@ -141,3 +142,14 @@ def test_any_game_the_wheel_ships_is_an_id():
   env = environments.make_environment('SpaceInvadersNoFrameskip-v4', seed=0)
   assert env.observation_spec().shape == (84, 84, 4) and env.action_spec().maximum == 5
   env.close()
+
+
+def test_the_emulator_under_the_preprocessing_copies_out_no_rgb_screens():
+  env = environments.make_environment(PONG, seed=0)
+  inner = _gym(env).unwrapped
+  assert inner.step(0)[0] is None and inner.reset() is None  # AtariPreprocessing reads .ale.
+  assert env.step(np.array(0)).observation.shape == (84, 84, 4)
+  # Made on its own, the gym environment observes the RGB screen, as gym's Atari ids do.
+  atari.register(PONG)
+  screen = gym.make(PONG).unwrapped.reset()
+  assert screen.shape == (210, 160, 3) and screen.dtype == np.uint8

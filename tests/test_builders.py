@@ -169,6 +169,12 @@ def test_policy_variables_are_shared_by_greedy_and_collect_policies():
      'dqn_agent.conv_layer_params=(32, 8, 4) is not a sequence of sequences of integers'),
     ('dqn_rnn_cartpole_no_velocity.gin', 'dqn_rnn_agent.burn_in = 9',
      'dqn_rnn_agent.burn_in=9 must be in [0, train_sequence_length - 1 = 9)'),
+    ('ppo_pong.gin', 'ppo_agent.conv_layer_params = ((32, 8),)',
+     'ppo_agent.conv_layer_params=((32, 8),) must be (filters, kernel, stride) triples'),
+    ('ppo_pong.gin', "ppo_agent.activation = 'elu'",
+     "ppo_agent.activation='elu' must be one of ['relu', 'tanh']"),
+    ('ppo_pong.gin', 'ppo_agent.normalize_observations = True',
+     'ppo_agent.normalize_observations = True cannot apply to uint8 image observations'),
 ])
 def test_agent_builder_arguments_are_checked_before_the_agent_is_built(gin_file, binding,
                                                                        fragment):
