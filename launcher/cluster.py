@@ -52,6 +52,7 @@ _POLL_S = 1.0  # Seconds between the controller's polls of its roles (and the wa
 _SAMPLE_S = 5.0  # Seconds between reads of the replay table and the eval CSV.
 _CALL_TIMEOUT_S = 10.0
 _LINGER_S = 300.0  # How long a finished controller waits for a launch command to read it.
+STOP_GRACE_S = 60.0  # Seconds a role gets after SIGTERM for its final saves, then SIGKILL.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,7 +154,8 @@ class RoleProcess:
       self._port = self._server_port(launch_dir)
       self.address = f'{self._node_ip}:{self._port}'
       argv = processes.role_argv(role, port=self._port, **flags, extra=[
-          f'--checkpoint_interval_s={spec.checkpoint_interval_s:g}'])
+          f'--checkpoint_interval_s={spec.checkpoint_interval_s:g}',
+          f'--stop_grace_s={STOP_GRACE_S:g}'])
     else:
       self.address = address
       extra = {'learner': [f'--max_train_steps={spec.max_train_steps}'],
@@ -227,7 +229,7 @@ class RoleProcess:
     rows = eval_log.read_csv(os.path.join(self._spec.root_dir, constants.EVAL_CSV))
     return rows[-1] if rows else None
 
-  def stop(self, grace_s: float = 60.0) -> Optional[int]:
+  def stop(self, grace_s: float = STOP_GRACE_S) -> Optional[int]:
     """SIGTERM to the main, a bounded wait, then SIGKILL; returns its exit status."""
     self._stopping = True
     return self._process.stop(grace_s)

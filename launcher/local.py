@@ -30,7 +30,9 @@ def commands(gin_files: Sequence[str], gin_bindings: Sequence[str], root_dir: st
   """(name, argv) of each child of a local run, with the command line a user would type."""
   shared = dict(gin_files=gin_files, gin_bindings=gin_bindings, root_dir=root_dir)
   client = dict(shared, address=f'localhost:{port}', server_timeout_s=server_timeout_s)
-  children = [('replay_server', processes.role_argv('replay_server', port=port, **shared)),
+  children = [('replay_server', processes.role_argv(
+                  'replay_server', port=port, **shared,
+                  extra=[f'--stop_grace_s={STOP_GRACE_S:g}'])),
               ('learner', processes.role_argv('learner', **client,
                                               extra=[f'--max_train_steps={max_train_steps}']))]
   for task in range(num_actors):

@@ -18,6 +18,10 @@ flags.DEFINE_float('checkpoint_interval_s', 300.0,
 flags.DEFINE_integer('keep_checkpoints', 2, 'Complete replay checkpoints kept on disk: the '
                      'newest, and the ones before it to fall back on if it is unreadable.',
                      lower_bound=1)
+flags.DEFINE_float('stop_grace_s', 120.0, 'Seconds the orchestrator waits after SIGTERM '
+                   'before it kills the server (docker-compose\'s stop_grace_period); a replay '
+                   'checkpoint that takes over half of it is warned about (0: no check).',
+                   lower_bound=0.0)
 FLAGS = flags.FLAGS
 
 
@@ -30,7 +34,7 @@ def main(_):
     main_utils.load_and_check_config()
     stop = main_utils.stop_event_on_signals()
     server.serve(FLAGS.root_dir, FLAGS.port, FLAGS.checkpoint_interval_s,
-                 FLAGS.keep_checkpoints, stop_event=stop)
+                 FLAGS.keep_checkpoints, stop_event=stop, stop_grace_s=FLAGS.stop_grace_s)
   main_utils.exit_on_user_error(_run)
 
 

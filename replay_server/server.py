@@ -25,12 +25,18 @@ class ReplayServer:
   """A Reverb server with the run's tables, restored from and checkpointed to root_dir."""
 
   def __init__(self, root_dir: str, port: int, replay_config: ReplayConfig,
-               keep_checkpoints: int = 2):
+               keep_checkpoints: int = 2, stop_grace_s: float = 0.0):
     """Builds the tables from the gin config and starts serving on `port`.
+
+    Args:
+      stop_grace_s: Seconds the orchestrator waits after SIGTERM before it kills the server
+        (0: unknown). A checkpoint that takes over half of it is warned about
+        (`grace_warning`): the final one, written on SIGTERM, could be cut off.
 
     Raises:
       UserError: the port is taken or a checkpoint does not fit the configured tables.
     """
+    self._stop_grace_s = stop_grace_s
     check_port_free(port)
     _, specs = builders.make_agent_and_specs(replay_config)
     make_tables = lambda: builders.make_tables(specs, replay_config)
@@ -116,17 +122,36 @@ class ReplayServer:
         checkpoints_lib.remove_incomplete(self._checkpoint_dir)
       raise
     checkpoints_lib.prune_checkpoints(self._checkpoint_dir, self._keep)
-    logging.info('Replay checkpoint %s written in %.2f s (%d items)', path,
-                 time.monotonic() - start, size)
+    seconds = time.monotonic() - start
+    logging.info('Replay checkpoint %s written in %.2f s (%d items)', path, seconds, size)
+    warning = grace_warning(seconds, self._stop_grace_s, size)
+    if warning:
+      logging.warning('%s', warning)
     return path
 
   def stop(self) -> None:
     self._server.stop()
 
 
+def grace_warning(checkpoint_s: float, stop_grace_s: float, items: int) -> Optional[str]:
+  """The warning for a checkpoint of `checkpoint_s` seconds under a stop grace of
+  `stop_grace_s` (0: unknown), or None while it takes at most half of the grace.
+
+  The final checkpoint is written after SIGTERM, and a bigger table takes longer: a checkpoint
+  the orchestrator cuts off is set aside at the next start, and the run resumes from the one
+  before it, losing what came in between.
+  """
+  if not stop_grace_s or checkpoint_s <= stop_grace_s / 2:
+    return None
+  return (f'replay checkpoint of {items} items took {checkpoint_s:.0f} s, over half of the '
+          f'{stop_grace_s:g} s stop grace (--stop_grace_s), so the final checkpoint on stop may '
+          'be cut off: give the replay server a longer stop grace (docker-compose '
+          'stop_grace_period with --stop_grace_s) or a smaller ReplayConfig.max_size')
+
+
 def serve(root_dir: str, port: int, checkpoint_interval_s: float, keep_checkpoints: int = 2,
           stop_event: Optional[threading.Event] = None, log_interval_s: float = 60.0,
-          ready_event: Optional[threading.Event] = None) -> None:
+          ready_event: Optional[threading.Event] = None, stop_grace_s: float = 0.0) -> None:
   """Runs the replay server until `stop_event` is set, then checkpoints and stops.
 
   A checkpoint that fails on a storage fault (disk full, read-only, I/O error) is logged and
@@ -142,16 +167,17 @@ def serve(root_dir: str, port: int, checkpoint_interval_s: float, keep_checkpoin
     stop_event: Set by the caller (the SIGTERM/SIGINT handler in main) to stop.
     log_interval_s: Seconds between table-state log lines.
     ready_event: Set once the server answers.
+    stop_grace_s: The orchestrator's stop grace (`ReplayServer`); 0 if unknown.
   """
   replay_config = ReplayConfig()
   replay_config.validate()
   stop_event = stop_event or threading.Event()
   check_port_free(port)
   ownership.own(os.path.join(root_dir, constants.REPLAY_DIR), 'replay server')
-  server = ReplayServer(root_dir, port, replay_config, keep_checkpoints)
+  server = ReplayServer(root_dir, port, replay_config, keep_checkpoints, stop_grace_s)
   config_lib.record_run_config(os.path.join(root_dir, constants.REPLAY_DIR), {
       'root_dir': root_dir, 'port': port, 'checkpoint_interval_s': checkpoint_interval_s,
-      'keep_checkpoints': keep_checkpoints})
+      'keep_checkpoints': keep_checkpoints, 'stop_grace_s': stop_grace_s})
   if ready_event is not None:
     ready_event.set()
   saver = storage.RetryingSave(

@@ -133,3 +133,21 @@ def test_truncated_newest_checkpoint_falls_back_to_the_previous(kept_fraction, t
   assert 'is unreadable' in caplog.text and 'falling back to the previous' in caplog.text
   corrupt = os.path.join(os.path.dirname(checkpoint_dir), checkpoints_lib.CORRUPT_DIR)
   assert os.listdir(corrupt) == [os.path.basename(newest)]  # Kept for a post-mortem.
+
+
+def test_a_checkpoint_over_half_the_stop_grace_is_warned_about(tmp_path, caplog):
+  assert server_lib.grace_warning(29.0, 60.0, 10) is None
+  assert server_lib.grace_warning(31.0, 0.0, 10) is None  # Grace unknown: no check.
+  parse_gin(CARTPOLE_GIN, BINDINGS)
+  server = server_lib.ReplayServer(str(tmp_path / 'run'), portpicker.pick_unused_port(),
+                                   ReplayConfig(), stop_grace_s=1e-6)
+  try:
+    _insert(server.port, 20)
+    with caplog.at_level('WARNING'):
+      server.checkpoint()
+  finally:
+    server.stop()
+  warnings = [r.getMessage() for r in caplog.records if 'stop grace' in r.getMessage()]
+  assert len(warnings) == 1, caplog.text
+  assert 'replay checkpoint of 20 items took' in warnings[0]
+  assert 'smaller ReplayConfig.max_size' in warnings[0]
