@@ -143,6 +143,33 @@ def _resize(frame: np.ndarray, width: int) -> np.ndarray:
   return np.asarray(Image.fromarray(frame).resize((width, height), Image.LANCZOS))
 
 
+def side_by_side(left: Sequence[np.ndarray], right: Sequence[np.ndarray], left_label: str,
+                 right_label: str, gap: int = 8) -> List[np.ndarray]:
+  """Two frame sequences as one, left beside right, each under its label; the shorter one
+  holds its last frame until the longer one ends."""
+  from PIL import ImageDraw  # pylint: disable=g-import-not-at-top
+  from PIL import ImageFont  # pylint: disable=g-import-not-at-top
+  height = max(left[0].shape[0], right[0].shape[0])
+  width = left[0].shape[1] + gap + right[0].shape[1]
+  font_size = max(10, height // 16)  # Legible when the video is scaled down with the frames.
+  caption = font_size + font_size // 2
+  font = ImageFont.load_default(size=font_size)
+  banner = Image.new('RGB', (width, caption), (255, 255, 255))
+  draw = ImageDraw.Draw(banner)
+  draw.text((2, font_size // 4), left_label, fill=(0, 0, 0), font=font)
+  draw.text((left[0].shape[1] + gap + 2, font_size // 4), right_label, fill=(0, 0, 0),
+            font=font)
+  top = np.asarray(banner)
+  frames = []
+  for i in range(max(len(left), len(right))):
+    canvas = np.full((height, width, 3), 255, np.uint8)
+    a, b = left[min(i, len(left) - 1)], right[min(i, len(right) - 1)]
+    canvas[:a.shape[0], :a.shape[1]] = a[..., :3]
+    canvas[:b.shape[0], a.shape[1] + gap:] = b[..., :3]
+    frames.append(np.concatenate([top, canvas]))
+  return frames
+
+
 def frames_per_second(env, default: float = 30.0) -> float:
   """The gym environment's own playback rate (render_fps, or video.frames_per_second)."""
   metadata = getattr(getattr(env, 'gym', None), 'metadata', None) or {}
@@ -153,11 +180,13 @@ def frames_per_second(env, default: float = 30.0) -> float:
 def record_videos(out_stem: str, policy_dir: str = '', num_episodes: int = 1,
                   formats: Sequence[str] = ('mp4', 'gif'), seed: int = 0,
                   frame_stride: int = 1, max_frames: int = 0, gif_width: int = 240,
-                  gif_stride: int = 2, log=print) -> List[Episode]:
+                  gif_stride: int = 2, log=print, beside_random: bool = False) -> List[Episode]:
   """Renders a saved policy, or a random one, on the gin-configured task and writes videos.
 
   The gin config must be loaded (it names the environment). Episodes are played one after
-  another in one video per format: out_stem + '.mp4' and/or out_stem + '.gif'.
+  another in one video per format: out_stem + '.mp4' and/or out_stem + '.gif'. With
+  `beside_random`, the random policy plays as many episodes from the same seed, and each
+  video shows the policy (left) beside it (right), each labelled with its average return.
 
   Args:
     out_stem: Output path without extension.
@@ -170,6 +199,7 @@ def record_videos(out_stem: str, policy_dir: str = '', num_episodes: int = 1,
     gif_width: Width of the GIF in pixels.
     gif_stride: The GIF keeps every gif_stride-th kept frame.
     log: Called with one line per episode ("episode 1/3: return=... length=...") and per file.
+    beside_random: Also play the random policy and show it beside the saved one.
 
   Returns:
     The recorded episodes.
@@ -186,6 +216,9 @@ def record_videos(out_stem: str, policy_dir: str = '', num_episodes: int = 1,
   unknown = sorted(set(formats) - {'mp4', 'gif'})
   if unknown or not formats:
     raise UserError(f'unknown video format(s) {unknown or formats}: use mp4 and/or gif')
+  if beside_random and not policy_dir:
+    raise UserError('--beside_random shows a saved policy beside the random one: pass '
+                    '--root_dir or --policy_dir, without --random')
   policy = load_saved_policy(policy_dir) if policy_dir else None
   env = environments.make_environment(seed=seed, training=False)
   try:
@@ -197,15 +230,31 @@ def record_videos(out_stem: str, policy_dir: str = '', num_episodes: int = 1,
     fps = frames_per_second(env) / frame_stride
   finally:
     env.close()
-  what = policy_dir or 'random policy'
-  for i, episode in enumerate(episodes):
-    log(f'episode {i + 1}/{num_episodes}: return={episode.episode_return:.2f} '
-        f'length={episode.length} ({what})')
-  returns = [e.episode_return for e in episodes]
-  log(f'average return over {num_episodes} episode(s): {np.mean(returns):.2f}')
-  frames = [f for e in episodes for f in e.frames]
+  frames = _log_episodes(episodes, policy_dir or 'random policy', log)
+  if beside_random:
+    env = environments.make_environment(seed=seed, training=False)
+    try:
+      random_episodes = record(env, random_policy(env, seed), num_episodes, frame_stride,
+                               max_frames)
+    finally:
+      env.close()
+    random_frames = _log_episodes(random_episodes, 'random policy', log)
+    frames = side_by_side(
+        frames, random_frames,
+        f'trained: {np.mean([e.episode_return for e in episodes]):.1f}',
+        f'random: {np.mean([e.episode_return for e in random_episodes]):.1f}')
   if 'mp4' in formats:
     log(f'wrote {write_mp4(out_stem + ".mp4", frames, fps)}')
   if 'gif' in formats:
     log(f'wrote {write_gif(out_stem + ".gif", frames, fps, gif_width, gif_stride)}')
   return episodes
+
+
+def _log_episodes(episodes: Sequence[Episode], what: str, log) -> List[np.ndarray]:
+  """Logs each episode's return and length and the average; returns all their frames."""
+  for i, episode in enumerate(episodes):
+    log(f'episode {i + 1}/{len(episodes)}: return={episode.episode_return:.2f} '
+        f'length={episode.length} ({what})')
+  returns = [e.episode_return for e in episodes]
+  log(f'average return over {len(episodes)} episode(s): {np.mean(returns):.2f} ({what})')
+  return [f for e in episodes for f in e.frames]

@@ -2,6 +2,7 @@ r"""Renders a saved policy, or a random one, for K episodes to MP4 and GIF; head
 
   python -m results.video --root_dir=runs/dqn_cartpole --out=videos/cartpole_trained
   python -m results.video --root_dir=runs/dqn_cartpole --random --out=videos/cartpole_random
+  python -m results.video --root_dir=runs/pong --beside_random --max_frames=600 --out=v/pong
   python -m results.video --gin_file=gin/sac_inverted_pendulum.gin \
       --policy_dir=runs/pendulum/learner/policies/greedy_policy --num_episodes=3 --out=v/pend
 
@@ -29,6 +30,8 @@ flags.DEFINE_string('root_dir', None, 'Run directory: its greedy policy and its 
                     'config are used.')
 flags.DEFINE_string('policy_dir', None, 'Policy SavedModel directory (overrides --root_dir\'s).')
 flags.DEFINE_bool('random', False, 'Render uniformly random actions instead of a policy.')
+flags.DEFINE_bool('beside_random', False, 'Show the policy beside a random one, each with its '
+                  'average return, in one video.')
 flags.DEFINE_multi_string('gin_file', [], 'Gin files naming the task (default: the run\'s '
                           'learner/operative_config.gin).')
 flags.DEFINE_multi_string('gin_bindings', [], 'Extra gin bindings.')
@@ -69,7 +72,7 @@ def main(_):
                           num_episodes=FLAGS.num_episodes, formats=FLAGS.format,
                           seed=FLAGS.seed, frame_stride=FLAGS.frame_stride,
                           max_frames=FLAGS.max_frames, gif_width=FLAGS.gif_width,
-                          gif_stride=FLAGS.gif_stride)
+                          gif_stride=FLAGS.gif_stride, beside_random=FLAGS.beside_random)
   main_utils.exit_on_user_error(_run)
 
 

@@ -209,6 +209,29 @@ def test_video_of_a_saved_cartpole_policy_headless(tmp_path):
   assert gif.min() < 128
 
 
+def test_video_beside_random_shows_both_policies_labelled_with_their_returns(tmp_path):
+  policy_dir = _export_untrained_cartpole_policy(str(tmp_path / 'run'))
+  lines = []
+  episodes = rollout.record_videos(str(tmp_path / 'both'), policy_dir, num_episodes=1,
+                                   formats=('gif',), seed=3, max_frames=6, gif_width=400,
+                                   gif_stride=1, log=lines.append, beside_random=True)
+  averages = [line for line in lines if line.startswith('average return')]
+  assert len(averages) == 2 and averages[0].endswith(f'({policy_dir})')
+  assert averages[1].endswith('(random policy)')
+  gif = iio.imread(str(tmp_path / 'both.gif'), index=None)
+  # Two 600x400 CartPole frames and a gap of 8 pixels, under a 37-pixel label strip (a 25-pixel
+  # font), at 400 pixels wide.
+  assert gif.shape[2] == 400 and gif.shape[1] == round((400 + 37) * 400 / (2 * 600 + 8))
+  # Frames beyond the shorter episode repeat its last one (the GIF writer may merge repeats).
+  assert 2 <= len(gif) <= max(len(episodes[0].frames), 6)
+  first = gif[0]
+  strip = round(37 * 400 / (2 * 600 + 8))
+  assert first[:strip].min() < 128  # The labels are drawn.
+  assert first[strip:, :195].min() < 128 and first[strip:, 205:].min() < 128  # Both carts.
+  with pytest.raises(UserError, match='--beside_random shows a saved policy'):
+    rollout.record_videos(str(tmp_path / 'none'), '', beside_random=True)
+
+
 def test_video_of_a_random_pybullet_policy_uses_rgb_array(tmp_path):
   parse_gin(os.path.join(REPO, 'gin', 'sac_inverted_pendulum.gin'), ())
   lines = []
