@@ -98,6 +98,13 @@ _ENVPOOL = textwrap.dedent('''
 ''')
 
 
+RECORDS = []  # Every record this run emitted, for --out.
+
+
+def _emit(record):
+  RECORDS.append(harness.emit(record))
+
+
 def _gin_args(bindings=()):
   return [f'--gin_file={GIN_FILE}'] + [f'--gin_bindings={b}' for b in BINDINGS + tuple(bindings)]
 
@@ -165,14 +172,14 @@ def bench_actor(window_s: float, rounds: int, envpool_python: str, startup_timeo
   med = {k: statistics.median(v) for k, v in windows.items() if v}
   detail = dict(num_envs=8, window_s=window_s, rounds=rounds, core='0 (all contenders)',
                 windows={k: [round(x) for x in v] for k, v in windows.items()})
-  harness.emit(harness.make_record(
+  _emit(harness.make_record(
       'Pong actor frames/s, random policy, one core', med['random'], 'frames/s', 'dqn_pong',
       stock=med['raw'], versus='raw ALE act() on the same core', target=RAW_TARGET, **detail))
-  harness.emit(harness.make_record(
+  _emit(harness.make_record(
       'Pong actor frames/s, learned policy (Nature CNN), one core', med['learned'], 'frames/s',
       'dqn_pong', stock=med['raw'], versus='raw ALE act() on the same core', **detail))
   if 'envpool' in med:
-    harness.emit(harness.make_record(
+    _emit(harness.make_record(
         'Pong actor frames/s, random policy, one core, vs EnvPool', med['random'], 'frames/s',
         'dqn_pong', stock=med['envpool'],
         versus=f'EnvPool {envpool_version} Pong-v5, 8 envs, 1 thread, same core', **detail))
@@ -211,7 +218,7 @@ def bench_learner(batch_sizes, window_steps: int, startup_timeout_s: float):
                            + learner.log_text()[-2000:])
       children.remove(learner)
       value = statistics.median(steady)
-      harness.emit(harness.make_record(
+      _emit(harness.make_record(
           f'Pong learner train steps/s, batch {batch}', value, 'train steps/s', 'dqn_pong',
           samples_per_s=round(value * batch), windows=steady, prioritized=True, cores=os.cpu_count(),
           network='Nature CNN (32-8-4, 64-4-2, 64-3-1, fc 512), Adam, double Q, n=3'))
@@ -311,18 +318,18 @@ def bench_replay(transitions: int):
   naive = 2 * FRAMES_PER_STEP * FRAME_BYTES
   detail = dict(transitions=once['items'], source='random Pong play, 4 environments',
                 measured='replay server resident memory growth (malloc_trim first) per item')
-  harness.emit(harness.make_record(
+  _emit(harness.make_record(
       'Pong replay bytes per transition, frames stored once', once['bytes_per_transition'],
       'bytes', 'dqn_pong', stock=stacked['bytes_per_transition'],
       versus='whole stacked observations (store_frames_once = False)',
       higher_is_better=False, **detail))
-  harness.emit(harness.make_record(
+  _emit(harness.make_record(
       'Pong replay bytes per transition, frames once vs naive', once['bytes_per_transition'],
       'bytes', 'dqn_pong', stock=naive,
       versus='naive: uncompressed observation + next observation (2 x 84x84x4)',
       higher_is_better=False, **detail))
   for name, measured in (('frames once', once), ('stacked observations', stacked)):
-    harness.emit(harness.make_record(
+    _emit(harness.make_record(
         f'Pong transitions in 16 GB of replay, {name}',
         16 * GIB / measured['bytes_per_transition'], 'transitions', 'dqn_pong',
         bytes_per_transition=round(measured['bytes_per_transition']), **detail))
@@ -367,12 +374,12 @@ def bench_capacity(transitions: int, startup_timeout_s: float):
     checkpoint_bytes = sum(os.path.getsize(os.path.join(d, f))
                            for d, _, files in os.walk(os.path.join(root, 'replay'))
                            for f in files)
-    harness.emit(harness.make_record(
+    _emit(harness.make_record(
         'Pong replay server memory, full table', grown / GIB, 'GiB', 'dqn_pong',
         higher_is_better=False,
         items=items, bytes_per_transition=round(grown / items), fill_s=round(fill_s),
         source='two actors, random policy, frames stored once'))
-    harness.emit(harness.make_record(
+    _emit(harness.make_record(
         'Pong replay final checkpoint (SIGTERM to exit)', stop_s, 's', 'dqn_pong',
         higher_is_better=False,
         items=items, checkpoint_write_s=float(written[-1]) if written else None,
@@ -395,6 +402,8 @@ def main(argv=None):
   parser.add_argument('--capacity_transitions', type=int, default=0,
                       help='Fill the real server to this many items (0: skip).')
   parser.add_argument('--startup_timeout_s', type=float, default=300.0)
+  parser.add_argument('--out', default='', help='Also write the records, the command, the date '
+                      'and the machine to this JSON file.')
   args = parser.parse_args(argv)
   parts = args.parts.split(',')
   if 'actor' in parts:
@@ -406,6 +415,11 @@ def main(argv=None):
     bench_replay(args.replay_transitions)
   if args.capacity_transitions:
     bench_capacity(args.capacity_transitions, args.startup_timeout_s)
+  if args.out:
+    with open(args.out, 'w') as f:
+      json.dump({'command': 'python -m bench.atari_bench ' + ' '.join(
+          argv if argv is not None else sys.argv[1:]), 'date': time.strftime('%Y-%m-%d'),
+                 'machine': harness.machine(), 'records': RECORDS}, f, indent=1)
 
 
 if __name__ == '__main__':

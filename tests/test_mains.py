@@ -3,6 +3,7 @@
 Marked `slow`: each starts several TensorFlow processes.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import reverb
 
 from actor import evaluate
 from common import constants
+from launcher import local
 from replay_server import checkpoints as checkpoints_lib
 from replay_server import server as server_lib
 from tests.conftest import CARTPOLE_GIN
@@ -98,6 +100,9 @@ def test_local_launcher_runs_every_role_and_stops_at_the_train_budget(root_dir, 
     assert prefix in output, prefix
   assert 'learner finished its 60 train steps' in output
   assert '[learner] ' in output and 'learner stopped at train step 60' in output
+  # The server knows the grace the launcher gives it (its checkpoints are checked against it).
+  with open(os.path.join(root_dir, constants.REPLAY_DIR, 'flags.json')) as f:
+    assert json.load(f)['stop_grace_s'] == local.STOP_GRACE_S
 
 
 def test_local_launcher_exits_non_zero_when_a_child_fails(root_dir, port):
