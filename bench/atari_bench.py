@@ -31,7 +31,6 @@ import os
 import re
 import statistics
 import subprocess
-import sys
 import tempfile
 import textwrap
 import time
@@ -220,35 +219,14 @@ def bench_learner(batch_sizes, window_steps: int, startup_timeout_s: float):
       value = statistics.median(steady)
       _emit(harness.make_record(
           f'Pong learner train steps/s, batch {batch}', value, 'train steps/s', 'dqn_pong',
-          samples_per_s=round(value * batch), windows=steady, prioritized=True, cores=os.cpu_count(),
+          samples_per_s=round(value * batch), windows=steady, prioritized=True,
+          cores=os.cpu_count(),
           network='Nature CNN (32-8-4, 64-4-2, 64-3-1, fc 512), Adam, double Q, n=3'))
   finally:
     for child in children:
       child.resume()
     harness.stop_all(children)
     server.stop()
-
-
-# The replay server's tables in a process of their own, so that its resident memory is the
-# tables' and Reverb's, not the writer's; prints its RSS when sent a line.
-_SERVER = textwrap.dedent('''
-    import ctypes, sys
-    import common
-    from common import builders, config
-    from common.config import ReplayConfig
-    config.load_gin([sys.argv[1]], sys.argv[2:])
-    import reverb
-    replay_config = ReplayConfig()
-    server = reverb.Server(builders.make_tables(builders.build(replay_config).specs,
-                                                replay_config))
-    print(server.port, flush=True)
-    libc = ctypes.CDLL('libc.so.6')
-    for line in sys.stdin:
-      libc.malloc_trim(0)
-      with open('/proc/self/status') as status:
-        rss = [l for l in status if l.startswith('VmRSS')][0].split()[1]
-      print(int(rss) * 1024, flush=True)
-''')
 
 
 def _rss(pid: int) -> int:
@@ -258,36 +236,28 @@ def _rss(pid: int) -> int:
 
 def replay_bytes_per_transition(transitions: int, frames_once: bool, num_envs: int = 4) -> dict:
   """Server bytes per transition of random Pong play written by the actor's observer."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  import reverb  # pylint: disable=g-import-not-at-top
-  from tf_agents.trajectories import trajectory as trajectory_lib  # pylint: disable=g-import-not-at-top
-  from common import builders  # pylint: disable=g-import-not-at-top
-  from common import constants  # pylint: disable=g-import-not-at-top
-  from common import environments  # pylint: disable=g-import-not-at-top
-  from common import replay  # pylint: disable=g-import-not-at-top
-  from common.config import ReplayConfig  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  import numpy as np
+  import reverb
+  from tf_agents.trajectories import trajectory as trajectory_lib
+  from common import builders
+  from common import constants
+  from common import environments
+  from common import replay
+  from common.config import ReplayConfig
+  # pylint: enable=g-import-not-at-top
   bindings = BINDINGS + (f'ReplayConfig.max_size = {transitions + 1000}',
                          f'ReplayConfig.store_frames_once = {frames_once}')
-  server = subprocess.Popen([sys.executable, '-c', _SERVER, GIN_FILE, *bindings],
-                            cwd=harness.REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            text=True)
-  try:
-    port = int(server.stdout.readline())
-
-    def rss():
-      server.stdin.write('\n')
-      server.stdin.flush()
-      return int(server.stdout.readline())
-
+  with harness.MeasuredServer(GIN_FILE, bindings) as server:
     harness.load_task_file(GIN_FILE, bindings)
     specs = builders.build(ReplayConfig()).specs
     envs = [environments.make_environment(seed=i) for i in range(num_envs)]
     observer = replay.BatchedTrajectoryObserver(
-        reverb.Client(f'localhost:{port}'), num_envs, specs.sequence_length,
+        reverb.Client(server.address), num_envs, specs.sequence_length,
         step_spec=specs.collect_data_spec, frame_stack=specs.frame_stack)
     rng = np.random.RandomState(0)
     time_steps = [env.reset() for env in envs]
-    before, steps, start = rss(), 0, time.monotonic()
+    before, steps, start = server.rss(), 0, time.monotonic()
     while steps < transitions:
       actions = rng.randint(0, 6, num_envs).astype(np.int64)
       next_steps = [env.step(a) for env, a in zip(envs, actions)]
@@ -302,14 +272,11 @@ def replay_bytes_per_transition(transitions: int, frames_once: bool, num_envs: i
     if not observer.flush(timeout_s=120):
       raise TimeoutError('the server did not confirm the items within 120 s')
     observer.close()
-    items = int(reverb.Client(f'localhost:{port}').server_info()[
+    items = int(reverb.Client(server.address).server_info()[
         constants.REPLAY_TABLE].current_size)
-    grown = rss() - before
+    grown = server.rss() - before
     return dict(bytes_per_transition=grown / items, items=items, env_steps=steps,
                 seconds=time.monotonic() - start)
-  finally:
-    server.kill()
-    server.wait(timeout=30)
 
 
 def bench_replay(transitions: int):
@@ -416,10 +383,7 @@ def main(argv=None):
   if args.capacity_transitions:
     bench_capacity(args.capacity_transitions, args.startup_timeout_s)
   if args.out:
-    with open(args.out, 'w') as f:
-      json.dump({'command': 'python -m bench.atari_bench ' + ' '.join(
-          argv if argv is not None else sys.argv[1:]), 'date': time.strftime('%Y-%m-%d'),
-                 'machine': harness.machine(), 'records': RECORDS}, f, indent=1)
+    harness.write_results(args.out, 'bench.atari_bench', argv, RECORDS)
 
 
 if __name__ == '__main__':

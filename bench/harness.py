@@ -12,6 +12,7 @@ import platform
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -192,6 +193,72 @@ class ReplayServer:
 
   def stop(self) -> None:
     self.server.stop()
+
+
+# The tables of a gin config in a Reverb server of their own process, so that its resident
+# memory is the tables' and Reverb's, not the writer's. It prints its port, then its resident
+# bytes (after `malloc_trim`, so that memory the allocator keeps for reuse is not counted)
+# whenever it reads a line.
+_MEASURED_SERVER = textwrap.dedent('''
+    import ctypes, sys
+    import common
+    from common import builders, config
+    from common.config import ReplayConfig
+    config.load_gin([sys.argv[1]], sys.argv[2:])
+    import reverb
+    replay_config = ReplayConfig()
+    server = reverb.Server(builders.make_tables(builders.build(replay_config).specs,
+                                                replay_config))
+    print(server.port, flush=True)
+    libc = ctypes.CDLL('libc.so.6')
+    for line in sys.stdin:
+      libc.malloc_trim(0)
+      with open('/proc/self/status') as status:
+        rss = [l for l in status if l.startswith('VmRSS')][0].split()[1]
+      print(int(rss) * 1024, flush=True)
+''')
+
+
+class MeasuredServer:
+  """A replay server in its own process with the tables of `gin_file` + `bindings`, whose
+  resident memory `rss()` reads; a context manager that kills it on exit."""
+
+  def __init__(self, gin_file: str, bindings: Sequence[str] = ()):
+    self._process = subprocess.Popen(
+        [sys.executable, '-c', _MEASURED_SERVER, gin_file, *bindings], cwd=REPO,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    line = self._process.stdout.readline()
+    if not line.strip().isdigit():
+      self.close()
+      raise RuntimeError(f'the measured replay server did not start (exit status '
+                         f'{self._process.returncode}); run it for its error: python -c ... '
+                         f'{gin_file} {" ".join(bindings)}')
+    self.address = f'localhost:{int(line)}'
+
+  def rss(self) -> int:
+    """The server process's resident bytes."""
+    self._process.stdin.write('\n')
+    self._process.stdin.flush()
+    return int(self._process.stdout.readline())
+
+  def close(self) -> None:
+    self._process.kill()
+    self._process.wait(timeout=30)
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *unused):
+    self.close()
+
+
+def write_results(path: str, module: str, argv: Optional[Sequence[str]],
+                  records: Sequence[Dict]) -> None:
+  """Writes a benchmark's records with its command line, the date and the machine (JSON)."""
+  with open(path, 'w') as f:
+    json.dump({'command': f'python -m {module} ' + ' '.join(
+        argv if argv is not None else sys.argv[1:]), 'date': time.strftime('%Y-%m-%d'),
+               'machine': machine(), 'records': list(records)}, f, indent=1)
 
 
 def synthetic_steps(collect_data_spec, count: int, seed: int = 0):

@@ -15,11 +15,9 @@ here a thread drains the queue, so that they never wait for it.
 
 import argparse
 import datetime
-import json
 import os
 import re
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -152,10 +150,7 @@ def main(argv=None):
   records = [bench_pair(pair, args.window_s, args.rounds, args.startup_timeout_s)
              for pair in args.pairs.split(',')]
   if args.out:
-    with open(args.out, 'w') as f:
-      json.dump({'command': 'python -m bench.recurrent_actor ' + ' '.join(
-          argv if argv is not None else sys.argv[1:]), 'date': time.strftime('%Y-%m-%d'),
-                 'machine': harness.machine(), 'records': records}, f, indent=1)
+    harness.write_results(args.out, 'bench.recurrent_actor', argv, records)
 
 
 if __name__ == '__main__':

@@ -5,9 +5,6 @@ derives from `gin/dqn_pong.gin`. The server's own memory is measured in a separa
 """
 
 import os
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -15,6 +12,7 @@ import reverb
 from tf_agents.trajectories import time_step as ts
 from tf_agents.trajectories import trajectory as trajectory_lib
 
+from bench import harness
 from common import builders
 from common import config
 from common import environments
@@ -22,7 +20,6 @@ from common import replay
 from common.config import ReplayConfig
 from common.errors import UserError
 from tests.conftest import GIN_DIR
-from tests.conftest import REPO
 
 PONG_GIN = os.path.join(GIN_DIR, 'dqn_pong.gin')
 OPEN_TABLE = ('ReplayConfig.samples_per_insert = None', 'ReplayConfig.min_size = 1',
@@ -121,56 +118,25 @@ def test_store_frames_once_follows_the_agent_and_is_refused_where_it_cannot_appl
     builders.build(ReplayConfig())
   config.load_gin([os.path.join(GIN_DIR, 'dqn_cartpole.gin')], [])
   assert builders.build(ReplayConfig()).specs.frame_stack == 0  # None: where it applies
-  config.load_gin([os.path.join(GIN_DIR, 'ppo_pong.gin')], ['ReplayConfig.store_frames_once = True'])
+  config.load_gin([os.path.join(GIN_DIR, 'ppo_pong.gin')],
+                  ['ReplayConfig.store_frames_once = True'])
   with pytest.raises(UserError, match='across episode ends'):
     builders.build(ReplayConfig())
   config.load_gin([os.path.join(GIN_DIR, 'ppo_pong.gin')], [])
   assert builders.build(ReplayConfig()).specs.frame_stack == 0
 
 
-# The replay server as its own process: the real tables of dqn_pong.gin; prints its resident
-# memory when asked on stdin, so the test measures what the server holds, nothing else.
-_SERVER = textwrap.dedent('''
-    import sys
-    import common
-    from common import builders, config
-    from common.config import ReplayConfig
-    config.load_gin([sys.argv[1]], sys.argv[2:])
-    import reverb
-    replay_config = ReplayConfig()
-    server = reverb.Server(builders.make_tables(builders.build(replay_config).specs,
-                                                replay_config))
-    print(server.port, flush=True)
-    import ctypes
-    libc = ctypes.CDLL('libc.so.6')
-    for line in sys.stdin:
-      libc.malloc_trim(0)  # What the allocator keeps for reuse is not what the table holds.
-      with open('/proc/self/status') as status:
-        rss = [l for l in status if l.startswith('VmRSS')][0].split()[1]
-      print(int(rss) * 1024, flush=True)
-''')
-
-
 def _server_bytes_per_transition(bindings, transitions):
   """Bytes the server's memory grew by per transition written, for random (incompressible)
   frames: each step's newest frame is new, the older ones are the previous steps' frames."""
-  server = subprocess.Popen([sys.executable, '-c', _SERVER, PONG_GIN, *OPEN_TABLE, *bindings],
-                            cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-  try:
-    port = int(server.stdout.readline())
-
-    def rss():
-      server.stdin.write('\n')
-      server.stdin.flush()
-      return int(server.stdout.readline())
-
+  with harness.MeasuredServer(PONG_GIN, OPEN_TABLE + tuple(bindings)) as server:
     specs, _ = _specs(*bindings)
     observer = replay.BatchedTrajectoryObserver(
-        reverb.Client(f'localhost:{port}'), 1, specs.sequence_length,
+        reverb.Client(server.address), 1, specs.sequence_length,
         step_spec=specs.collect_data_spec, frame_stack=specs.frame_stack)
     rng = np.random.RandomState(0)
     stack = rng.randint(0, 256, (1, 84, 84, 4), dtype=np.uint8)
-    before = rss()
+    before = server.rss()
     for t in range(transitions):
       stack = np.concatenate([stack[..., 1:], rng.randint(0, 256, (1, 84, 84, 1), np.uint8)], -1)
       observer(trajectory_lib.Trajectory(
@@ -180,10 +146,7 @@ def _server_bytes_per_transition(bindings, transitions):
           reward=np.zeros(1, np.float32), discount=np.ones(1, np.float32)))
     assert observer.flush(timeout_s=60)
     observer.close()
-    return (rss() - before) / transitions
-  finally:
-    server.kill()
-    server.wait(timeout=30)
+    return (server.rss() - before) / transitions
 
 
 def test_the_server_holds_each_frame_once_not_two_stacks_per_transition():
