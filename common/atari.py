@@ -40,6 +40,10 @@ class AleEnv(gym.Env):
     repeat_action_probability: Sticky actions: the chance, each frame, that the emulator repeats
       the previous action instead of the new one (0.25 in Machado et al.; 0 in the classic
       NoFrameskip-v4 protocol).
+    noop_max: No-op starts: each `reset` plays a random number of no-op frames, 0 to
+      `noop_max`, drawn from the environment's seed, so that a deterministic policy does not
+      replay one game (the emulator is deterministic without sticky actions). 30 in Mnih et
+      al. (2015); 0 turns it off.
     observe_screen: If False, `reset` and `step` return None instead of the RGB screen, for a
       wrapper that reads the screen from `.ale` itself (TF-Agents' `AtariPreprocessing` reads
       the grayscale screen of the last two frames of each step and drops the rest). Copying
@@ -50,8 +54,10 @@ class AleEnv(gym.Env):
   metadata = {'render.modes': ['rgb_array']}
 
   def __init__(self, game: str, repeat_action_probability: float = 0.0,
-               observe_screen: bool = True):
+               observe_screen: bool = True, noop_max: int = 0):
     self._observe_screen = observe_screen
+    self._noop_max = int(noop_max)
+    self._rng = np.random.RandomState(0)
     import ale_py  # pylint: disable=g-import-not-at-top
     from ale_py import roms  # pylint: disable=g-import-not-at-top
     self._rom = roms.get_rom_path(game)
@@ -71,12 +77,18 @@ class AleEnv(gym.Env):
     self.ale.loadROM(self._rom)
 
   def seed(self, seed=None):
-    """Reseeds the emulator (its sticky-action and start-state randomness)."""
+    """Reseeds the emulator (its sticky-action randomness) and the no-op starts."""
     self._load(0 if seed is None else seed)
+    self._rng = np.random.RandomState(0 if seed is None else int(seed) % (2 ** 31))
     return [seed]
 
   def reset(self):
     self.ale.reset_game()
+    if self._noop_max:
+      for _ in range(self._rng.randint(0, self._noop_max + 1)):
+        self.ale.act(_noop_action())
+        if self.ale.game_over():
+          self.ale.reset_game()
     return self.ale.getScreenRGB() if self._observe_screen else None
 
   def step(self, action):
@@ -93,6 +105,12 @@ class AleEnv(gym.Env):
 
   def close(self):
     pass
+
+
+def _noop_action():
+  """ALE's NOOP action."""
+  import ale_py  # pylint: disable=g-import-not-at-top
+  return ale_py.Action.NOOP
 
 
 def register(env_name: str, repeat_action_probability: float = 0.0) -> None:
@@ -122,10 +140,12 @@ def register(env_name: str, repeat_action_probability: float = 0.0) -> None:
                kwargs={'game': rom, 'repeat_action_probability': repeat_action_probability})
 
 
-def load(env_name: str, max_episode_steps: int = 0, terminal_on_life_loss: bool = False):
+def load(env_name: str, max_episode_steps: int = 0, terminal_on_life_loss: bool = False,
+         noop_max: int = 0):
   """A registered Atari id as TF-Agents' `suite_atari.load` loads it with
   `DEFAULT_ATARI_GYM_WRAPPERS_WITH_STACKING`, but auto-resetting like every other environment
-  here (`suite_atari.load` fixes `auto_reset=False`).
+  here (`suite_atari.load` fixes `auto_reset=False`), and with up to `noop_max` no-op frames
+  at each start (`AleEnv`).
 
   `max_episode_steps` counts agent steps (4 frames each), 0 for none.
   """
@@ -136,7 +156,7 @@ def load(env_name: str, max_episode_steps: int = 0, terminal_on_life_loss: bool 
   # pylint: enable=g-import-not-at-top
   return suite_gym.wrap_env(
       # AtariPreprocessing reads the screens it needs from `.ale` itself.
-      gym.spec(env_name).make(observe_screen=False),
+      gym.spec(env_name).make(observe_screen=False, noop_max=noop_max),
       discount=1.0,
       max_episode_steps=max_episode_steps,
       gym_env_wrappers=(

@@ -62,13 +62,14 @@ def check_env_id(env_name: str, sticky_actions: float = 0.0) -> None:
 
 
 @gin.configurable(allowlist=['env_name', 'max_episode_steps', 'sticky_actions',
-                             'terminal_on_life_loss'])
+                             'terminal_on_life_loss', 'noop_max'])
 def make_environment(env_name: str = gin.REQUIRED,
                      max_episode_steps: Optional[int] = None,
                      seed: Optional[int] = None,
                      num_envs: int = 1,
                      sticky_actions: float = 0.0,
                      terminal_on_life_loss: bool = False,
+                     noop_max: int = 0,
                      training: bool = True) -> py_environment.PyEnvironment:
   """Makes the task's Python environment.
 
@@ -86,6 +87,9 @@ def make_environment(env_name: str = gin.REQUIRED,
       is repeated (0.25 in Machado et al., 2018; 0, the default, is the classic protocol).
     terminal_on_life_loss: Atari only (gin): a lost life ends the episode, for the collect
       actors only (`training`); eval always plays whole games.
+    noop_max: Atari only (gin): each episode starts with 0 to `noop_max` no-op frames, drawn
+      from the environment's seed (30 in the DQN papers' evaluation protocol; 0, the default,
+      starts every game from the same state, where a greedy policy replays one game).
     training: False for eval, which never ends an episode at a lost life.
 
   Returns:
@@ -99,14 +103,18 @@ def make_environment(env_name: str = gin.REQUIRED,
                     '[0, 1]: fix it in the gin file')
   check_env_id(env_name, sticky_actions)
   is_atari = atari.game_of(env_name) is not None
-  if not is_atari and (sticky_actions or terminal_on_life_loss):
-    raise UserError(f'make_environment.sticky_actions and terminal_on_life_loss apply to Atari '
-                    f'games only, not {env_name!r}: remove those bindings')
+  if not is_atari and (sticky_actions or terminal_on_life_loss or noop_max):
+    raise UserError(f'make_environment.sticky_actions, terminal_on_life_loss and noop_max apply '
+                    f'to Atari games only, not {env_name!r}: remove those bindings')
+  if not isinstance(noop_max, int) or noop_max < 0:
+    raise UserError(f'make_environment.noop_max={noop_max!r} must be an integer >= 0: fix it in '
+                    'the gin file')
 
   def _load():
     if is_atari:
       return atari.load(env_name, max_episode_steps or 0,
-                        terminal_on_life_loss=terminal_on_life_loss and training)
+                        terminal_on_life_loss=terminal_on_life_loss and training,
+                        noop_max=noop_max)
     return suite_gym.load(env_name, max_episode_steps=max_episode_steps or 0)
 
   def _one(index: int) -> py_environment.PyEnvironment:

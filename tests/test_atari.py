@@ -128,6 +128,8 @@ def test_sticky_actions_are_a_gin_option_of_the_emulator():
     (dict(env_name=PONG, sticky_actions=1.5), 'sticky_actions=1.5 must be a probability'),
     (dict(env_name='CartPole-v0', sticky_actions=0.25), 'apply to Atari games only'),
     (dict(env_name='CartPole-v0', terminal_on_life_loss=True), 'apply to Atari games only'),
+    (dict(env_name='CartPole-v0', noop_max=30), 'apply to Atari games only'),
+    (dict(env_name=PONG, noop_max=-1), 'make_environment.noop_max=-1 must be an integer >= 0'),
     (dict(env_name='NoSuchGameNoFrameskip-v4'), "unknown environment id 'NoSuchGameNoFrameskip"),
 ])
 def test_atari_options_that_cannot_apply_are_refused(kwargs, fragment):
@@ -153,3 +155,20 @@ def test_the_emulator_under_the_preprocessing_copies_out_no_rgb_screens():
   atari.register(PONG)
   screen = gym.make(PONG).unwrapped.reset()
   assert screen.shape == (210, 160, 3) and screen.dtype == np.uint8
+
+
+def test_noop_starts_vary_where_each_game_starts_and_follow_the_seed():
+  def start_frames(noop_max, seed):
+    env = environments.make_environment(PONG, seed=seed, noop_max=noop_max, training=False)
+    ale = _gym(env).unwrapped.ale
+    frames = []
+    for _ in range(8):
+      env.reset()
+      frames.append(ale.getEpisodeFrameNumber())
+    return frames
+
+  assert start_frames(0, 1) == [0] * 8  # Every game from the same state.
+  with_noops = start_frames(30, 1)
+  assert all(0 <= f <= 30 for f in with_noops) and len(set(with_noops)) > 3, with_noops
+  assert start_frames(30, 1) == with_noops  # Drawn from the seed.
+  assert start_frames(30, 2) != with_noops
