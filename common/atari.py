@@ -62,8 +62,9 @@ class AleEnv(gym.Env):
     from ale_py import roms  # pylint: disable=g-import-not-at-top
     self._rom = roms.get_rom_path(game)
     self._repeat_action_probability = float(repeat_action_probability)
+    # Static, and before the first emulator: its constructor prints ALE's banner otherwise.
+    ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)
     self.ale = ale_py.ALEInterface()
-    self.ale.setLoggerMode(ale_py.LoggerMode.Error)
     self._load(seed=0)
     self._actions = self.ale.getMinimalActionSet()
     height, width = self.ale.getScreenDims()

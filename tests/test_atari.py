@@ -5,6 +5,9 @@ The environment must be what TF-Agents' `suite_atari.load` with its stacking wra
 task here, with the life-loss terminal for training only and sticky actions as an option.
 """
 
+import subprocess
+import sys
+
 import gym
 import numpy as np
 import pytest
@@ -15,6 +18,7 @@ from actor import vector_env
 from common import atari
 from common import environments
 from common.errors import UserError
+from tests.conftest import REPO
 
 PONG = 'PongNoFrameskip-v4'
 
@@ -172,3 +176,13 @@ def test_noop_starts_vary_where_each_game_starts_and_follow_the_seed():
   assert all(0 <= f <= 30 for f in with_noops) and len(set(with_noops)) > 3, with_noops
   assert start_frames(30, 1) == with_noops  # Drawn from the seed.
   assert start_frames(30, 2) != with_noops
+
+
+def test_making_an_atari_environment_prints_no_emulator_banner():
+  script = ('import common; from common import environments; '
+            f'environments.make_environment({PONG!r}, seed=0).reset()')
+  done = subprocess.run([sys.executable, '-c', script], cwd=REPO, capture_output=True,
+                        text=True, timeout=300)
+  assert done.returncode == 0, done.stderr[-2000:]
+  output = done.stdout + done.stderr
+  assert 'A.L.E' not in output and 'Stella' not in output, output[-2000:]
