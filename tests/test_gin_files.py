@@ -106,11 +106,20 @@ MINITAUR_RUN_CONFIG = os.path.join(REPO, 'docs', 'results', 'data', 'sac_minitau
                                    'operative_config.gin')
 
 
-def test_minitaur_fast_file_is_the_measured_run():
-  config.load_gin([os.path.join(GIN_DIR, 'sac_minitaur_fast.gin')])
+# The gin config that the Pong run in docs/results.md recorded.
+PONG_RUN_CONFIG = os.path.join(REPO, 'docs', 'results', 'data', 'dqn_pong_fast', 'eval',
+                               'operative_config.gin')
+
+
+@pytest.mark.parametrize('gin_name,recorded_config', [
+    ('sac_minitaur_fast.gin', MINITAUR_RUN_CONFIG),
+    ('dqn_pong_fast.gin', PONG_RUN_CONFIG),
+])
+def test_fast_file_is_the_measured_run(gin_name, recorded_config):
+  config.load_gin([os.path.join(GIN_DIR, gin_name)])
   shipped = {(name, param): gin.query_parameter(f'{name}.{param}') for name, param in _bindings()}
   gin.clear_config()
-  gin.parse_config(config.gin_text(MINITAUR_RUN_CONFIG), skip_unknown=True)
+  gin.parse_config(config.gin_text(recorded_config), skip_unknown=True)
   recorded = {key: gin.query_parameter('.'.join(key)) for key in shipped}
   assert shipped == recorded
 
