@@ -65,6 +65,7 @@ class AleEnv(gym.Env):
     # Static, and before the first emulator: its constructor prints ALE's banner otherwise.
     ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)
     self.ale = ale_py.ALEInterface()
+    self._noop = ale_py.Action.NOOP
     self._load(seed=0)
     self._actions = self.ale.getMinimalActionSet()
     height, width = self.ale.getScreenDims()
@@ -87,7 +88,7 @@ class AleEnv(gym.Env):
     self.ale.reset_game()
     if self._noop_max:
       for _ in range(self._rng.randint(0, self._noop_max + 1)):
-        self.ale.act(_noop_action())
+        self.ale.act(self._noop)
         if self.ale.game_over():
           self.ale.reset_game()
     return self.ale.getScreenRGB() if self._observe_screen else None
@@ -106,12 +107,6 @@ class AleEnv(gym.Env):
 
   def close(self):
     pass
-
-
-def _noop_action():
-  """ALE's NOOP action."""
-  import ale_py  # pylint: disable=g-import-not-at-top
-  return ale_py.Action.NOOP
 
 
 def register(env_name: str, repeat_action_probability: float = 0.0) -> None:

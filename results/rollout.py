@@ -219,25 +219,24 @@ def record_videos(out_stem: str, policy_dir: str = '', num_episodes: int = 1,
   if beside_random and not policy_dir:
     raise UserError('--beside_random shows a saved policy beside the random one: pass '
                     '--root_dir or --policy_dir, without --random')
-  policy = load_saved_policy(policy_dir) if policy_dir else None
-  env = environments.make_environment(seed=seed, training=False)
-  try:
-    if policy is None:
-      policy = random_policy(env, seed)
-    else:
-      check_compatible(policy, env)
-    episodes = record(env, policy, num_episodes, frame_stride, max_frames)
-    fps = frames_per_second(env) / frame_stride
-  finally:
-    env.close()
-  frames = _log_episodes(episodes, policy_dir or 'random policy', log)
-  if beside_random:
+  saved = load_saved_policy(policy_dir) if policy_dir else None
+
+  def play(policy_dir: str):
+    """(episodes, frames per second) of the saved policy, or of the random one for ''."""
     env = environments.make_environment(seed=seed, training=False)
     try:
-      random_episodes = record(env, random_policy(env, seed), num_episodes, frame_stride,
-                               max_frames)
+      if policy_dir:
+        check_compatible(saved, env)
+      policy = saved if policy_dir else random_policy(env, seed)
+      return (record(env, policy, num_episodes, frame_stride, max_frames),
+              frames_per_second(env) / frame_stride)
     finally:
       env.close()
+
+  episodes, fps = play(policy_dir)
+  frames = _log_episodes(episodes, policy_dir or 'random policy', log)
+  if beside_random:
+    random_episodes, _ = play('')
     random_frames = _log_episodes(random_episodes, 'random policy', log)
     frames = side_by_side(
         frames, random_frames,
