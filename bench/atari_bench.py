@@ -69,7 +69,7 @@ def raw_frames(window_s):
   frames, start = 0, time.monotonic()
   while time.monotonic() - start < window_s:
     for a in rng.randint(0, len(actions), 256):
-      ale.act(actions[a])
+      ale.act(actions[a], 1.0)  # a strength, or the paddle does not move (atari.PADDLE_STRENGTH)
       if ale.game_over():
         ale.reset_game()
     frames += 256

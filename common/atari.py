@@ -19,6 +19,9 @@ import numpy as np
 _ATARI_ID = re.compile(r'^([A-Z][A-Za-z0-9]*)NoFrameskip-v4$')
 MAX_EPISODE_FRAMES = 108_000
 FRAME_STACK = 4  # Frames per observation (TF-Agents' FrameStack4, which `load` applies).
+# ale-py 0.10's `act(action)` without a strength leaves the paddle games' paddles where they are
+# (Pong's RIGHT and LEFT do not move it); its own gymnasium environment always passes one.
+PADDLE_STRENGTH = 1.0
 
 
 def rom_name(game: str) -> str:
@@ -88,13 +91,13 @@ class AleEnv(gym.Env):
     self.ale.reset_game()
     if self._noop_max:
       for _ in range(self._rng.randint(0, self._noop_max + 1)):
-        self.ale.act(self._noop)
+        self.ale.act(self._noop, PADDLE_STRENGTH)
         if self.ale.game_over():
           self.ale.reset_game()
     return self.ale.getScreenRGB() if self._observe_screen else None
 
   def step(self, action):
-    reward = self.ale.act(self._actions[int(action)])
+    reward = self.ale.act(self._actions[int(action)], PADDLE_STRENGTH)
     done = self.ale.game_over()
     observation = self.ale.getScreenRGB() if self._observe_screen else None
     return observation, float(reward), done, {'lives': self.ale.lives()}
