@@ -16,6 +16,7 @@ import tensorflow as tf
 from tf_agents.agents.ppo import ppo_clip_agent
 from tf_agents.networks import actor_distribution_network
 from tf_agents.networks import actor_distribution_rnn_network
+from tf_agents.networks import network
 from tf_agents.networks import value_network
 from tf_agents.networks import value_rnn_network
 
@@ -46,7 +47,8 @@ def ppo_agent(time_step_spec, action_spec, train_step,
               normalize_observations: bool = True,
               normalize_rewards: bool = True,
               conv_layer_params: Optional[Sequence[Sequence[int]]] = None,
-              activation: str = 'tanh') -> agents.AgentBuild:
+              activation: str = 'tanh',
+              shared_torso: bool = False) -> agents.AgentBuild:
   """PPOClipAgent over an ActorDistributionNetwork and a ValueNetwork, with Adam, GAE and
   TD(lambda) returns; discrete or continuous actions.
 
@@ -66,6 +68,12 @@ def ppo_agent(time_step_spec, action_spec, train_step,
       both networks, each network its own torso (`q_agents.NATURE_CONV_LAYERS` for Atari);
       uint8 observations are scaled to [0, 1] inside the networks (`q_agents.encoder_kwargs`).
     activation: The hidden layers' activation, 'tanh' or 'relu'.
+    shared_torso: The value network reads the policy network's torso (its convolutions and
+      `actor_fc_layer_params` layers) and adds `value_fc_layer_params` layers and its output,
+      as in Schulman et al.'s Atari networks; the value loss then trains the torso too. On
+      frames, a torso trained by the policy gradient alone loses its ReLU units: the frames'
+      near-constant background makes each filter's weight updates coherent, and a filter
+      pushed below zero everywhere gets no gradient back (docs/algorithms.md, PPO on Pong).
   """
   del actor  # Every actor explores by sampling the same stochastic policy.
   # The ranges of these arguments are checked before the builder runs (agents._RANGES).
@@ -81,14 +89,49 @@ def ppo_agent(time_step_spec, action_spec, train_step,
       time_step_spec.observation, action_spec, fc_layer_params=tuple(actor_fc_layer_params),
       activation_fn=_ACTIVATIONS[activation],
       **q_agents.encoder_kwargs(time_step_spec.observation, conv_layer_params))
-  value_net = value_network.ValueNetwork(
-      time_step_spec.observation, fc_layer_params=tuple(value_fc_layer_params),
-      activation_fn=_ACTIVATIONS[activation],
-      **q_agents.encoder_kwargs(time_step_spec.observation, conv_layer_params))
+  if shared_torso:
+    value_net = TorsoValueNetwork(
+        time_step_spec.observation,
+        actor_net._encoder,  # pylint: disable=protected-access
+        fc_layer_params=tuple(value_fc_layer_params), activation_fn=_ACTIVATIONS[activation])
+  else:
+    value_net = value_network.ValueNetwork(
+        time_step_spec.observation, fc_layer_params=tuple(value_fc_layer_params),
+        activation_fn=_ACTIVATIONS[activation],
+        **q_agents.encoder_kwargs(time_step_spec.observation, conv_layer_params))
   return _ppo(time_step_spec, action_spec, actor_net, value_net, train_step, learning_rate,
               collect_sequence_length, num_epochs, minibatch_size, max_policy_lag,
               importance_ratio_clipping, lambda_value, discount_factor, entropy_regularization,
               value_pred_loss_coef, gradient_clipping, normalize_observations, normalize_rewards)
+
+
+class TorsoValueNetwork(network.Network):
+  """A value network over another network's encoder: dense layers and one output on it.
+
+  The encoder's variables belong to both networks; `PPOClipAgent` trains each variable once
+  (it deduplicates the two networks' variables), with the sum of the policy and value losses.
+  """
+
+  def __init__(self, input_tensor_spec, encoder: network.Network,
+               fc_layer_params: Sequence[int] = (), activation_fn=tf.keras.activations.relu,
+               name: str = 'TorsoValueNetwork'):
+    super().__init__(input_tensor_spec=input_tensor_spec, state_spec=(), name=name)
+    self._encoder = encoder
+    self._head = [tf.keras.layers.Dense(
+        units, activation=activation_fn,
+        kernel_initializer=tf.keras.initializers.VarianceScaling(
+            scale=2.0, mode='fan_in', distribution='truncated_normal'))
+                  for units in fc_layer_params]
+    # ValueNetwork's output layer.
+    self._head.append(tf.keras.layers.Dense(
+        1, kernel_initializer=tf.random_uniform_initializer(minval=-0.03, maxval=0.03)))
+
+  def call(self, observation, step_type=None, network_state=(), training=False):
+    state, network_state = self._encoder(observation, step_type=step_type,
+                                         network_state=network_state, training=training)
+    for layer in self._head:
+      state = layer(state, training=training)
+    return tf.squeeze(state, -1), network_state
 
 
 @gin.configurable(module='common')

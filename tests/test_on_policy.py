@@ -8,6 +8,7 @@ import os
 import threading
 import time
 
+import gin
 import numpy as np
 import pytest
 import reverb
@@ -114,6 +115,37 @@ def test_an_on_policy_agent_refuses_replay_settings_it_cannot_honour(binding):
   replay_config = _load(binding)
   with pytest.raises(UserError, match='this agent is on-policy'):
     builders.build(replay_config)
+
+
+def _value_gradients(agent):
+  """Gradients of the value network's output with respect to the policy network's variables."""
+  observation = tf.random.uniform((5, 4))
+  actor_variables = agent._actor_net.trainable_variables  # pylint: disable=protected-access
+  with tf.GradientTape() as tape:
+    value, _ = agent._value_net(observation)  # pylint: disable=protected-access
+    loss = tf.reduce_sum(value)
+  return actor_variables, tape.gradient(loss, actor_variables)
+
+
+@pytest.mark.parametrize('value_layers', [(), (16,)])
+def test_a_shared_torso_is_trained_by_the_value_loss_and_carried_once(value_layers):
+  built = builders.build(_load('ppo_agent.shared_torso = True',
+                               f'ppo_agent.value_fc_layer_params = {value_layers}',
+                               'ppo_agent.normalize_observations = False'))
+  actor_variables, grads = _value_gradients(built.agent)
+  torso = actor_variables[:-2]  # All but the logits layer's kernel and bias.
+  assert torso and all(g is not None and float(tf.reduce_max(tf.abs(g))) > 0
+                       for g in grads[:-2])
+  assert all(g is None for g in grads[-2:])  # The policy head is the policy's own.
+  pushed = tf.nest.flatten(built.variables[constants.POLICY_KEY])
+  assert len({id(v) for v in pushed}) == len(pushed)  # Each shared variable once.
+  # The torso, the policy head, the value_fc_layer_params layers and the value output.
+  assert len(pushed) == len(torso) + 2 + 2 * len(value_layers) + 2
+
+  gin.clear_config()
+  separate = builders.build(_load())
+  _, grads = _value_gradients(separate.agent)
+  assert all(g is None for g in grads)
 
 
 def test_items_are_written_end_to_end_across_episodes_with_their_weights_version(port):
