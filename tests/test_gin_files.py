@@ -107,13 +107,13 @@ MINITAUR_RUN_CONFIG = os.path.join(REPO, 'docs', 'results', 'data', 'sac_minitau
 
 
 # The gin config that the Pong run in docs/results.md recorded.
-PONG_RUN_CONFIG = os.path.join(REPO, 'docs', 'results', 'data', 'dqn_pong_fast', 'eval',
+PONG_RUN_CONFIG = os.path.join(REPO, 'docs', 'results', 'data', 'ppo_pong', 'eval',
                                'operative_config.gin')
 
 
 @pytest.mark.parametrize('gin_name,recorded_config', [
     ('sac_minitaur_fast.gin', MINITAUR_RUN_CONFIG),
-    ('dqn_pong_fast.gin', PONG_RUN_CONFIG),
+    ('ppo_pong.gin', PONG_RUN_CONFIG),
 ])
 def test_fast_file_is_the_measured_run(gin_name, recorded_config):
   config.load_gin([os.path.join(GIN_DIR, gin_name)])
