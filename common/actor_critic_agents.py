@@ -39,6 +39,7 @@ def _deterministic_actor_critic(time_step_spec, action_spec, actor_fc_layer_para
                                 critic_learning_rate):
   """The networks and optimizers that TD3 and DDPG share: a deterministic actor, a critic."""
   observation_spec = time_step_spec.observation
+  agents.require_float_observations(observation_spec, 'TD3 and DDPG')
   return dict(
       actor_network=actor_network.ActorNetwork(observation_spec, action_spec,
                                                fc_layer_params=tuple(actor_fc_layer_params)),
@@ -62,6 +63,7 @@ def sac_agent(time_step_spec, action_spec, train_step,
   """SacAgent with the SAC Minitaur tutorial's networks (tanh-normal actor)."""
   del actor  # SAC explores through its own entropy-regularized policy.
   agents.require_continuous(action_spec, 'SAC')
+  agents.require_float_observations(time_step_spec.observation, 'SAC')
   observation_spec = time_step_spec.observation
   actor_net = actor_distribution_network.ActorDistributionNetwork(
       observation_spec, action_spec,

@@ -159,6 +159,15 @@ def require_continuous(action_spec, algorithm: str) -> None:
                     'actions are discrete: use make_agent.agent_fn = @dqn_agent or @c51_agent')
 
 
+def require_float_observations(observation_spec, algorithm: str) -> None:
+  """Raises the one-line UserError for an actor-critic agent on non-float observations (its
+  critic takes the observation as it is, without the networks' preprocessing layers)."""
+  if not observation_spec.dtype.is_floating:
+    raise UserError(f'{algorithm} needs float observations, but the environment observes '
+                    f'{observation_spec.dtype.name} ones: observe floats (a Box of float32), or '
+                    'use make_agent.agent_fn = @ppo_agent, which one-hots or casts them')
+
+
 @gin.configurable(module='common')
 def apex_epsilon(epsilon: float, actor: Optional[ActorSlot], alpha: float = 7.0,
                  num_actors: int = 8) -> Union[float, np.ndarray]:

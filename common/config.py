@@ -352,6 +352,13 @@ def load_gin(gin_files: Sequence[str], gin_bindings: Sequence[str] = ()) -> None
     for path in gin_files:
       gin.parse_config(gin_text(path))
     gin.parse_config(list(gin_bindings))
+  except ImportError as e:
+    name = getattr(e, 'name', None) or ' '.join(str(e).split())
+    if isinstance(e, ModuleNotFoundError) and "'" in str(e):
+      name = str(e).split("'")[1]
+    raise UserError(f'the gin config imports {name!r}, which cannot be imported here: install '
+                    'that package in this environment (pip install -e PATH) or put its '
+                    'directory on PYTHONPATH') from None
   except (ValueError, SyntaxError, KeyError, TypeError) as e:
     message = ' '.join(str(e).split())
     raise UserError(f'bad gin config ({message}): fix the gin file or --gin_bindings') from None

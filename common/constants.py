@@ -27,6 +27,9 @@ POLICY_DIR = 'learner/policies'  # SavedModels: greedy_policy, collect_policy, .
 ACTOR_DIR = 'actor'  # actor/<task>/ holds summaries and the operative config.
 EVAL_DIR = 'eval'
 EVAL_CSV = 'eval/eval.csv'
+# The layout of a flattened Dict or Tuple observation (`observations.layout_json`), in the
+# learner's directory beside its policies.
+OBSERVATION_LAYOUT = 'learner/observation_layout.json'
 
 # Log lines that scripts and tests grep for.
 SERVER_READY_LINE = 'replay_server ready'

@@ -1,16 +1,24 @@
 """Environments and specs: every process builds its specs here, from the gin config alone."""
 
+import difflib
+import inspect
 from typing import Optional
 
 import gin
 import gym
+import numpy as np
+import tensorflow as tf
 from tf_agents.environments import batched_py_environment
 from tf_agents.environments import py_environment
 from tf_agents.environments import suite_gym
+from tf_agents.specs import array_spec
 from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import time_step as ts
 
 from common import atari
+from common import env_sources
+from common import gymnasium_env
+from common import observations
 from common.errors import UserError
 
 _PYBULLET_REGISTERED = False
@@ -47,23 +55,72 @@ def _register_pybullet() -> None:
 
 
 def check_env_id(env_name: str, sticky_actions: float = 0.0) -> None:
-  """Raises UserError unless `env_name` is a registered gym id (Atari ids register here)."""
+  """Raises UserError unless `env_name` is a registered gym id (Atari ids register here).
+
+  An id that Gymnasium registers instead gets the binding that selects Gymnasium; another gets
+  the nearest gym ids.
+  """
   if 'Bullet' in env_name:
     _register_pybullet()
   atari.register(env_name, sticky_actions)
   try:
     gym.spec(env_name)
   except gym.error.Error:
-    raise UserError(
-        f'unknown environment id {env_name!r}: bind make_environment.env_name to a registered '
-        'gym id such as CartPole-v0, CartPoleNoVelocity-v0, InvertedPendulumBulletEnv-v0, '
-        'MinitaurBulletEnv-v0 or an Atari game as <Game>NoFrameskip-v4 (PongNoFrameskip-v4)'
-    ) from None
+    pass
+  else:
+    return
+  try:
+    import gymnasium  # pylint: disable=g-import-not-at-top
+    in_gymnasium = env_name in gymnasium.envs.registry
+  except ImportError:
+    in_gymnasium = False
+  if in_gymnasium:
+    raise UserError(f'{env_name!r} is a Gymnasium id, not a gym 0.23 one: bind '
+                    "make_environment.suite = 'gymnasium'") from None
+  nearest = difflib.get_close_matches(env_name, list(gym.envs.registry.env_specs), n=3,
+                                      cutoff=0.6)
+  raise UserError(
+      f'unknown gym id {env_name!r}'
+      + (f' (did you mean {", ".join(map(repr, nearest))}?)' if nearest else '')
+      + ': bind make_environment.env_name to a registered gym id such as CartPole-v0, '
+      'InvertedPendulumBulletEnv-v0 or PongNoFrameskip-v4, make_environment.suite = '
+      "'gymnasium' for a Gymnasium id, or make_environment.entry_point for your own "
+      'environment') from None
 
 
-@gin.configurable(allowlist=['env_name', 'max_episode_steps', 'sticky_actions',
-                             'terminal_on_life_loss', 'noop_max'])
-def make_environment(env_name: str = gin.REQUIRED,
+SUITES = ('gym', 'gymnasium')
+
+
+def _source_error(env_name, suite, entry_point, env_kwargs) -> Optional[str]:
+  """What is wrong with the bindings that choose the environment's source, or None."""
+  if suite not in SUITES:
+    return (f'make_environment.suite={suite!r} is not one of {", ".join(map(repr, SUITES))}: '
+            'bind \'gym\' (gym 0.23 ids) or \'gymnasium\'')
+  if (env_name is None) == (entry_point is None):
+    return ('bind exactly one of make_environment.env_name (a registered id) and '
+            'make_environment.entry_point (\'package.module:callable\')'
+            + (', not both' if env_name is not None else ''))
+  if env_name is not None and not isinstance(env_name, str):
+    return f'make_environment.env_name={env_name!r} is not a string: bind an id such as \'CartPole-v1\''
+  if entry_point is not None and not isinstance(entry_point, str):
+    return (f'make_environment.entry_point={entry_point!r} is not a string: bind '
+            '\'package.module:callable\'')
+  if entry_point is not None and suite != 'gym':
+    return ('make_environment.suite applies to make_environment.env_name only: remove it (an '
+            'entry point may return any kind of environment)')
+  if not isinstance(env_kwargs, dict) or not all(isinstance(k, str) for k in env_kwargs):
+    return (f'make_environment.env_kwargs={env_kwargs!r} is not a dict of keyword arguments: '
+            "bind one such as {'size': 8}")
+  return None
+
+
+@gin.configurable(allowlist=['env_name', 'suite', 'entry_point', 'env_kwargs',
+                             'max_episode_steps', 'sticky_actions', 'terminal_on_life_loss',
+                             'noop_max'])
+def make_environment(env_name: Optional[str] = None,
+                     suite: str = 'gym',
+                     entry_point: Optional[str] = None,
+                     env_kwargs: Optional[dict] = None,
                      max_episode_steps: Optional[int] = None,
                      seed: Optional[int] = None,
                      num_envs: int = 1,
@@ -71,17 +128,34 @@ def make_environment(env_name: str = gin.REQUIRED,
                      terminal_on_life_loss: bool = False,
                      noop_max: int = 0,
                      training: bool = True) -> py_environment.PyEnvironment:
-  """Makes the task's Python environment.
+  """Makes the task's Python environment, from one of three sources (gin):
 
-  An Atari id (`<Game>NoFrameskip-v4`, any game whose ROM ale-py ships) gets the standard DQN
-  preprocessing, as TF-Agents' `suite_atari.load` with its stacking wrappers applies it: 4
-  frames per step (the action repeated), the max over the last two, 84x84 grayscale, the last
-  4 frames stacked; uint8 observations of shape (84, 84, 4).
+  * `env_name` with `suite = 'gym'` (the default): a gym 0.23 id (CartPole-v0, the PyBullet
+    ids, `<Game>NoFrameskip-v4` Atari games, or an id a module imported by the gin file
+    registers). An Atari id gets the standard DQN preprocessing, as TF-Agents'
+    `suite_atari.load` with its stacking wrappers applies it: 4 frames per step (the action
+    repeated), the max over the last two, 84x84 grayscale, the last 4 frames stacked; uint8
+    observations of shape (84, 84, 4).
+  * `env_name` with `suite = 'gymnasium'`: a Gymnasium 1.x id (`HalfCheetah-v5`,
+    `FrozenLake-v1`, an id the user's package registers, or `package:Env-v0`), adapted by
+    `gymnasium_env.GymnasiumEnvironment`: a terminated step has discount 0, a truncated one
+    discount 1.
+  * `entry_point = 'package.module:callable'`: the callable, called with `env_kwargs`, returns a
+    Gymnasium env, a gym env, a `dm_env.Environment` or a TF-Agents `PyEnvironment`
+    (`env_sources.make_from_entry_point`).
+
+  Dict and Tuple observations are flattened into one vector (`observations.FlatObservation`).
 
   Args:
-    env_name: A gym id (gin). PyBullet and Atari ids are registered on demand.
-    max_episode_steps: Optional episode cap (gin); None keeps the gym registration's limit.
-    seed: Seed of the first environment; environment i gets `seed + i`.
+    env_name: A registered id (gin), or None with `entry_point`.
+    suite: 'gym' or 'gymnasium' (gin): which registry `env_name` is in.
+    entry_point: 'package.module:callable' (gin), or None with `env_name`.
+    env_kwargs: Keyword arguments for `gymnasium.make`, `gym.make` or the entry point (gin).
+    max_episode_steps: Optional episode cap (gin); its end is a truncation (discount 1). None
+      keeps the registration's limit.
+    seed: Seed of the first environment; environment i gets `seed + i` (through
+      `reset(seed=...)` for Gymnasium; also as the entry point's `seed` argument if it takes
+      one).
     num_envs: If > 1, a BatchedPyEnvironment of that many copies stepped in lockstep.
     sticky_actions: Atari only (gin): the chance, each emulator frame, that the previous action
       is repeated (0.25 in Machado et al., 2018; 0, the default, is the classic protocol).
@@ -96,31 +170,53 @@ def make_environment(env_name: str = gin.REQUIRED,
     A PyEnvironment (batched when num_envs > 1).
 
   Raises:
-    UserError: unknown environment id.
+    UserError: a source that cannot be made, with the fix (see `env_sources`).
   """
+  env_kwargs = {} if env_kwargs is None else env_kwargs
+  problem = _source_error(env_name, suite, entry_point, env_kwargs)
+  if problem:
+    raise UserError(problem)
   if not 0.0 <= sticky_actions <= 1.0:
     raise UserError(f'make_environment.sticky_actions={sticky_actions} must be a probability in '
                     '[0, 1]: fix it in the gin file')
-  check_env_id(env_name, sticky_actions)
-  is_atari = atari.game_of(env_name) is not None
+  is_atari = suite == 'gym' and env_name is not None and atari.game_of(env_name) is not None
   if not is_atari and (sticky_actions or terminal_on_life_loss or noop_max):
     raise UserError(f'make_environment.sticky_actions, terminal_on_life_loss and noop_max apply '
-                    f'to Atari games only, not {env_name!r}: remove those bindings')
+                    f'to gym Atari ids only, not {env_name or entry_point!r}: remove those '
+                    'bindings')
   if not isinstance(noop_max, int) or noop_max < 0:
     raise UserError(f'make_environment.noop_max={noop_max!r} must be an integer >= 0: fix it in '
                     'the gin file')
+  if max_episode_steps is not None and (not isinstance(max_episode_steps, int)
+                                        or max_episode_steps < 1):
+    raise UserError(f'make_environment.max_episode_steps={max_episode_steps!r} must be a '
+                    'positive integer (or None: the registration\'s limit)')
+  if env_name is not None and suite == 'gym':
+    check_env_id(env_name, sticky_actions)
+  elif env_name is not None:
+    env_sources.check_gymnasium_id(env_name)
 
-  def _load():
+  def _load(env_seed):
     if is_atari:
       return atari.load(env_name, max_episode_steps or 0,
                         terminal_on_life_loss=terminal_on_life_loss and training,
                         noop_max=noop_max)
-    return suite_gym.load(env_name, max_episode_steps=max_episode_steps or 0)
+    if entry_point is not None:
+      return env_sources.make_from_entry_point(entry_point, env_kwargs, env_seed,
+                                               max_episode_steps)
+    if suite == 'gymnasium':
+      return env_sources.make_gymnasium(env_name, env_kwargs, max_episode_steps)
+    return suite_gym.load(env_name, max_episode_steps=max_episode_steps or 0,
+                          gym_kwargs=env_kwargs)
 
   def _one(index: int) -> py_environment.PyEnvironment:
-    env = _load()
-    if seed is not None:
-      env.seed(seed + index)
+    env_seed = None if seed is None else seed + index
+    env = _checked(_load(env_seed), env_name or entry_point)
+    if env_seed is not None:
+      try:
+        env.seed(env_seed)
+      except NotImplementedError:
+        pass  # A PyEnvironment or dm_env without seeding: seeded by its entry point, or not.
     return env
 
   if num_envs == 1:
@@ -129,11 +225,84 @@ def make_environment(env_name: str = gin.REQUIRED,
       [_one(i) for i in range(num_envs)], multithreading=False)
 
 
+def _checked(env: py_environment.PyEnvironment, what: str) -> py_environment.PyEnvironment:
+  """`env` with a single action array the agents act on and a flat observation.
+
+  Raises:
+    UserError: an action space no agent acts on, or an observation that cannot be flattened.
+  """
+  gym_space = getattr(getattr(env, 'gym', None), 'action_space', None)
+  action_spec = env.action_spec()
+  if tf.nest.is_nested(action_spec) or (
+      action_spec.dtype.kind in 'iub' and tuple(action_spec.shape) not in ((), (1,))) or (
+      action_spec.dtype.kind == 'b'):
+    space = gym_space if gym_space is not None else action_spec
+    raise UserError(f'{what}: the action space {space} is not one the agents act on: they take '
+                    f'a Discrete space ({gymnasium_env.DISCRETE_AGENTS}) or a Box space '
+                    f'({gymnasium_env.CONTINUOUS_AGENTS}); wrap the environment so that it '
+                    'exposes one of those (for example one Discrete action per combination)')
+  if tf.nest.is_nested(env.observation_spec()):
+    try:
+      env = observations.FlatObservation(env)
+    except observations.UnflattenableObservation as e:
+      raise UserError(f'{what}: {e}') from None
+  return env
+
+
+def _bound(name: str):
+  """The gin binding of `make_environment.<name>`, or its default."""
+  try:
+    return gin.query_parameter(f'make_environment.{name}')
+  except ValueError:
+    return inspect.signature(make_environment).parameters[name].default
+
+
 def frame_stack_size() -> int:
   """Frames stacked in each observation of the gin-configured task (Atari: FrameStack4's 4),
   0 for a task whose observations are not frame stacks."""
-  env_name = gin.query_parameter('make_environment.env_name')
+  env_name = _bound('env_name')
+  if _bound('suite') != 'gym' or not isinstance(env_name, str):
+    return 0
   return atari.FRAME_STACK if atari.game_of(env_name) is not None else 0
+
+
+def check_environment() -> None:
+  """Makes the gin-configured environment, resets it and takes one random step, so that a bad
+  source, space or observation is one line before anything starts.
+
+  Raises:
+    UserError: naming the problem and the fix.
+  """
+  env = make_environment(seed=0)
+  try:
+    first = env.reset()
+    _check_time_step(first, env.observation_spec())
+    action = array_spec.sample_spec_nest(env.action_spec(), np.random.RandomState(0))
+    _check_time_step(env.step(action), env.observation_spec())
+  except gymnasium_env.ObservationMismatch as e:
+    raise UserError(f'{_bound("env_name") or _bound("entry_point")}: {e}') from None
+  finally:
+    env.close()
+
+
+def _check_time_step(time_step, observation_spec) -> None:
+  gymnasium_env.check_observation(time_step.observation, observation_spec)
+
+
+def observation_layout() -> Optional[str]:
+  """The JSON layout of a flattened Dict or Tuple observation (`observations.layout_json`), or
+  None when the gin-configured environment observes one array."""
+  outer = env = make_environment()
+  try:
+    while True:
+      if isinstance(env, observations.FlatObservation):
+        return observations.layout_json(env.wrapped_env().observation_spec())
+      inner = getattr(env, 'wrapped_env', None)
+      if inner is None:
+        return None
+      env = inner()
+  finally:
+    outer.close()
 
 
 def environment_specs():

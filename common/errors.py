@@ -9,6 +9,14 @@ class UserError(Exception):
   """A problem with the user's input (flags, gin files, addresses, directories)."""
 
 
+def one_line(error: Exception) -> str:
+  """The error's own line. Gin appends a second line ("In call to configurable ...") to an
+  exception raised inside a configurable; the one line that names the problem and the fix is
+  the first."""
+  lines = str(error).splitlines()
+  return lines[0] if lines else type(error).__name__
+
+
 class ServerUnavailableError(UserError):
   """The replay server did not answer before the deadline."""
 

@@ -10,6 +10,7 @@ from absl import flags
 from absl import logging
 
 from common import constants
+from common import errors
 from common.errors import StopRequested
 from common.errors import UserError
 
@@ -64,19 +65,19 @@ def preflight(port: int = 0) -> None:
 
 def load_and_check_config() -> None:
   """Parses the gin config (after the heavy imports registered every configurable) and checks
-  its numbers and its environment id, before anything is written.
+  its numbers and its environment (made, reset and stepped once: `check_environment`), before
+  anything is written.
 
   Raises:
     UserError: naming the problem and the fix.
   """
   # pylint: disable=g-import-not-at-top
-  import gin
   from common import config
   from common import environments
   values = flags.FLAGS
   config.load_gin(values.gin_file, values.gin_bindings)
   config.validated_configs()
-  environments.check_env_id(gin.query_parameter('make_environment.env_name'))
+  environments.check_environment()
 
 
 _STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
@@ -185,5 +186,5 @@ def exit_on_user_error(fn: Callable[[], None]) -> None:
     sys.exit(0)
   except UserError as e:
     logging.flush()
-    print(f'error: {e}', file=sys.stderr, flush=True)
+    print(f'error: {errors.one_line(e)}', file=sys.stderr, flush=True)
     sys.exit(2)

@@ -84,6 +84,10 @@ def ppo_agent(time_step_spec, action_spec, train_step,
     raise UserError('ppo_agent.normalize_observations = True cannot apply to uint8 image '
                     'observations (the networks scale them to [0, 1] themselves): bind '
                     'ppo_agent.normalize_observations = False')
+  if normalize_observations and not time_step_spec.observation.dtype.is_floating:
+    raise UserError('ppo_agent.normalize_observations = True cannot apply to '
+                    f'{time_step_spec.observation.dtype.name} observations (the networks one-hot '
+                    'or cast them themselves): bind ppo_agent.normalize_observations = False')
   # Each network gets its own encoder layers (a Keras layer belongs to one network).
   actor_net = actor_distribution_network.ActorDistributionNetwork(
       time_step_spec.observation, action_spec, fc_layer_params=tuple(actor_fc_layer_params),

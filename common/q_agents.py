@@ -8,6 +8,7 @@ n-step returns (`n_step_update`, so replay items are n + 1 steps), importance we
 from typing import Optional, Sequence
 
 import gin
+import numpy as np
 import tensorflow as tf
 from tf_agents.agents import tf_agent
 from tf_agents.agents.categorical_dqn import categorical_dqn_agent as c51_lib
@@ -27,19 +28,44 @@ from common.errors import UserError
 NATURE_CONV_LAYERS = ((32, 8, 4), (64, 4, 2), (64, 3, 1))
 
 
-def encoder_kwargs(observation_spec, conv_layer_params) -> dict:
-  """The encoder arguments of a TF-Agents network over `observation_spec`.
+def observation_preprocessing(observation_spec):
+  """The Keras layer that turns the environment's raw observation into the network's input, or
+  None for a float observation, which the network takes as it is.
 
-  Image observations stay uint8 from the environment to the network (a quarter of float32's
-  bytes in replay and on the wire); the network itself scales them to [0, 1] first, so that
-  every process that runs it (actor, learner, eval, an exported SavedModel) scales the same way.
+  It lives inside the network, so every process that runs the network (actor, learner, eval,
+  an exported SavedModel) takes the environment's own observations:
+  * a Discrete observation (a bounded integer scalar: FrozenLake's cell, Taxi's state) becomes
+    the one-hot vector of its n values;
+  * uint8 observations (images) stay uint8 from the environment to the network (a quarter of
+    float32's bytes in replay and on the wire) and are scaled to [0, 1];
+  * other integer or boolean observations are cast to float32.
   """
+  dtype = observation_spec.dtype
+  if dtype.is_floating:
+    return None
+  if (dtype.is_integer and tuple(observation_spec.shape) == ()
+      and hasattr(observation_spec, 'maximum')):
+    low = int(np.asarray(observation_spec.minimum))
+    depth = int(np.asarray(observation_spec.maximum)) - low + 1
+    return tf.keras.layers.Lambda(
+        lambda index: tf.one_hot(tf.cast(index, tf.int32) - low, depth, dtype=tf.float32),
+        name='one_hot_discrete_observation')
+  if dtype == tf.uint8:
+    return tf.keras.layers.Lambda(lambda frames: tf.cast(frames, tf.float32) / 255.0,
+                                  name='scale_uint8_to_unit')
+  return tf.keras.layers.Lambda(lambda values: tf.cast(values, tf.float32),
+                                name='cast_to_float')
+
+
+def encoder_kwargs(observation_spec, conv_layer_params) -> dict:
+  """The encoder arguments of a TF-Agents network over `observation_spec`: its convolutions,
+  and the preprocessing layer of a non-float observation (`observation_preprocessing`)."""
   kwargs = {}
   if conv_layer_params:
     kwargs['conv_layer_params'] = tuple(tuple(layer) for layer in conv_layer_params)
-  if observation_spec.dtype == tf.uint8:
-    kwargs['preprocessing_layers'] = tf.keras.layers.Lambda(
-        lambda frames: tf.cast(frames, tf.float32) / 255.0, name='scale_uint8_to_unit')
+  layer = observation_preprocessing(observation_spec)
+  if layer is not None:
+    kwargs['preprocessing_layers'] = layer
   return kwargs
 
 
@@ -244,6 +270,7 @@ def dqn_rnn_agent(time_step_spec, action_spec, train_step,
                     'transition')
   network = q_rnn_network.QRnnNetwork(
       time_step_spec.observation, action_spec,
+      preprocessing_layers=observation_preprocessing(time_step_spec.observation),
       input_fc_layer_params=tuple(input_fc_layer_params), lstm_size=tuple(lstm_size),
       output_fc_layer_params=tuple(output_fc_layer_params))
   agent = _dqn(time_step_spec, action_spec, network, train_step, actor, learning_rate,

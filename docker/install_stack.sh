@@ -42,7 +42,8 @@ config = configparser.ConfigParser()
 config.read('/tmp/stack/setup.cfg')
 # The image serves compose, Ray and KubeRay alike: the `ray` extra is part of the stack.
 lines = (config['options']['install_requires'].splitlines()
-         + config['options.extras_require']['ray'].splitlines())
+         + config['options.extras_require']['ray'].splitlines()
+         + config['options.extras_require']['mujoco'].splitlines())
 for line in lines:
   line = line.split('#')[0].strip()
   if not line:

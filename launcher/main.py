@@ -38,11 +38,13 @@ def main(_):
     # pylint: disable=g-import-not-at-top  (TensorFlow loads behind the console's filter)
     from common import builders
     from common import config
+    from common import environments
     gin_files = config.resolve_gin_files(FLAGS.gin_file)
     config.load_gin(gin_files, FLAGS.gin_bindings)
     replay_config = config.validated_configs()[0]
-    # The environment, the agent's arguments and the item length, as every child will check
-    # them: a bad value is one line here, before any child starts.
+    # The environment (made, reset and stepped once), the agent's arguments and the item length,
+    # as every child will check them: a bad value is one line here, before any child starts.
+    environments.check_environment()
     builders.make_agent_and_specs(replay_config)
     root_dir = os.path.abspath(FLAGS.root_dir)  # The children run in the project directory.
     config.ensure_writable_dir(root_dir)

@@ -99,8 +99,16 @@ def role_argv(role: str, **kwargs) -> List[str]:
 
 def child_env(cpu_only: bool = True, die_with_parent: bool = False,
               extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
-  """The environment of a child: unbuffered output, no GPU unless asked, the parent's pid."""
+  """The environment of a child: unbuffered output, no GPU unless asked, the parent's pid.
+
+  Relative PYTHONPATH entries are made absolute from this process's working directory: the
+  children run in the repository (`Process`'s cwd), and a user's `PYTHONPATH=.` or
+  `PYTHONPATH=src` names their own project's directory, where their environment's package is.
+  """
   env = dict(os.environ, PYTHONUNBUFFERED='1')
+  if env.get('PYTHONPATH'):
+    env['PYTHONPATH'] = os.pathsep.join(
+        os.path.abspath(p) if p else os.getcwd() for p in env['PYTHONPATH'].split(os.pathsep))
   if cpu_only:
     env['CUDA_VISIBLE_DEVICES'] = ''
   if die_with_parent:

@@ -109,8 +109,11 @@ def main(argv):
     from launcher import cluster
     if command == 'run':
       from common import builders
+      from common import environments
       config.load_gin(FLAGS.gin_file, FLAGS.gin_bindings)  # Bad input ends here, before Ray.
-      # The environment, the agent's arguments and the item length, as every role checks them.
+      # The environment (made, reset and stepped once), the agent's arguments and the item
+      # length, as every role checks them.
+      environments.check_environment()
       builders.make_agent_and_specs(config.validated_configs()[0])
     needed = 2 + FLAGS.num_actors + 1  # Server, learner, actors and eval, 1 logical CPU each.
     try:

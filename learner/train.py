@@ -16,6 +16,7 @@ from common import builders
 from common import config as config_lib
 from common import connection
 from common import constants
+from common import environments
 from common import ownership
 from common import replay
 from common import storage
@@ -170,6 +171,9 @@ def run_learner(root_dir: str, server_address: str, max_train_steps: int = 0,
   config_lib.record_run_config(learner_dir, {'root_dir': root_dir,
                                              'replay_server_address': server_address,
                                              'max_train_steps': max_train_steps})
+  layout = environments.observation_layout()
+  if layout:  # A Dict or Tuple observation: how the exported policies' input vector is laid out.
+    config_lib.atomic_write(os.path.join(root_dir, constants.OBSERVATION_LAYOUT), layout)
   learner.triggers.extend([
       export.PolicyExportTrigger(os.path.join(root_dir, constants.POLICY_DIR), agent,
                                  train_step, learner_config.policy_export_interval,

@@ -106,8 +106,53 @@ def test_unknown_environment_id(fresh_root, tf_budget_s):
   _assert_refused('replay_server.main',
                   GIN + ["--gin_bindings=make_environment.env_name = 'CartPol-v9'",
                          f'--port={portpicker.pick_unused_port()}'],
-                  fresh_root, tf_budget_s, "unknown environment id 'CartPol-v9'",
+                  fresh_root, tf_budget_s, "unknown gym id 'CartPol-v9'",
+                  "'CartPole-v0'",
                   'bind make_environment.env_name to a registered gym id')
+
+
+_ENTRY = 'make_environment.env_name = None'
+
+
+@pytest.mark.parametrize('bindings,expected', [
+    ([_ENTRY, "make_environment.entry_point = 'tests.no_such_module:Env'"],
+     "cannot import 'tests.no_such_module'"),
+    ([_ENTRY, "make_environment.entry_point = 'tests.envs:NOT_CALLABLE'"], 'not callable'),
+    ([_ENTRY, "make_environment.entry_point = 'tests.envs:raises'"], 'raised RuntimeError'),
+    ([_ENTRY, "make_environment.entry_point = 'tests.envs:not_an_environment'"],
+     'which is not an environment'),
+    ([_ENTRY, "make_environment.entry_point = 'tests.envs:WrongShape'"],
+     'observation has shape (2,)'),
+    ([_ENTRY, "make_environment.entry_point = 'tests.envs:action_space'",
+      "make_environment.env_kwargs = {'kind': 'multi_discrete'}"], 'MultiDiscrete'),
+    (["make_environment.env_name = 'HalfCheetah-v6'", "make_environment.suite = 'gymnasium'"],
+     "unknown Gymnasium id 'HalfCheetah-v6': did you mean 'HalfCheetah-v5'"),
+], ids=['no-import', 'not-callable', 'raises', 'not-an-env', 'wrong-shape', 'multi-discrete',
+        'unknown-gymnasium-id'])
+def test_a_bad_environment_is_refused_before_any_child_starts(bindings, expected, fresh_root,
+                                                               tf_budget_s):
+  _assert_refused('launcher.main', GIN + [f'--gin_bindings={b}' for b in bindings], fresh_root,
+                  tf_budget_s, expected)
+
+
+def test_an_environment_package_that_is_not_installed_names_the_extra(fresh_root, tmp_path,
+                                                                      tf_budget_s):
+  # A `mujoco` that fails to import as an absent one does, first on the path.
+  stub = tmp_path / 'no_mujoco' / 'mujoco'
+  stub.mkdir(parents=True)
+  (stub / '__init__.py').write_text(
+      "raise ModuleNotFoundError(\"No module named 'mujoco'\", name='mujoco')\n")
+  args = [f'--gin_file={os.path.join(REPO, "gin", "sac_halfcheetah_v5.gin")}']
+  start = time.monotonic()
+  result = subprocess.run([sys.executable, '-m', 'launcher.main', f'--root_dir={fresh_root}',
+                           *args], cwd=REPO, capture_output=True, text=True, timeout=120,
+                          env=dict(_env(), PYTHONPATH=str(stub.parent)))
+  errors = [line for line in result.stderr.splitlines() if line.startswith('error: ')]
+  assert result.returncode == 2 and len(errors) == 1, result.stderr[-3000:]
+  assert "HalfCheetah-v5' needs the package 'mujoco'" in errors[0], errors[0]
+  assert "pip install 'reverb-fleet[mujoco]'" in errors[0], errors[0]
+  assert time.monotonic() - start < tf_budget_s
+  assert not os.path.exists(fresh_root)
 
 
 @pytest.mark.parametrize('module', ['learner.main', 'actor.main'])

@@ -37,8 +37,10 @@ def _normal(name: str) -> str:
 
 def test_every_pin_is_what_is_installed_and_pip_finds_no_conflict():
   pins = _pins(('options', 'install_requires'), ('options.extras_require', 'ray'),
-               ('options.extras_require', 'test'))
+               ('options.extras_require', 'mujoco'), ('options.extras_require', 'test'))
   assert pins['ray'] == '2.60.0' and pins['tensorflow'] == '2.15.1'
+  # Users' environments: the newest Gymnasium that tf-agents' typing-extensions pin admits.
+  assert pins['gymnasium'] == '1.2.3' and pins['mujoco'] == '3.3.7'
   # The Atari stack: ROMs inside ale-py's wheel, and an OpenCV that keeps numpy 1.26.
   assert pins['ale-py'] == '0.10.1' and pins['opencv-python-headless'] == '4.11.0.86'
   wrong = {name: (version, importlib.metadata.version(name)) for name, version in pins.items()
@@ -56,10 +58,13 @@ def test_image_constraints_agree_with_setup_cfg():
   with open(os.path.join(REPO, 'docker', 'constraints.txt')) as f:
     constraints = {_normal(m.group(1)): m.group(2) for line in f
                    if (m := _PIN.match(line.strip()))}
-  pins = _pins(('options', 'install_requires'), ('options.extras_require', 'ray'))
+  pins = _pins(('options', 'install_requires'), ('options.extras_require', 'ray'),
+               ('options.extras_require', 'mujoco'))
   disagree = {n: (v, constraints[_normal(n)]) for n, v in pins.items()
               if _normal(n) in constraints and constraints[_normal(n)] != v}
   assert not disagree
+  missing = sorted(n for n in pins if _normal(n) not in constraints)
+  assert not missing, f'pinned in setup.cfg but not in docker/constraints.txt: {missing}'
   assert constraints['ray'] == '2.60.0'
 
 
