@@ -249,7 +249,7 @@ def _checked(env: py_environment.PyEnvironment, what: str) -> py_environment.PyE
   return env
 
 
-def _bound(name: str):
+def bound_parameter(name: str):
   """The gin binding of `make_environment.<name>`, or its default."""
   try:
     return gin.query_parameter(f'make_environment.{name}')
@@ -260,8 +260,8 @@ def _bound(name: str):
 def frame_stack_size() -> int:
   """Frames stacked in each observation of the gin-configured task (Atari: FrameStack4's 4),
   0 for a task whose observations are not frame stacks."""
-  env_name = _bound('env_name')
-  if _bound('suite') != 'gym' or not isinstance(env_name, str):
+  env_name = bound_parameter('env_name')
+  if bound_parameter('suite') != 'gym' or not isinstance(env_name, str):
     return 0
   return atari.FRAME_STACK if atari.game_of(env_name) is not None else 0
 
@@ -280,7 +280,7 @@ def check_environment() -> None:
     action = array_spec.sample_spec_nest(env.action_spec(), np.random.RandomState(0))
     _check_time_step(env.step(action), env.observation_spec())
   except gymnasium_env.ObservationMismatch as e:
-    raise UserError(f'{_bound("env_name") or _bound("entry_point")}: {e}') from None
+    raise UserError(f'{bound_parameter("env_name") or bound_parameter("entry_point")}: {e}') from None
   finally:
     env.close()
 

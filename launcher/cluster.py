@@ -20,6 +20,12 @@ signal handling, watchdog and exit codes. What Ray adds:
 * **Files.** The gin files are read once by the launch command and shipped with the fleet's
   spec; each role writes them under its own directory (`<role dir>/launch/`), so no node needs
   the launch machine's disk.
+* **The user's code.** The modules that the gin config names (its `import` lines, the
+  environment's entry point, a Gymnasium id's `package:` prefix) and that the launch machine
+  has outside its installed packages (on PYTHONPATH, or an editable install) travel with the run
+  as Ray's runtime environment (`py_modules`, `user_modules`): the controller gets them, every
+  role's Ray actor inherits them, and each main finds them on the PYTHONPATH Ray sets, so the
+  worker nodes need not have them.
 
 The fleet is **detached**: a named `FleetController` actor on the head node (namespace
 `reverb-fleet`) owns the
@@ -32,9 +38,12 @@ gets SIGTERM from the kernel when its actor's process dies (`die_with_parent`).
 
 import collections
 import dataclasses
+import importlib.util
 import json
 import os
+import re
 import socket
+import sysconfig
 import threading
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -75,6 +84,7 @@ class FleetSpec:
     learner_gpus: GPUs the learner asks for (MirroredStrategy over them).
     actor_cpus: Logical CPUs each actor and eval ask for.
     checkpoint_interval_s: The replay server's checkpoint interval.
+    py_modules: Local paths of the user's modules that travel with the run (`user_modules`).
   """
   name: str
   gin_files: Tuple[Tuple[str, str], ...]
@@ -91,6 +101,51 @@ class FleetSpec:
   learner_gpus: float = 0.0
   actor_cpus: float = 1.0
   checkpoint_interval_s: float = 60.0
+  py_modules: Tuple[str, ...] = ()
+
+
+_IMPORT_LINE = re.compile(r'^\s*(?:import\s+([\w.]+)|from\s+([\w.]+)\s+import\b)', re.MULTILINE)
+
+
+def user_modules(gin_texts: Sequence[Tuple[str, str]], entry_point: Optional[str] = None,
+                 env_name: Optional[str] = None) -> Tuple[str, ...]:
+  """Local paths of the user's modules that the run needs on every node.
+
+  Named by the gin files' `import` lines (gin's own import statement), the environment's entry
+  point (`package.module:callable`) and a Gymnasium id's `package:Env-v0` prefix. For each
+  top-level package found here, its directory (or a single module's file) is returned, unless it
+  is an installed package (under site-packages: the nodes' image has what the project installs,
+  and a user's package installed the same way), part of the standard library, or this project.
+  """
+  names = set()
+  for _, text in gin_texts:
+    for match in _IMPORT_LINE.finditer(text):
+      module = match.group(1) or match.group(2)
+      if not module.startswith('__gin__'):
+        names.add(module)
+  if entry_point and ':' in entry_point:
+    names.add(entry_point.split(':', 1)[0])
+  if env_name and ':' in env_name:
+    names.add(env_name.split(':', 1)[0])
+  installed = {os.path.realpath(p) for p in (sysconfig.get_paths()['purelib'],
+                                             sysconfig.get_paths()['platlib'],
+                                             sysconfig.get_paths()['stdlib'])}
+  project = os.path.realpath(processes.REPO)
+  paths = []
+  for top in sorted({n.split('.')[0] for n in names}):
+    spec = importlib.util.find_spec(top)
+    if spec is None or spec.origin in (None, 'built-in', 'frozen'):
+      if spec is None or not spec.submodule_search_locations:
+        continue
+    path = (list(spec.submodule_search_locations)[0] if spec.submodule_search_locations
+            else spec.origin)
+    real = os.path.realpath(path)
+    if any(real == d or real.startswith(d + os.sep) for d in installed):
+      continue
+    if real == project or os.path.dirname(real) == project:
+      continue
+    paths.append(real)
+  return tuple(paths)
 
 
 def role_name(role: str, task: Optional[int] = None) -> str:
@@ -533,8 +588,10 @@ def controller(name: str):
 def start_fleet(spec: FleetSpec):
   """Starts the fleet's detached controller, which starts the roles; returns its handle."""
   # On the head: it lives as long as the cluster, whichever worker node is lost.
+  # The user's modules are uploaded from here; the roles the controller creates inherit them.
+  runtime_env = {'py_modules': list(spec.py_modules)} if spec.py_modules else None
   return FleetController.options(name=actor_name(spec.name, 'controller'), namespace=NAMESPACE,
-                                 lifetime='detached',
+                                 lifetime='detached', runtime_env=runtime_env,
                                  resources={HEAD_RESOURCE: 0.001}).remote(spec)
 
 

@@ -63,8 +63,14 @@ def _spec(cluster):
   """The fleet's spec from the flags and the gin config (loaded and checked before)."""
   if FLAGS.num_actors < 0:
     raise UserError(f'--num_actors must be >= 0, not {FLAGS.num_actors}')
+  gin_files = cluster.gin_texts(FLAGS.gin_file)
+  from common import environments  # pylint: disable=g-import-not-at-top
+  py_modules = cluster.user_modules(gin_files, environments.bound_parameter('entry_point'),
+                                    environments.bound_parameter('env_name'))
+  for path in py_modules:
+    print(f'[ray] the user module {path} travels with the run to every node', flush=True)
   return cluster.FleetSpec(
-      name=FLAGS.name, gin_files=cluster.gin_texts(FLAGS.gin_file),
+      name=FLAGS.name, gin_files=gin_files, py_modules=py_modules,
       gin_bindings=tuple(FLAGS.gin_bindings), root_dir=FLAGS.root_dir,
       num_actors=FLAGS.num_actors, budget_s=FLAGS.budget_s,
       max_train_steps=FLAGS.max_train_steps, target_return=EvalConfig().target_return,

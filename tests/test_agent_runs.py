@@ -30,6 +30,7 @@ from learner import on_policy
 from tests.conftest import FAST_BINDINGS
 from tests.conftest import FRESH_PROCESS_HEADER
 from tests.conftest import GIN_DIR
+from tests.conftest import REPO
 from tests.conftest import start_role
 
 pytestmark = pytest.mark.slow
@@ -76,8 +77,49 @@ def _log(path):
 @pytest.mark.parametrize('gin_name', AGENTS)
 def test_agent_trains_through_the_real_processes_and_exports_a_portable_policy(
     gin_name, root_dir, port, tmp_path):
-  gin_file = os.path.join(GIN_DIR, gin_name)
-  common_flags = dict(gin_files=[gin_file], gin_bindings=BINDINGS, root_dir=root_dir)
+  _train_and_check_export(os.path.join(GIN_DIR, gin_name), BINDINGS, root_dir, port, tmp_path)
+
+
+CATCH_PACKAGE = os.path.join(REPO, 'examples', 'catch')
+# Each source of an environment (common/env_sources.py): (gin file, extra bindings, whether the
+# user's package is on PYTHONPATH).
+SOURCES = {
+    'entry-point-gymnasium-catch': ('examples/catch/catch.gin', (), True),
+    'entry-point-dm-env-catch': ('examples/catch/catch_dm_env.gin', (), True),
+    'gymnasium-id-cartpole': ('gin/dqn_cartpole.gin', (
+        "make_environment.env_name = 'CartPole-v1'", "make_environment.suite = 'gymnasium'"),
+        False),
+    'discrete-observation-frozenlake': ('gin/dqn_frozenlake.gin', (), False),
+}
+
+
+@pytest.mark.parametrize('source', sorted(SOURCES))
+def test_each_environment_source_trains_and_exports_a_portable_policy(
+    source, root_dir, port, tmp_path, monkeypatch):
+  gin_file, bindings, user_package = SOURCES[source]
+  if user_package:  # Installed as a user would put it: on PYTHONPATH, for every process.
+    monkeypatch.setenv('PYTHONPATH', CATCH_PACKAGE)
+    monkeypatch.syspath_prepend(CATCH_PACKAGE)
+  _train_and_check_export(os.path.join(REPO, gin_file), BINDINGS + bindings, root_dir, port,
+                          tmp_path)
+
+
+def _probe_observations(spec, count: int) -> np.ndarray:
+  """Observations to compare the exported policy with the learner's: uniform in [-1.5, 1.5],
+  or, for a Discrete observation, every value the environment can return."""
+  dtype = spec.dtype.as_numpy_dtype
+  if spec.dtype.is_integer and hasattr(spec, 'maximum'):
+    low, high = int(np.min(spec.minimum)), int(np.max(spec.maximum))
+    return np.random.RandomState(0).randint(low, high + 1, (count,) + tuple(spec.shape)).astype(
+        dtype)
+  return np.random.RandomState(0).uniform(-1.5, 1.5, (count,) + tuple(spec.shape)).astype(dtype)
+
+
+def _train_and_check_export(gin_file, bindings, root_dir, port, tmp_path):
+  """Trains TRAIN_STEPS through the real server, learner, actor and eval; then the greedy
+  SavedModel, in a fresh process without this project's code, acts as the learner's final
+  weights do."""
+  common_flags = dict(gin_files=[gin_file], gin_bindings=bindings, root_dir=root_dir)
   client = dict(common_flags, address=f'localhost:{port}')
   logs = {role: str(tmp_path / f'{role}.log') for role in ('server', 'learner', 'actor', 'eval')}
   started = [start_role('replay_server', port=port, log_path=logs['server'],
@@ -90,7 +132,7 @@ def test_agent_trains_through_the_real_processes_and_exports_a_portable_policy(
     learner = started[1]
     assert learner.wait(900) == 0, _log(logs['learner'])[-3000:]
     learner_log = _log(logs['learner'])
-    config.load_gin([gin_file], list(BINDINGS))
+    config.load_gin([gin_file], list(bindings))
     replay_config = ReplayConfig()
     final_step = _final_step(replay_config)
     assert re.search(rf'{constants.LEARNER_STOPPED_LINE} at train step {final_step}\b',
@@ -112,9 +154,7 @@ def test_agent_trains_through_the_real_processes_and_exports_a_portable_policy(
   finally:
     for process in reversed(started):
       process.stop()
-  spec = built.specs.time_step_spec.observation
-  observations = np.random.RandomState(0).uniform(
-      -1.5, 1.5, (256,) + tuple(spec.shape)).astype(spec.dtype.as_numpy_dtype)
+  observations = _probe_observations(built.specs.time_step_spec.observation, 256)
   greedy_policy = agents.greedy_policy(built.agent)
   greedy = greedy_policy.action(ts.restart(tf.constant(observations), 256),
                                 greedy_policy.get_initial_state(256)).action.numpy()

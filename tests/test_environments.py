@@ -301,3 +301,23 @@ def test_frame_stack_size_follows_the_source():
   _load(*_entry_point('Corridor'))
   assert environments.frame_stack_size() == 0
   gin.clear_config()
+
+
+# What travels to a Ray cluster's nodes.
+
+def test_user_modules_are_the_users_own_not_installed_or_project_ones(tmp_path, monkeypatch):
+  from launcher import cluster  # pylint: disable=g-import-not-at-top
+  package = tmp_path / 'my_sim_pkg'
+  package.mkdir()
+  (package / '__init__.py').write_text('')
+  (tmp_path / 'my_single_module.py').write_text('')
+  monkeypatch.syspath_prepend(str(tmp_path))
+  gin_text = ('import my_sim_pkg.envs\nfrom __gin__ import dynamic_registration\n'
+              'import json\nimport gymnasium\nimport common.agents\n')
+  paths = cluster.user_modules([('a.gin', gin_text)], 'my_single_module:make', None)
+  assert paths == (str(package.resolve()), str((tmp_path / 'my_single_module.py').resolve()))
+  # A Gymnasium id's package prefix is the user's module too.
+  assert cluster.user_modules([], None, 'my_sim_pkg:Sim-v0') == (str(package.resolve()),)
+  # Installed packages (gymnasium), the standard library (json) and the project (common) stay.
+  assert cluster.user_modules([('b.gin', 'import json\nimport gymnasium\n')],
+                              'common.agents:x', 'CartPole-v1') == ()

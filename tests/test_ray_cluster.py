@@ -4,15 +4,22 @@ The cluster (`bench.netns_cluster`) is a Ray head in this network namespace and 
 nodes, each in a network namespace of its own with its own IP address and its own private disk
 at the same path. `node1` offers the `reverb_server` resource and `node2` the `reverb_learner`
 resource; actors and eval spread over the three. One fleet (`python -m launcher.ray`, DQN
-CartPole, tiny budgets) is shared by the tests of this module, in file order: each breaks one
+on the worked example's Catch, a user's own Gymnasium environment, tiny budgets) is shared by the
+tests of this module, in file order: each breaks one
 thing, checks that Ray put it back and that the run carried on, and leaves the run whole for
 the next (node3, once lost, stays lost: the later tests run on node1 and node2). Every wait is a bounded poll; each recovery time is printed.
+
+The example's package exists only on the launch machine: a copy in a temporary directory on the
+launch command's PYTHONPATH, which no node has (they started without it, and the project
+directory they run in does not hold it). Every role imports it, so the run trains only if the
+package travelled with the run (Ray's runtime environment, `launcher.cluster.user_modules`).
 
 Marked `slow` and `cluster`; skipped with the reason where network namespaces cannot be made.
 """
 
 import os
 import re
+import shutil
 import signal
 import sys
 import tempfile
@@ -23,8 +30,8 @@ import pytest
 
 from bench import netns_cluster
 from launcher import processes
-from tests.conftest import CARTPOLE_GIN
 from tests.conftest import FAST_BINDINGS
+from tests.conftest import REPO
 from tests.conftest import wait_until
 
 # The shared fixtures (cluster start, eight TensorFlow processes) count towards the first test.
@@ -40,6 +47,8 @@ os.environ.update(netns_cluster.client_env(TOKEN_PATH))
 ray = pytest.importorskip('ray')
 
 FLEET = 'citest'
+CATCH_PACKAGE = os.path.join(REPO, 'examples', 'catch')
+CATCH_GIN = os.path.join(CATCH_PACKAGE, 'catch.gin')
 NUM_ACTORS = 4
 TRAIN_TO = 200  # The stated train step the fleet must reach.
 BINDINGS = list(FAST_BINDINGS) + [
@@ -61,14 +70,19 @@ class Fleet:
     self.cluster = cluster
     self.root_dir = os.path.join(cluster.disk, 'run')
     self.log_path = os.path.join(tmp, 'launcher.log')
+    # The user's package, on the launch machine only.
+    self.package_dir = os.path.join(tmp, 'launch_machine_only')
+    shutil.copytree(os.path.join(CATCH_PACKAGE, 'catch_env'),
+                    os.path.join(self.package_dir, 'catch_env'))
     self.started_at = time.monotonic()
     argv = [sys.executable, '-m', 'launcher.ray', f'--address={cluster.address}',
-            f'--name={FLEET}', f'--gin_file={CARTPOLE_GIN}', f'--root_dir={self.root_dir}',
+            f'--name={FLEET}', f'--gin_file={CATCH_GIN}', f'--root_dir={self.root_dir}',
             f'--num_actors={NUM_ACTORS}', '--server_resource=reverb_server',
             '--learner_resource=reverb_learner', '--budget_s=1800',
             '--checkpoint_interval_s=5'] + [f'--gin_bindings={b}' for b in BINDINGS]
     self.launcher = processes.Process(argv, 'launcher.ray', log_path=self.log_path,
-                                      new_session=False)
+                                      new_session=False,
+                                      env={'PYTHONPATH': self.package_dir})
     self._controller = None
 
   def output(self) -> str:
@@ -173,6 +187,19 @@ def test_roles_run_on_their_nodes_and_reach_the_server_by_node_ip(fleet, cluster
   assert not os.path.exists(os.path.join(fleet.root_dir, 'learner'))
   assert 'train' in cluster.list_node_dir(cluster.workers[1], f'{fleet.root_dir}/learner')
   assert not cluster.list_node_dir(cluster.workers[2], f'{fleet.root_dir}/learner')
+
+
+def test_the_users_package_travels_to_nodes_that_lack_it(fleet, cluster):
+  # No node can import it on its own: not from the project directory the roles run in, nor
+  # from the nodes' environment.
+  assert not os.path.exists(os.path.join(REPO, 'catch_env'))
+  assert fleet.package_dir not in cluster.client_env.get('PYTHONPATH', '')
+  assert 'PYTHONPATH' not in os.environ or fleet.package_dir not in os.environ['PYTHONPATH']
+  assert re.search(r'the user module .*launch_machine_only/catch_env travels with the run',
+                   fleet.output()), fleet.tail()
+  # Every role made the environment: the actors on all three nodes collect Catch episodes.
+  wait_until(lambda: len(set(re.findall(r'\[(actor/\d+)\] .*episodes=\d+', fleet.output()))) >=
+             NUM_ACTORS, START_S, 'every actor to collect Catch episodes', detail=fleet.tail)
 
 
 def test_fleet_trains_to_the_stated_step(fleet):
