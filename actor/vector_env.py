@@ -19,19 +19,27 @@ from tf_agents.environments import py_environment
 from tf_agents.environments import wrappers
 from tf_agents.trajectories import time_step as ts
 
+from common import gymnasium_env
+
 _FIRST = np.int32(ts.StepType.FIRST)
 _MID = np.int32(ts.StepType.MID)
 _LAST = np.int32(ts.StepType.LAST)
 
 
 class _GymSlot:
-  """One environment of the fast path: the gym env and what its TF-Agents wrappers did."""
+  """One environment of the fast path: the gym (or Gymnasium) env and what its wrappers did.
 
-  def __init__(self, gym_env, duration: Optional[int], discount: float, discrete: bool):
+  `adapter` is the `GymnasiumEnvironment` of a Gymnasium env (None for gym 0.23): its
+  `reset_observation` resets with the pending seed, and `gym_env` is the Gymnasium env it wraps.
+  """
+
+  def __init__(self, gym_env, duration: Optional[int], discount: float, discrete: bool,
+               adapter=None):
     self.gym_env = gym_env
     self.duration = duration  # TF-Agents TimeLimit's, None without one.
-    self.discount = discount  # GymWrapper's discount of non-terminal steps.
+    self.discount = discount  # The wrapper's discount of non-terminal steps.
     self.discrete = discrete
+    self.adapter = adapter
     self.num_steps = 0
     self.needs_reset = True
 
@@ -48,6 +56,11 @@ def _gym_slot(env: py_environment.PyEnvironment) -> Optional[_GymSlot]:
   if isinstance(inner, wrappers.TimeLimit):
     duration = int(inner.duration)
     inner = inner.wrapped_env()
+  if type(inner) is gymnasium_env.GymnasiumEnvironment:  # pylint: disable=unidiomatic-typecheck
+    if tf.nest.is_nested(inner.observation_spec()):
+      return None
+    return _GymSlot(inner.gymnasium, duration, inner.discount, inner.discrete_action,
+                    adapter=inner)
   if type(inner) is not gym_wrapper.GymWrapper:  # pylint: disable=unidiomatic-typecheck
     return None
   # pylint: disable=protected-access
@@ -67,12 +80,13 @@ class VectorEnv:
   dimension. An environment whose previous step was LAST starts a new episode on this step
   (its FIRST step comes back), exactly like TF-Agents' auto-reset environments.
 
-  When every environment is a GymWrapper (optionally in a TimeLimit) with flat specs, as
-  `common.environments.make_environment` builds them, the gym environments are stepped
-  directly and the TimeSteps are those the wrappers would have returned: FIRST with reward 0
-  and discount 1 after a reset; LAST with discount 0 when gym says done; LAST with the
-  wrapper's discount when the TimeLimit's duration is reached; MID otherwise; observations and
-  rewards cast to the specs' dtypes. tests/test_fast_paths.py checks this field by field
+  When every environment is a GymWrapper or a GymnasiumEnvironment (optionally in a TimeLimit)
+  with flat specs, as `common.environments.make_environment` builds them, the gym (Gymnasium)
+  environments are stepped directly and the TimeSteps are those the wrappers would have
+  returned: FIRST with reward 0 and discount 1 after a reset; LAST with discount 0 when gym
+  says done (Gymnasium: terminated); LAST with the wrapper's discount when the TimeLimit's
+  duration is reached (Gymnasium: truncated); MID otherwise; observations and rewards cast to
+  the specs' dtypes. tests/test_fast_paths.py checks this field by field
   against BatchedPyEnvironment. The returned arrays are fresh each call.
   """
 
@@ -125,7 +139,8 @@ class VectorEnv:
 
   def _reset_slot(self, slot: _GymSlot, i: int, step_type, reward, discount, observation):
     start = time.perf_counter()
-    observation[i] = slot.gym_env.reset()
+    observation[i] = (slot.adapter.reset_observation() if slot.adapter is not None
+                      else slot.gym_env.reset())
     self.reset_seconds += time.perf_counter() - start
     step_type[i] = _FIRST
     reward[i] = 0
@@ -162,8 +177,16 @@ class VectorEnv:
         self._reset_slot(slot, i, step_type, reward, discount, observation)
         continue
       action = column[i]
-      observation[i], reward[i], done, _ = slot.gym_env.step(
-          action.item() if slot.discrete else action)
+      if slot.adapter is not None:
+        observation[i], reward[i], done, truncated, _ = slot.gym_env.step(
+            action.item() if slot.discrete else action)
+        if truncated and not done:
+          step_type[i], discount[i] = _LAST, slot.discount
+          slot.needs_reset = True
+          continue
+      else:
+        observation[i], reward[i], done, _ = slot.gym_env.step(
+            action.item() if slot.discrete else action)
       slot.num_steps += 1
       if done:
         step_type[i] = _LAST

@@ -7,6 +7,10 @@ in our actor's `VectorEnv`, which steps the gym environment under those wrappers
 random actions are drawn the same way (numpy, `RandomPolicy`) for the last two.
 
   python -m bench.env_rate [--envs=CartPole-v0,MinitaurBulletEnv-v0,HalfCheetahBulletEnv-v0]
+      [--gymnasium_envs=HalfCheetah-v5]
+
+Gymnasium ids (`--gymnasium_envs`) are measured the same way: the raw figure is the Gymnasium
+env's own `step`, the wrapped one goes through `common.gymnasium_env.GymnasiumEnvironment`.
 """
 
 import argparse
@@ -17,6 +21,34 @@ import time
 from bench import harness
 
 DEFAULT_ENVS = 'CartPole-v0,MinitaurBulletEnv-v0,HalfCheetahBulletEnv-v0'
+DEFAULT_GYMNASIUM_ENVS = 'HalfCheetah-v5'
+
+
+class _Raw:
+  """The raw environment under a PyEnvironment made by `make_environment`: gym 0.23's or
+  Gymnasium's, with `reset()`, `step(action) -> done` and a seeded `sample()`."""
+
+  def __init__(self, env, seed: int = 0):
+    inner = getattr(env, 'gymnasium', None)
+    self.is_gymnasium = inner is not None
+    self.env = inner if self.is_gymnasium else env.gym
+    self.env.action_space.seed(seed)
+    self.sample = self.env.action_space.sample
+
+  def reset(self):
+    observation = self.env.reset()
+    return observation[0] if self.is_gymnasium else observation
+
+  def step(self, action):
+    """(observation, done)."""
+    if self.is_gymnasium:
+      observation, _, terminated, truncated, _ = self.env.step(action)
+      return observation, terminated or truncated
+    observation, _, done, _ = self.env.step(action)
+    return observation, done
+
+  def close(self):
+    self.env.close()
 
 
 def _steps_per_s(step, reset, window_s: float) -> float:
@@ -32,19 +64,17 @@ def _steps_per_s(step, reset, window_s: float) -> float:
       return steps / elapsed
 
 
-def measure(env_name: str, window_s: float):
-  """Returns steps/s of `env_name`: raw gym, behind PyEnvironment, in our VectorEnv (1 env)."""
+def measure(env_name: str, window_s: float, suite: str = 'gym'):
+  """Returns steps/s of `env_name`: raw gym (or Gymnasium), behind PyEnvironment, in our
+  VectorEnv (1 env)."""
   from common import environments  # pylint: disable=g-import-not-at-top
-  environments.check_env_id(env_name)
-  env = environments.make_environment(env_name=env_name, seed=0)
-  gym_env = env.gym
-  gym_env.action_space.seed(0)
-  sample = gym_env.action_space.sample
+  env = environments.make_environment(env_name=env_name, suite=suite, seed=0)
+  raw_env = _Raw(env)
 
   def gym_step():
-    return gym_env.step(sample())[2]
+    return raw_env.step(raw_env.sample())[1]
 
-  raw = _steps_per_s(gym_step, gym_env.reset, window_s)
+  raw = _steps_per_s(gym_step, raw_env.reset, window_s)
   action_spec = env.action_spec()
   from actor import inference  # pylint: disable=g-import-not-at-top
   random_policy = inference.RandomPolicy(action_spec, (), 1, 0)
@@ -79,7 +109,7 @@ def policy_action_rate(agent, window_s: float, seed: int = 0) -> float:
   from common import environments  # pylint: disable=g-import-not-at-top
   from tf_agents.trajectories import time_step as ts  # pylint: disable=g-import-not-at-top
   policy = inference.CompiledPolicy(agent.collect_policy, 1)
-  gym_env = environments.make_environment(seed=seed).gym
+  gym_env = _Raw(environments.make_environment(seed=seed), seed)
   observation = gym_env.reset()
   stepping, steps, start = 0.0, 0, time.monotonic()
   while time.monotonic() - start < window_s:
@@ -87,7 +117,7 @@ def policy_action_rate(agent, window_s: float, seed: int = 0) -> float:
                             np.ones(1, np.float32), np.asarray(observation, np.float32)[None])
     action = policy(time_step)[0][0]
     began = time.perf_counter()
-    observation, _, done, _ = gym_env.step(action)
+    observation, done = gym_env.step(action)
     stepping += time.perf_counter() - began
     steps += 1
     if done:
@@ -98,14 +128,18 @@ def policy_action_rate(agent, window_s: float, seed: int = 0) -> float:
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--envs', default=DEFAULT_ENVS)
+  parser.add_argument('--envs', default=DEFAULT_ENVS, help='gym 0.23 ids ("" for none)')
+  parser.add_argument('--gymnasium_envs', default=DEFAULT_GYMNASIUM_ENVS,
+                      help='Gymnasium ids ("" for none)')
   parser.add_argument('--window_s', type=float, default=3.0)
   parser.add_argument('--json_out', default='',
                       help='Also write {env: raw steps/s} here (for other benchmarks).')
   args = parser.parse_args(argv)
   raw_rates = {}
-  for env_name in args.envs.split(','):
-    raw, wrapped, ours = measure(env_name, args.window_s)
+  names = [(n, 'gym') for n in args.envs.split(',') if n] + [
+      (n, 'gymnasium') for n in args.gymnasium_envs.split(',') if n]
+  for env_name, suite in names:
+    raw, wrapped, ours = measure(env_name, args.window_s, suite)
     raw_rates[env_name] = raw
     harness.emit(harness.make_record('raw env.step rate', raw, 'steps/s', env_name,
                                      window_s=args.window_s))

@@ -25,13 +25,17 @@ GIN = {
     'dqn_cartpole_fast': os.path.join(REPO, 'gin', 'dqn_cartpole_fast.gin'),
     'sac_minitaur': os.path.join(REPO, 'gin', 'sac_minitaur.gin'),
     'sac_halfcheetah': os.path.join(REPO, 'gin', 'sac_halfcheetah.gin'),
+    'sac_halfcheetah_v5': os.path.join(REPO, 'gin', 'sac_halfcheetah_v5.gin'),
 }
 TASK_ENV = {
     'dqn_cartpole': 'CartPole-v0',
     'dqn_cartpole_fast': 'CartPole-v0',
     'sac_minitaur': 'MinitaurBulletEnv-v0',
     'sac_halfcheetah': 'HalfCheetahBulletEnv-v0',
+    'sac_halfcheetah_v5': 'HalfCheetah-v5',
 }
+# The registry of each task's environment ('gym' unless listed).
+TASK_SUITE = {'sac_halfcheetah_v5': 'gymnasium'}
 RECORDS_ENV = 'BENCH_RECORDS'
 TABLE_HEADER = ('| benchmark | task | ours | unit | versus | their figure | ratio | target | met |\n'
                 '|---|---|---:|---|---|---:|---:|---|---|')

@@ -146,6 +146,22 @@ class GymnasiumEnvironment(py_environment.PyEnvironment):
     """The wrapped Gymnasium environment."""
     return self._env
 
+  @property
+  def discount(self) -> float:
+    """The discount of every step that is not terminal."""
+    return float(self._discount)
+
+  @property
+  def discrete_action(self) -> bool:
+    return self._discrete_action
+
+  def reset_observation(self):
+    """Resets the Gymnasium env with the pending seed (`seed`) and returns its raw observation:
+    `reset` without the TimeStep, for `actor.vector_env.VectorEnv`'s fast path."""
+    seed, self._next_seed = self._next_seed, None
+    observation, _ = self._env.reset(seed=seed)
+    return observation
+
   def observation_spec(self):
     return self._observation_spec
 
@@ -158,9 +174,7 @@ class GymnasiumEnvironment(py_environment.PyEnvironment):
     self._env.action_space.seed(self._next_seed)
 
   def _reset(self):
-    seed, self._next_seed = self._next_seed, None
-    observation, _ = self._env.reset(seed=seed)
-    return ts.restart(self._observation(observation))
+    return ts.restart(self._observation(self.reset_observation()))
 
   def _observation(self, observation):
     if self._checks_left:

@@ -436,3 +436,53 @@ def test_down_stops_cleanly_and_up_resumes(stack):
                            for line in stack.logs('learner').get(('learner', 1), [])),
         STEP_TIMEOUT_S, 'the resumed learner to finish')
   print(f'compose timings: build {stack.timings["build_s"]:.0f} s, down {down_s:.0f} s')
+
+
+CATCH_DIR = os.path.join(REPO, 'examples', 'catch')
+CATCH_TRAIN_STEPS = 100
+
+
+def test_the_worked_example_runs_under_compose_with_its_package_mounted(stack):
+  """The user's package and gin file, mounted by examples/catch/docker-compose.catch.yml into the
+  project's image, which does not contain them: the fleet trains Catch and eval scores it."""
+  stack.run('down', '--timeout', '60', timeout_s=600)  # The first project's run is over.
+  env = dict(stack.env, MAX_TRAIN_STEPS=str(CATCH_TRAIN_STEPS), EXPERIMENT='unused')
+  catch = Compose(f'{stack.project}catch', env)
+  catch._argv += ['-f', os.path.join(CATCH_DIR, 'docker-compose.catch.yml')]  # pylint: disable=protected-access
+  result = subprocess.run(['docker', 'run', '--rm', '--entrypoint', 'python', TEST_IMAGE, '-c',
+                           'import catch_env'], capture_output=True, text=True, timeout=120,
+                          check=False)
+  assert result.returncode != 0 and "No module named 'catch_env'" in result.stderr
+  try:
+    catch.run('up', '-d', '--no-build', '--scale', 'actor=2', timeout_s=UP_TIMEOUT_S)
+    stopped = f'learner stopped at train step {CATCH_TRAIN_STEPS}'
+    _wait(catch, lambda: any(stopped in line for line in
+                             catch.logs('learner').get(('learner', 1), [])),
+          STEP_TIMEOUT_S, f'"{stopped}"')
+    rows = _wait(catch, lambda: [r for r in _eval_rows(catch) if int(r['train_step']) > 0],
+                 STEP_TIMEOUT_S, 'an eval.csv row for learned weights')
+    assert -1.0 <= float(rows[-1]['average_return']) <= 1.0  # Catch's returns.
+    assert float(rows[-1]['average_episode_length']) == 7.0  # An 8-row board: 7 steps.
+    recorded = catch.exec('learner', 'cat', '/data/run/learner/operative_config.gin',
+                          check=False)
+    assert "entry_point = 'catch_env:CatchEnv'" in recorded
+  finally:
+    catch.run('down', '-v', '--remove-orphans', '--timeout', '60', timeout_s=600, check=False)
+
+
+def test_the_worked_examples_dockerfile_carries_the_package(stack, tmp_path):
+  image = f'{TEST_IMAGE}-catch'
+  _docker('build', '--build-arg', f'BASE={TEST_IMAGE}', '-f', os.path.join(CATCH_DIR,
+          'Dockerfile'), '-t', image, CATCH_DIR, timeout_s=600)
+  try:
+    result = subprocess.run(
+        ['docker', 'run', '--rm', '--entrypoint', 'python', image, '-c',
+         'import common; from common import builders, config, environments; '
+         "config.load_gin(['gin/catch.gin']); environments.check_environment(); "
+         "print(environments.make_environment().observation_spec().shape)"],
+        capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == '(8, 5)'
+  finally:
+    subprocess.run(['docker', 'rmi', '-f', image], capture_output=True, timeout=120,
+                   check=False)

@@ -216,6 +216,12 @@ def test_observer_follows_a_rate_limiter_with_few_items_pending(port, capfd):
     ('gin/dqn_cartpole.gin', ['make_environment.max_episode_steps = 7'], 60),
     # Continuous actions and a PyBullet task.
     ('gin/sac_inverted_pendulum.gin', ['make_environment.max_episode_steps = 40'], 150),
+    # Gymnasium: terminated (discount 0) and truncated by the cap (discount 1).
+    ('gin/dqn_cartpole.gin', ["make_environment.env_name = 'CartPole-v1'",
+                              "make_environment.suite = 'gymnasium'",
+                              'make_environment.max_episode_steps = 12'], 120),
+    # Gymnasium MuJoCo, continuous actions, a 1000-step registration limit cut to 30.
+    ('gin/sac_halfcheetah_v5.gin', ['make_environment.max_episode_steps = 30'], 100),
 ])
 def test_vector_env_steps_like_batched_py_environment(gin_file, bindings, steps):
   parse_gin(gin_file, bindings)
