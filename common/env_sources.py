@@ -144,8 +144,8 @@ def load_entry_point(entry_point: str) -> Callable:
                       'class or function that it defines')
     target = getattr(target, part)
   if not callable(target):
-    raise UserError(f'{what} names a {type(target).__name__}, which is not callable: name a '
-                    'class or a function that returns an environment')
+    raise UserError(f'{what} names an object of type {type(target).__name__}, which is not '
+                    'callable: name a class or a function that returns an environment')
   return target
 
 

@@ -182,8 +182,8 @@ def make_environment(env_name: Optional[str] = None,
   is_atari = suite == 'gym' and env_name is not None and atari.game_of(env_name) is not None
   if not is_atari and (sticky_actions or terminal_on_life_loss or noop_max):
     raise UserError(f'make_environment.sticky_actions, terminal_on_life_loss and noop_max apply '
-                    f'to gym Atari ids only, not {env_name or entry_point!r}: remove those '
-                    'bindings')
+                    f'to Atari games only (gym Atari ids), not {env_name or entry_point!r}: remove '
+                    'those bindings')
   if not isinstance(noop_max, int) or noop_max < 0:
     raise UserError(f'make_environment.noop_max={noop_max!r} must be an integer >= 0: fix it in '
                     'the gin file')

@@ -171,8 +171,10 @@ def side_by_side(left: Sequence[np.ndarray], right: Sequence[np.ndarray], left_l
 
 
 def frames_per_second(env, default: float = 30.0) -> float:
-  """The gym environment's own playback rate (render_fps, or video.frames_per_second)."""
-  metadata = getattr(getattr(env, 'gym', None), 'metadata', None) or {}
+  """The environment's own playback rate (render_fps, or video.frames_per_second), from its gym
+  or Gymnasium metadata."""
+  inner = getattr(env, 'gym', None) or getattr(env, 'gymnasium', None)
+  metadata = getattr(inner, 'metadata', None) or {}
   return float(metadata.get('render_fps') or metadata.get('video.frames_per_second')
                or default)
 

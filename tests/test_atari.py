@@ -168,7 +168,7 @@ def test_sticky_actions_are_a_gin_option_of_the_emulator():
     (dict(env_name='CartPole-v0', terminal_on_life_loss=True), 'apply to Atari games only'),
     (dict(env_name='CartPole-v0', noop_max=30), 'apply to Atari games only'),
     (dict(env_name=PONG, noop_max=-1), 'make_environment.noop_max=-1 must be an integer >= 0'),
-    (dict(env_name='NoSuchGameNoFrameskip-v4'), "unknown environment id 'NoSuchGameNoFrameskip"),
+    (dict(env_name='NoSuchGameNoFrameskip-v4'), "unknown gym id 'NoSuchGameNoFrameskip"),
 ])
 def test_atari_options_that_cannot_apply_are_refused(kwargs, fragment):
   with pytest.raises(UserError, match=fragment):

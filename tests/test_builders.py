@@ -99,7 +99,7 @@ def test_non_positive_batch_size_is_a_user_error():
 
 
 def test_unknown_environment_id_is_a_user_error():
-  with pytest.raises(UserError, match="unknown environment id 'NoSuchEnv-v9'"):
+  with pytest.raises(UserError, match="unknown gym id 'NoSuchEnv-v9'"):
     environments.check_env_id('NoSuchEnv-v9')
 
 

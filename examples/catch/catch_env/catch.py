@@ -61,6 +61,6 @@ class CatchEnv(gymnasium.Env):
       return None
     cell = 16
     board = np.kron(self._board(), np.ones((cell, cell), np.float32))
-    image = np.full(board.shape + (3,), 255, np.uint8)
+    image = np.full(board.shape + (3,), 235, np.uint8)
     image[board > 0] = (30, 90, 200)
     return image
