@@ -90,7 +90,7 @@ def record(env, policy, num_episodes: int, frame_stride: int = 1,
   for _ in range(num_episodes):
     time_step = env.reset()
     policy_state = policy.get_initial_state(batch_size=None)
-    frames = [env.render('rgb_array')]
+    frames = [render_first(env)] if not episodes else [env.render('rgb_array')]
     total, length = 0.0, 0
     while not time_step.is_last():
       step = policy.action(time_step, policy_state)
@@ -103,6 +103,28 @@ def record(env, policy, num_episodes: int, frame_stride: int = 1,
         frames.append(env.render('rgb_array'))
     episodes.append(Episode(total, length, frames))
   return episodes
+
+
+def render_first(env) -> np.ndarray:
+  """The environment's first frame; a renderer that cannot start is one line with the fix.
+
+  MuJoCo renders through OpenGL, which a machine without a display has only through EGL (a
+  GPU) or OSMesa (software).
+
+  Raises:
+    UserError: the environment cannot render.
+  """
+  try:
+    frame = env.render('rgb_array')
+  except Exception as e:  # pylint: disable=broad-except  (GL back ends fail in many ways)
+    raise UserError(
+        f'the environment cannot render ({type(e).__name__}: {" ".join(str(e).split())[:200]}): '
+        'for MuJoCo on a machine without a display, set MUJOCO_GL=egl (a GPU) or '
+        'MUJOCO_GL=osmesa (apt-get install libosmesa6)') from None
+  if frame is None:
+    raise UserError('the environment rendered nothing: make it with render_mode=\'rgb_array\' '
+                    '(an entry point gets it if it takes a render_mode argument)')
+  return frame
 
 
 def write_mp4(path: str, frames: Sequence[np.ndarray], fps: float) -> str:

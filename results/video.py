@@ -51,7 +51,7 @@ FLAGS = flags.FLAGS
 def main(_):
   def _run():
     policy_dir = FLAGS.policy_dir or ''
-    gin_files = list(FLAGS.gin_file)
+    gin_files = config.resolve_gin_files(FLAGS.gin_file)
     if FLAGS.root_dir:
       if not os.path.isdir(FLAGS.root_dir):
         raise UserError(f'--root_dir={FLAGS.root_dir!r} does not exist: pass the --root_dir '

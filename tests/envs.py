@@ -176,3 +176,10 @@ class PyCorridor(py_environment.PyEnvironment):
     if self.position == self.length:
       return ts.termination(observation, np.float32(1.0))
     return ts.transition(observation, np.float32(-0.1))
+
+
+class CannotRender(Corridor):
+  """A corridor whose renderer cannot start, as MuJoCo's without a GL back end."""
+
+  def render(self):
+    raise RuntimeError('an OpenGL platform library has not been loaded into this process')

@@ -90,6 +90,11 @@ SOURCES = {
         "make_environment.env_name = 'CartPole-v1'", "make_environment.suite = 'gymnasium'"),
         False),
     'discrete-observation-frozenlake': ('gin/dqn_frozenlake.gin', (), False),
+    # A Dict observation (Box, Discrete and integer Box leaves), flattened with its layout.
+    'entry-point-dict-observation': ('gin/dqn_cartpole.gin', (
+        'make_environment.env_name = None',
+        "make_environment.entry_point = 'tests.envs:dict_observations'",
+        'make_environment.max_episode_steps = 20'), False),
 }
 
 
@@ -102,6 +107,14 @@ def test_each_environment_source_trains_and_exports_a_portable_policy(
     monkeypatch.syspath_prepend(CATCH_PACKAGE)
   _train_and_check_export(os.path.join(REPO, gin_file), BINDINGS + bindings, root_dir, port,
                           tmp_path)
+  layout_path = os.path.join(root_dir, constants.OBSERVATION_LAYOUT)
+  if source == 'entry-point-dict-observation':
+    with open(layout_path) as f:
+      layout = json.load(f)
+    assert [leaf['key'] for leaf in layout['leaves']] == ['goal', 'grid', 'position']
+    assert layout['flat_size'] == 9
+  else:
+    assert not os.path.exists(layout_path)
 
 
 def _probe_observations(spec, count: int) -> np.ndarray:

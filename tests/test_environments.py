@@ -321,3 +321,17 @@ def test_user_modules_are_the_users_own_not_installed_or_project_ones(tmp_path, 
   # Installed packages (gymnasium), the standard library (json) and the project (common) stay.
   assert cluster.user_modules([('b.gin', 'import json\nimport gymnasium\n')],
                               'common.agents:x', 'CartPole-v1') == ()
+
+
+def test_a_renderer_that_cannot_start_is_one_line_with_the_fix():
+  from results import rollout  # pylint: disable=g-import-not-at-top
+  _load(*_entry_point('CannotRender'))
+  env = environments.make_environment(seed=0)
+  env.reset()
+  with pytest.raises(UserError, match=r'cannot render \(RuntimeError: an OpenGL platform.*'
+                                      r'MUJOCO_GL=osmesa'):
+    rollout.render_first(env)
+  _load(*_entry_point('Corridor'))
+  env = environments.make_environment(seed=0)
+  env.reset()
+  assert rollout.render_first(env).shape == (8, 40, 3)
