@@ -15,6 +15,13 @@ from tf_agents.specs import array_spec
 from tf_agents.trajectories import time_step as ts
 
 
+def walk(position: int, action, length: int):
+  """The corridor's rule: (new position, its observation, whether the end is reached, reward)."""
+  position = int(np.clip(position + (1 if int(action) == 1 else -1), 0, length))
+  reached = position == length
+  return position, np.array([position], np.float32), reached, (1.0 if reached else -0.1)
+
+
 class Corridor(gymnasium.Env):
   """Walk right from cell 0 to cell `length`: action 1 moves right, 0 left. Reaching the end is
   terminated with reward 1; every other step costs 0.1. Observes the position, float32 (1,).
@@ -37,11 +44,8 @@ class Corridor(gymnasium.Env):
     return np.array([self.position], np.float32), {'start_noise': self.start_noise}
 
   def step(self, action):
-    self.position = int(np.clip(self.position + (1 if int(action) == 1 else -1), 0,
-                                self.length))
-    terminated = self.position == self.length
-    reward = 1.0 if terminated else -0.1
-    return np.array([self.position], np.float32), reward, terminated, False, {}
+    self.position, observation, terminated, reward = walk(self.position, action, self.length)
+    return observation, reward, terminated, False, {}
 
   def render(self):
     frame = np.zeros((8, 8 * (self.length + 1), 3), np.uint8)
@@ -137,12 +141,10 @@ class DmCorridor(dm_env.Environment):
     return dm_env.restart(np.array([0.0], np.float32))
 
   def step(self, action):
-    self.position = int(np.clip(self.position + (1 if int(action) == 1 else -1), 0,
-                                self.length))
-    observation = np.array([self.position], np.float32)
-    if self.position == self.length:
-      return dm_env.termination(1.0, observation)
-    return dm_env.transition(-0.1, observation)
+    self.position, observation, reached, reward = walk(self.position, action, self.length)
+    if reached:
+      return dm_env.termination(reward, observation)
+    return dm_env.transition(reward, observation)
 
   def observation_spec(self):
     return dm_specs.Array((1,), np.float32, 'position')
@@ -170,12 +172,10 @@ class PyCorridor(py_environment.PyEnvironment):
     return ts.restart(np.array([0.0], np.float32))
 
   def _step(self, action):
-    self.position = int(np.clip(self.position + (1 if int(action) == 1 else -1), 0,
-                                self.length))
-    observation = np.array([self.position], np.float32)
-    if self.position == self.length:
-      return ts.termination(observation, np.float32(1.0))
-    return ts.transition(observation, np.float32(-0.1))
+    self.position, observation, reached, reward = walk(self.position, action, self.length)
+    if reached:
+      return ts.termination(observation, np.float32(reward))
+    return ts.transition(observation, np.float32(reward))
 
 
 class CannotRender(Corridor):

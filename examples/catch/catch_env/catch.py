@@ -13,7 +13,7 @@ class CatchEnv(gymnasium.Env):
   otherwise; every other step has reward 0.
 
   Observation: the board, a float32 array of shape (rows, columns), 1 where the ball and the
-  paddle are. Episodes last rows - 1 steps; a random policy averages about -0.6 on the default
+  paddle are. Episodes last rows - 1 steps; a random policy averages about -0.5 on the default
   board, a perfect one +1.
 
   Args:
