@@ -463,7 +463,8 @@ def test_the_worked_example_runs_under_compose_with_its_package_mounted(stack):
                  STEP_TIMEOUT_S, 'an eval.csv row for learned weights')
     assert -1.0 <= float(rows[-1]['average_return']) <= 1.0  # Catch's returns.
     assert float(rows[-1]['average_episode_length']) == 7.0  # An 8-row board: 7 steps.
-    recorded = catch.exec('learner', 'cat', '/data/run/learner/operative_config.gin',
+    # The learner has exited at its budget; eval shares its volume.
+    recorded = catch.exec('eval', 'cat', '/data/run/learner/operative_config.gin',
                           check=False)
     assert "entry_point = 'catch_env:CatchEnv'" in recorded
   finally:
