@@ -23,9 +23,10 @@ signal handling, watchdog and exit codes. What Ray adds:
 * **The user's code.** The modules that the gin config names (its `import` lines, the
   environment's entry point, a Gymnasium id's `package:` prefix) and that the launch machine
   has outside its installed packages (on PYTHONPATH, or an editable install) travel with the run
-  as Ray's runtime environment (`py_modules`, `user_modules`): the controller gets them, every
-  role's Ray actor inherits them, and each main finds them on the PYTHONPATH Ray sets, so the
-  worker nodes need not have them.
+  as Ray's runtime environment (`py_modules`, `user_modules`). Ray uploads local modules only
+  for a whole job, so the launch command connects with them (`connect(py_modules=...)`); the
+  detached controller it starts inherits them, and so does every role's Ray actor, and each
+  main finds them on the PYTHONPATH Ray sets: the worker nodes need not have them.
 
 The fleet is **detached**: a named `FleetController` actor on the head node (namespace
 `reverb-fleet`) owns the
@@ -84,7 +85,6 @@ class FleetSpec:
     learner_gpus: GPUs the learner asks for (MirroredStrategy over them).
     actor_cpus: Logical CPUs each actor and eval ask for.
     checkpoint_interval_s: The replay server's checkpoint interval.
-    py_modules: Local paths of the user's modules that travel with the run (`user_modules`).
   """
   name: str
   gin_files: Tuple[Tuple[str, str], ...]
@@ -101,7 +101,6 @@ class FleetSpec:
   learner_gpus: float = 0.0
   actor_cpus: float = 1.0
   checkpoint_interval_s: float = 60.0
-  py_modules: Tuple[str, ...] = ()
 
 
 _IMPORT_LINE = re.compile(r'^\s*(?:import\s+([\w.]+)|from\s+([\w.]+)\s+import\b)', re.MULTILINE)
@@ -555,11 +554,13 @@ def wait_for_port(address: str, timeout_s: float, log_every_s: float = 10.0) -> 
     time.sleep(1.0)
 
 
-def connect(address: str, num_cpus: int = 0, timeout_s: float = 60.0) -> None:
+def connect(address: str, num_cpus: int = 0, timeout_s: float = 60.0,
+            py_modules: Sequence[str] = ()) -> None:
   """Connects to the cluster at `address`; `local` starts a throwaway one on this machine.
 
   A `host:port` address is first polled with plain TCP connects for up to `timeout_s` (Ray's
-  own connect retries for minutes without a word).
+  own connect retries for minutes without a word). `py_modules` (`user_modules`) are uploaded
+  as this job's runtime environment, which the fleet's actors inherit.
 
   Raises:
     ConnectionError: no cluster answers at `address`.
@@ -567,13 +568,14 @@ def connect(address: str, num_cpus: int = 0, timeout_s: float = 60.0) -> None:
   os.environ.setdefault('RAY_USAGE_STATS_ENABLED', '0')
   if ':' in address:
     wait_for_port(address, timeout_s)
+  runtime_env = {'py_modules': list(py_modules)} if py_modules else None
   if address == 'local':
     # address='local': always a new cluster, never one found in /tmp/ray.
     ray.init(address='local', num_cpus=num_cpus or None, namespace=NAMESPACE,
-             include_dashboard=False,
-             log_to_driver=False)
+             include_dashboard=False, log_to_driver=False, runtime_env=runtime_env)
   else:
-    ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
+    ray.init(address=address, namespace=NAMESPACE, log_to_driver=False,
+             runtime_env=runtime_env)
 
 
 def controller(name: str):
@@ -588,10 +590,8 @@ def controller(name: str):
 def start_fleet(spec: FleetSpec):
   """Starts the fleet's detached controller, which starts the roles; returns its handle."""
   # On the head: it lives as long as the cluster, whichever worker node is lost.
-  # The user's modules are uploaded from here; the roles the controller creates inherit them.
-  runtime_env = {'py_modules': list(spec.py_modules)} if spec.py_modules else None
   return FleetController.options(name=actor_name(spec.name, 'controller'), namespace=NAMESPACE,
-                                 lifetime='detached', runtime_env=runtime_env,
+                                 lifetime='detached',
                                  resources={HEAD_RESOURCE: 0.001}).remote(spec)
 
 

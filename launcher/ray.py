@@ -63,14 +63,8 @@ def _spec(cluster):
   """The fleet's spec from the flags and the gin config (loaded and checked before)."""
   if FLAGS.num_actors < 0:
     raise UserError(f'--num_actors must be >= 0, not {FLAGS.num_actors}')
-  gin_files = cluster.gin_texts(FLAGS.gin_file)
-  from common import environments  # pylint: disable=g-import-not-at-top
-  py_modules = cluster.user_modules(gin_files, environments.bound_parameter('entry_point'),
-                                    environments.bound_parameter('env_name'))
-  for path in py_modules:
-    print(f'[ray] the user module {path} travels with the run to every node', flush=True)
   return cluster.FleetSpec(
-      name=FLAGS.name, gin_files=gin_files, py_modules=py_modules,
+      name=FLAGS.name, gin_files=cluster.gin_texts(FLAGS.gin_file),
       gin_bindings=tuple(FLAGS.gin_bindings), root_dir=FLAGS.root_dir,
       num_actors=FLAGS.num_actors, budget_s=FLAGS.budget_s,
       max_train_steps=FLAGS.max_train_steps, target_return=EvalConfig().target_return,
@@ -113,6 +107,7 @@ def main(argv):
     # pylint: disable=g-import-not-at-top  (Ray only after the argument checks)
     import ray
     from launcher import cluster
+    py_modules = ()
     if command == 'run':
       from common import builders
       from common import environments
@@ -121,10 +116,15 @@ def main(argv):
       # length, as every role checks them.
       environments.check_environment()
       builders.make_agent_and_specs(config.validated_configs()[0])
+      py_modules = cluster.user_modules(cluster.gin_texts(FLAGS.gin_file),
+                                        environments.bound_parameter('entry_point'),
+                                        environments.bound_parameter('env_name'))
+      for path in py_modules:
+        print(f'[ray] the user module {path} travels with the run to every node', flush=True)
     needed = 2 + FLAGS.num_actors + 1  # Server, learner, actors and eval, 1 logical CPU each.
     try:
       cluster.connect(FLAGS.address, num_cpus=int(needed * max(FLAGS.actor_cpus, 1)),
-                      timeout_s=FLAGS.connect_timeout_s)
+                      timeout_s=FLAGS.connect_timeout_s, py_modules=py_modules)
     except ConnectionError as e:
       raise UserError(f'no Ray cluster answers at {FLAGS.address} ({e}): start one with '
                       '`ray start --head`, or pass --address=local') from None
