@@ -82,13 +82,13 @@ def check_gymnasium_id(env_id: str) -> None:
 
 def make_gymnasium(env_id: str, env_kwargs: dict, max_episode_steps: Optional[int],
                    discount: float = 1.0) -> py_environment.PyEnvironment:
-  """A registered Gymnasium environment, made with `render_mode='rgb_array'` (for videos).
+  """A Gymnasium environment, made with `render_mode='rgb_array'` (for videos), of an id that
+  `check_gymnasium_id` accepted.
 
   `max_episode_steps` replaces the registration's time limit; its end is a truncation.
   """
-  gymnasium = _gymnasium(f'the Gymnasium id {env_id!r}')
-  check_gymnasium_id(env_id)
   what = f'the Gymnasium id {env_id!r}'
+  gymnasium = _gymnasium(what)
   kwargs = dict(env_kwargs)
   kwargs.setdefault('render_mode', 'rgb_array')
   if max_episode_steps:

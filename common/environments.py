@@ -233,9 +233,8 @@ def _checked(env: py_environment.PyEnvironment, what: str) -> py_environment.PyE
   """
   gym_space = getattr(getattr(env, 'gym', None), 'action_space', None)
   action_spec = env.action_spec()
-  if tf.nest.is_nested(action_spec) or (
-      action_spec.dtype.kind in 'iub' and tuple(action_spec.shape) not in ((), (1,))) or (
-      action_spec.dtype.kind == 'b'):
+  if tf.nest.is_nested(action_spec) or action_spec.dtype.kind == 'b' or (
+      action_spec.dtype.kind in 'iu' and tuple(action_spec.shape) not in ((), (1,))):
     space = gym_space if gym_space is not None else action_spec
     raise UserError(f'{what}: the action space {space} is not one the agents act on: they take '
                     f'a Discrete space ({gymnasium_env.DISCRETE_AGENTS}) or a Box space '
@@ -275,34 +274,27 @@ def check_environment() -> None:
   """
   env = make_environment(seed=0)
   try:
-    first = env.reset()
-    _check_time_step(first, env.observation_spec())
+    gymnasium_env.check_observation(env.reset().observation, env.observation_spec())
     action = array_spec.sample_spec_nest(env.action_spec(), np.random.RandomState(0))
-    _check_time_step(env.step(action), env.observation_spec())
+    gymnasium_env.check_observation(env.step(action).observation, env.observation_spec())
   except gymnasium_env.ObservationMismatch as e:
-    raise UserError(f'{bound_parameter("env_name") or bound_parameter("entry_point")}: {e}') from None
+    what = bound_parameter('env_name') or bound_parameter('entry_point')
+    raise UserError(f'{what}: {e}') from None
   finally:
     env.close()
 
 
-def _check_time_step(time_step, observation_spec) -> None:
-  gymnasium_env.check_observation(time_step.observation, observation_spec)
-
-
 def observation_layout() -> Optional[str]:
   """The JSON layout of a flattened Dict or Tuple observation (`observations.layout_json`), or
-  None when the gin-configured environment observes one array."""
-  outer = env = make_environment()
+  None when the gin-configured environment observes one array. `make_environment` puts
+  `FlatObservation` outermost, so the environment it returns is that wrapper or not."""
+  env = make_environment()
   try:
-    while True:
-      if isinstance(env, observations.FlatObservation):
-        return observations.layout_json(env.wrapped_env().observation_spec())
-      inner = getattr(env, 'wrapped_env', None)
-      if inner is None:
-        return None
-      env = inner()
+    if isinstance(env, observations.FlatObservation):
+      return observations.layout_json(env.wrapped_env().observation_spec())
+    return None
   finally:
-    outer.close()
+    env.close()
 
 
 def environment_specs():

@@ -57,7 +57,8 @@ def layout(spec) -> List[Dict[str, object]]:
 
 def layout_json(spec) -> str:
   """`layout(spec)` as the JSON text the learner records."""
-  return json.dumps(dict(flat_size=sum(r['size'] for r in layout(spec)), leaves=layout(spec)),
+  leaves = layout(spec)
+  return json.dumps(dict(flat_size=sum(r['size'] for r in leaves), leaves=leaves),
                     indent=2) + '\n'
 
 

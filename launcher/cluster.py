@@ -133,11 +133,12 @@ def user_modules(gin_texts: Sequence[Tuple[str, str]], entry_point: Optional[str
   paths = []
   for top in sorted({n.split('.')[0] for n in names}):
     spec = importlib.util.find_spec(top)
-    if spec is None or spec.origin in (None, 'built-in', 'frozen'):
-      if spec is None or not spec.submodule_search_locations:
-        continue
-    path = (list(spec.submodule_search_locations)[0] if spec.submodule_search_locations
-            else spec.origin)
+    if spec is not None and spec.submodule_search_locations:
+      path = list(spec.submodule_search_locations)[0]  # A package: its directory.
+    elif spec is not None and spec.origin and os.path.isfile(spec.origin):
+      path = spec.origin  # A single module's file.
+    else:
+      continue  # Not found here, or built into the interpreter.
     real = os.path.realpath(path)
     if any(real == d or real.startswith(d + os.sep) for d in installed):
       continue

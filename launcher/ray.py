@@ -59,12 +59,13 @@ flags.DEFINE_bool('detach', False, 'run: start the fleet and return at once.')
 FLAGS = flags.FLAGS
 
 
-def _spec(cluster):
-  """The fleet's spec from the flags and the gin config (loaded and checked before)."""
+def _spec(cluster, gin_files):
+  """The fleet's spec from the flags, the gin files' (name, text) and the gin config (loaded
+  and checked before)."""
   if FLAGS.num_actors < 0:
     raise UserError(f'--num_actors must be >= 0, not {FLAGS.num_actors}')
   return cluster.FleetSpec(
-      name=FLAGS.name, gin_files=cluster.gin_texts(FLAGS.gin_file),
+      name=FLAGS.name, gin_files=gin_files,
       gin_bindings=tuple(FLAGS.gin_bindings), root_dir=FLAGS.root_dir,
       num_actors=FLAGS.num_actors, budget_s=FLAGS.budget_s,
       max_train_steps=FLAGS.max_train_steps, target_return=EvalConfig().target_return,
@@ -107,7 +108,7 @@ def main(argv):
     # pylint: disable=g-import-not-at-top  (Ray only after the argument checks)
     import ray
     from launcher import cluster
-    py_modules = ()
+    py_modules, gin_files = (), ()
     if command == 'run':
       from common import builders
       from common import environments
@@ -116,7 +117,8 @@ def main(argv):
       # length, as every role checks them.
       environments.check_environment()
       builders.make_agent_and_specs(config.validated_configs()[0])
-      py_modules = cluster.user_modules(cluster.gin_texts(FLAGS.gin_file),
+      gin_files = cluster.gin_texts(FLAGS.gin_file)  # Read once: shipped in the spec too.
+      py_modules = cluster.user_modules(gin_files,
                                         environments.bound_parameter('entry_point'),
                                         environments.bound_parameter('env_name'))
       for path in py_modules:
@@ -132,7 +134,7 @@ def main(argv):
       if FLAGS.address == 'local' and FLAGS.detach:
         raise UserError('--detach needs a cluster that outlives this command: start one with '
                         '`ray start --head` and pass its --address')
-      spec = _spec(cluster)
+      spec = _spec(cluster, gin_files)
       missing = cluster.missing_resources(spec)
       if missing:
         raise UserError(f'no node of the cluster offers the resource {missing[0]!r}: start '
