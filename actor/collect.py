@@ -3,12 +3,13 @@
 The collect loop is this module's own rather than TF-Agents' Actor/PyDriver: per batch of
 `ActorConfig.num_envs` environments it makes one compiled policy call (`inference`), one
 lockstep environment step (`vector_env`), one batched replay write
-(`replay.BatchedTrajectoryObserver.write`) and one numpy metrics update. TF-Agents' Actor pays
+(`writer_lib.BatchedTrajectoryObserver.write`) and one numpy metrics update. TF-Agents' Actor pays
 for a polymorphic `tf.function` dispatch, several trajectory-nest walks and four py_metrics per
 environment step; bench/actor_bench.py measures both against the raw environment rate.
 """
 
 import collections
+import dataclasses
 import os
 import threading
 import time
@@ -22,7 +23,9 @@ from tf_agents.trajectories import time_step as ts
 from tf_agents.trajectories import trajectory as trajectory_lib
 
 from actor import inference
+from actor import status as status_lib
 from actor import vector_env
+from actor import writer as writer_lib
 from actor.policy_client import PolicyClient
 from common import agents
 from common import builders
@@ -35,7 +38,6 @@ from common import replay
 from common import storage
 from common import watchdog as watchdog_lib
 from common.config import ActorConfig
-from common.config import ReplayConfig
 
 CONNECTION_ERRORS = connection.CONNECTION_ERRORS
 # How long a stopping actor waits for the server to confirm its last items.
@@ -90,7 +92,7 @@ class Collector:
   """Steps a VectorEnv with the random policy until `use_learned`, then with the learned one."""
 
   def __init__(self, env: vector_env.VectorEnv, learned, random_policy,
-               observer: replay.BatchedTrajectoryObserver, metrics: EpisodeMetrics):
+               observer: writer_lib.BatchedTrajectoryObserver, metrics: EpisodeMetrics):
     self._env = env
     self._learned = learned
     self._random = random_policy
@@ -142,7 +144,6 @@ class _Stats:
     self.last_reset_seconds = 0.0
     self.last_wait_seconds = 0.0
     self.policy_lag = 0
-    self.pulls = 0
     self.rate = 0.0
     self.published_step = None  # Weights step of the last status record.
     self.waiting_logged = False
@@ -154,8 +155,27 @@ class _Stats:
             'env_steps_per_s': round(self.rate, 1), 'weights_step': weights_step}
 
 
-def run_actor(root_dir: str, server_address: str, task: int, max_env_steps: int = 0,
-              server_timeout_s: float = 300.0,
+@dataclasses.dataclass
+class _Collecting:
+  """The assembled actor: what its loop and its stop need."""
+  role: str
+  task: int
+  config: ActorConfig
+  policy_client: PolicyClient
+  family: object  # `agents.families` family: how this actor writes and follows weights.
+  env: vector_env.VectorEnv
+  learned: object  # `inference` policy over the agent's collect policy.
+  observer: writer_lib.BatchedTrajectoryObserver
+  collector: Collector
+  status_client: reverb.Client
+  summary_writer: object
+  summary_faults: storage.SummaryFaults
+  stats: _Stats = dataclasses.field(default_factory=_Stats)
+  started: float = dataclasses.field(default_factory=time.monotonic)
+
+
+def run_actor(root_dir: str, server_address: str, task: int, configs: config_lib.Configs,
+              max_env_steps: int = 0, server_timeout_s: float = 300.0,
               stop_event: Optional[threading.Event] = None, num_actors: int = 0) -> int:
   """Collects until `max_env_steps` (0: for ever) or until `stop_event` is set.
 
@@ -163,15 +183,16 @@ def run_actor(root_dir: str, server_address: str, task: int, max_env_steps: int 
     root_dir: Run directory; summaries go to root_dir/actor/<task>.
     server_address: host:port of the replay server.
     task: This actor's id; it seeds the environments and the exploration.
+    configs: The run's validated configs (`config.validated_configs()`).
     max_env_steps: Env steps (summed over the batch) after which to stop; 0 for no limit.
     server_timeout_s: Deadline for reaching the server, at start and after it goes away.
     stop_event: Set to stop (SIGTERM/SIGINT in main).
     num_actors: Actors in the fleet (0: unknown); per-actor exploration schedules use it.
 
-  An on-policy agent (`agents.OnPolicy`) is collected as it needs: nothing before the first
-  weights arrive (its items must carry the log-probabilities of the policy being trained),
-  items written end to end with the train step of the weights as their priority, and a check
-  for newer weights after every item instead of every `variable_update_interval` steps.
+  How items are written and when weights are checked is the family's (`agents.families`):
+  an on-policy agent collects nothing before the first weights arrive, writes items end to
+  end with the weights' train step as their priority, and checks for newer weights after
+  every item instead of every `variable_update_interval` steps.
 
   Returns:
     Env steps collected.
@@ -179,36 +200,42 @@ def run_actor(root_dir: str, server_address: str, task: int, max_env_steps: int 
   Raises:
     ServerUnavailableError, SignatureMismatchError: see `PolicyClient.connect`.
   """
-  config = ActorConfig()
-  replay_config = ReplayConfig()
-  config.validate()
-  replay_config.validate()
   stop_event = stop_event or threading.Event()
+  actor = _assemble(root_dir, server_address, task, configs, max_env_steps, server_timeout_s,
+                    stop_event, num_actors)
+  watchdog = watchdog_lib.Watchdog(actor.role, server_address, deadline_s=server_timeout_s,
+                                   stop_event=stop_event)
+  try:
+    _collect(actor, max_env_steps, stop_event, watchdog)
+  finally:
+    watchdog.stop()  # Also when the loop raises, so that no deadline outlives the loop.
+  _stop(actor, server_address)
+  return actor.stats.env_steps
+
+
+def _assemble(root_dir: str, server_address: str, task: int, configs: config_lib.Configs,
+              max_env_steps: int, server_timeout_s: float, stop_event: threading.Event,
+              num_actors: int) -> _Collecting:
+  """Seeds, connects (checking the server's tables), and builds the actor's parts."""
+  config = configs.actor
   role = f'actor {task}'
   seed = config.check_task(task)
   tf.random.set_seed(seed)
   np.random.seed(seed)
   builders.configure_tensorflow(threads=1)
-
-  policy_client = PolicyClient(server_address, replay_config, role, server_timeout_s,
+  policy_client = PolicyClient(server_address, configs.replay, role, server_timeout_s,
                                stop_event,
                                actor=agents.ActorSlot(task, num_actors, config.num_envs))
   policy_client.connect()
+  specs = policy_client.specs
   env = vector_env.VectorEnv([environments.make_environment(seed=seed + i)
                               for i in range(config.num_envs)])
   learned = inference.make_policy(policy_client.agent.collect_policy, config.num_envs,
                                   config.inference, seed)
-  random_policy = inference.RandomPolicy(env.action_spec(),
-                                         policy_client.specs.collect_data_spec.policy_info,
+  random_policy = inference.RandomPolicy(env.action_spec(), specs.collect_data_spec.policy_info,
                                          config.num_envs, seed)
-  on_policy = policy_client.specs.on_policy is not None
-  observer = replay.BatchedTrajectoryObserver(
-      reverb.Client(server_address), config.num_envs, policy_client.specs.sequence_length,
-      is_running=lambda: not stop_event.is_set(),
-      step_spec=policy_client.specs.collect_data_spec, end_to_end=on_policy,
-      span_episodes=policy_client.specs.items_span_episodes,
-      frame_stack=policy_client.specs.frame_stack)
-  status_client = reverb.Client(server_address)
+  observer = specs.family.make_writer(reverb.Client(server_address), config.num_envs, specs,
+                                      is_running=lambda: not stop_event.is_set())
   summary_dir = os.path.join(root_dir, constants.ACTOR_DIR, str(task))
   ownership.own(summary_dir, f'actor with --task={task}')
   summary_faults = storage.SummaryFaults(role, summary_dir)
@@ -216,86 +243,81 @@ def run_actor(root_dir: str, server_address: str, task: int, max_env_steps: int 
   config_lib.record_run_config(summary_dir, {'root_dir': root_dir, 'task': task,
                                              'replay_server_address': server_address,
                                              'max_env_steps': max_env_steps})
-  collector = Collector(env, learned, random_policy, observer,
-                        EpisodeMetrics(config.num_envs))
+  collector = Collector(env, learned, random_policy, observer, EpisodeMetrics(config.num_envs))
   logging.info('%s: collecting %d env(s) from %s into table %s (seed=%d, max_env_steps=%s, '
-               'policy inference: %s%s)', role, config.num_envs, server_address,
+               'policy inference: %s; %s replay)', role, config.num_envs, server_address,
                constants.REPLAY_TABLE, seed, max_env_steps or 'none', learned.description,
-               '; on-policy: items end to end, a weights check after each'
-               if on_policy else '')
+               specs.family.name)
+  return _Collecting(role, task, config, policy_client, specs.family, env, learned, observer,
+                     collector, reverb.Client(server_address), summary_writer, summary_faults)
 
-  stats = _Stats()
-  started = time.monotonic()
+
+def _collect(actor: _Collecting, max_env_steps: int, stop_event: threading.Event,
+             watchdog) -> None:
+  """The collect loop: pull weights when due, collect a run, log; reconnect on a lost server."""
+  config, family, stats, collector = actor.config, actor.family, actor.stats, actor.collector
   steps_since_pull = config.variable_update_interval  # Pull before the first run.
   last_log = time.monotonic()
-  watchdog = watchdog_lib.Watchdog(role, server_address, deadline_s=server_timeout_s,
-                                   stop_event=stop_event)
-  try:
-    while not stop_event.is_set() and (not max_env_steps or stats.env_steps < max_env_steps):
-      watchdog.beat()
-      try:
-        # Until the first weights arrive, look for them after every run (a cheap probe).
-        if (steps_since_pull >= config.variable_update_interval or not collector.use_learned
-            or on_policy):
-          published = stats.published_step
-          if _pull(policy_client, collector, stats, observer, on_policy):
-            learned.sync()
-            # When new weights arrive, so that the status view's policy lag is the lag of the
-            # weights in use (a pull of the same weights, every few ms on CartPole, needs none).
-            if policy_client.train_step != published:
-              replay.publish_status(status_client, stats.record(task, policy_client.train_step))
-          steps_since_pull = 0
-        if on_policy and not collector.use_learned:
-          _wait_for_first_weights(role, stop_event, stats)
-          continue
-        budget = config.steps_per_run
-        if max_env_steps:
-          budget = min(budget, max_env_steps - stats.env_steps)
-        collected = collector.run(budget, until_item=on_policy)
-        stats.env_steps += collected
-        steps_since_pull += collected
-      except CONNECTION_ERRORS as e:
-        observer.close()
-        policy_client.reconnect(e)
-        observer.reopen()
-        collector.reset()
-        steps_since_pull = config.variable_update_interval
+  while not stop_event.is_set() and (not max_env_steps or stats.env_steps < max_env_steps):
+    watchdog.beat()
+    try:
+      # Until the first weights arrive, look for them after every run (a cheap probe).
+      if (steps_since_pull >= config.variable_update_interval or not collector.use_learned
+          or family.checks_weights_every_item):
+        _pull(actor)
+        steps_since_pull = 0
+      if not collector.use_learned and not family.collects_before_weights:
+        _wait_for_first_weights(actor.role, stop_event, stats)
         continue
-      if time.monotonic() - last_log >= config.log_interval_s:
-        _log(collector.metrics, env, policy_client, summary_writer, stats, role, summary_faults,
-             observer)
-        replay.publish_status(status_client, stats.record(task, policy_client.train_step))
-        last_log = time.monotonic()
-  finally:
-    watchdog.stop()  # Also when the loop raises, so that no deadline outlives the loop.
+      budget = config.steps_per_run
+      if max_env_steps:
+        budget = min(budget, max_env_steps - stats.env_steps)
+      collected = collector.run(budget, until_item=family.checks_weights_every_item)
+      stats.env_steps += collected
+      steps_since_pull += collected
+    except CONNECTION_ERRORS as e:
+      actor.observer.close()
+      actor.policy_client.reconnect(e)
+      actor.observer.reopen()
+      collector.reset()
+      steps_since_pull = config.variable_update_interval
+      continue
+    if time.monotonic() - last_log >= config.log_interval_s:
+      _log(actor)
+      status_lib.publish_status(actor.status_client,
+                            stats.record(actor.task, actor.policy_client.train_step))
+      last_log = time.monotonic()
+
+
+def _stop(actor: _Collecting, server_address: str) -> None:
+  """Flushes the last items (bounded), closes the writers and the environments, logs."""
   try:
     if connection.probe(server_address) is None:
       logging.warning('%s: the replay server is not answering; stopping without flushing the '
-                      'last items', role)
-    elif not observer.flush(timeout_s=_FINAL_FLUSH_TIMEOUT_S):
+                      'last items', actor.role)
+    elif not actor.observer.flush(timeout_s=_FINAL_FLUSH_TIMEOUT_S):
       logging.warning('%s: the replay server did not confirm the last items within %g s (its '
-                      'rate limiter holds inserts); stopping without them', role,
+                      'rate limiter holds inserts); stopping without them', actor.role,
                       _FINAL_FLUSH_TIMEOUT_S)
   except CONNECTION_ERRORS:
     pass
-  observer.close()
-  env.close()
-  _log(collector.metrics, env, policy_client, summary_writer, stats, role, summary_faults,
-       observer)
-  summary_writer.flush()
+  actor.observer.close()
+  actor.env.close()
+  _log(actor)
+  actor.summary_writer.flush()
   waited = ''
-  if on_policy:
-    waited = (f' (waited {100 * observer.wait_seconds / max(time.monotonic() - started, 1e-9):.1f}%'
-              ' of its time for the queue to take its items)')
-  logging.info('%s: %s after %d env steps%s', constants.ACTOR_STOPPED_LINE, role,
-               stats.env_steps, waited)
-  return stats.env_steps
+  if actor.family.is_queue:
+    share = actor.observer.wait_seconds / max(time.monotonic() - actor.started, 1e-9)
+    waited = f' (waited {100 * share:.1f}% of its time for the queue to take its items)'
+  logging.info('%s: %s after %d env steps%s', constants.ACTOR_STOPPED_LINE, actor.role,
+               actor.stats.env_steps, waited)
 
 
 def _wait_for_first_weights(role: str, stop_event: threading.Event, stats: _Stats,
                             poll_s: float = 0.5) -> None:
-  """One poll interval of an on-policy actor's wait for the learner's first weights (logged
-  once); the caller's loop beats the watchdog and pulls again."""
+  """One poll interval of the wait for the learner's first weights of an actor that never
+  collects with the random policy (logged once); the caller's loop beats the watchdog and
+  pulls again."""
   if not stats.waiting_logged:
     logging.info('%s: waiting for the learner\'s first weights (an on-policy agent never '
                  'collects with the random policy)', role)
@@ -303,43 +325,42 @@ def _wait_for_first_weights(role: str, stop_event: threading.Event, stats: _Stat
   stop_event.wait(poll_s)
 
 
-def _pull(policy_client: PolicyClient, collector: Collector, stats: _Stats,
-          observer: replay.BatchedTrajectoryObserver, on_policy: bool = False) -> bool:
-  """Pulls the newest weights; returns whether any arrived.
-
-  For an on-policy agent, new items then carry the weights' train step as their priority.
-  """
+def _pull(actor: _Collecting) -> None:
+  """Pulls the newest weights; when any arrived, syncs the policy, sets the priority of new
+  items (the family's) and publishes a status record when the weights are new."""
+  policy_client, stats, collector = actor.policy_client, actor.stats, actor.collector
   previous = policy_client.train_step
   step = policy_client.pull()
   if step is None:
-    return False
-  stats.pulls += 1
-  if policy_client.max_priority is not None:
-    observer.priority = policy_client.max_priority
-  if on_policy:
-    observer.priority = float(step)
+    return
+  priority = actor.family.new_item_priority(step, policy_client.max_priority)
+  if priority is not None:
+    actor.observer.priority = priority
   if previous >= 0:
     stats.policy_lag = step - previous
   if not collector.use_learned:
     collector.use_learned = True
     policy_client.log_first_weights(step)
-  return True
+  actor.learned.sync()
+  # When new weights arrive, so that the status view's policy lag is the lag of the weights in
+  # use (a pull of the same weights, every few ms on CartPole, needs none).
+  if step != stats.published_step:
+    status_lib.publish_status(actor.status_client, stats.record(actor.task, step))
 
 
-def _log(metrics: EpisodeMetrics, env: vector_env.VectorEnv, policy_client: PolicyClient,
-         summary_writer, stats: _Stats, role: str,
-         summary_faults: storage.SummaryFaults,
-         observer: Optional[replay.BatchedTrajectoryObserver] = None) -> None:
+def _log(actor: _Collecting) -> None:
   """Logs and summarizes the interval since the last call.
 
-  `queue_wait` (on-policy agents) is the share of the interval's wall time the actor waited for
-  the replay queue to take its items, i.e. for the learner to take a batch.
+  `queue_wait` (a family whose table is a queue: on-policy agents) is the share of the
+  interval's wall time the actor waited for the replay queue to take its items, i.e. for the
+  learner to take a batch.
 
   `env_resets` is the share of the interval's wall time spent resetting environments: a policy
   that ends episodes early (an untrained Minitaur falls within tens of steps, and each reset
   settles the robot for 100 simulation steps) lowers the env-step rate without any cost of
   the actor's own.
   """
+  stats, env, metrics = actor.stats, actor.env, actor.collector.metrics
   now = time.monotonic()
   elapsed = max(now - stats.last_time, 1e-9)
   rate = stats.rate = (stats.env_steps - stats.last_env_steps) / elapsed
@@ -347,22 +368,22 @@ def _log(metrics: EpisodeMetrics, env: vector_env.VectorEnv, policy_client: Poli
   stats.last_env_steps, stats.last_time = stats.env_steps, now
   stats.last_reset_seconds = env.reset_seconds
   wait_share = None
-  if observer is not None and policy_client.specs.on_policy is not None:
-    wait_share = (observer.wait_seconds - stats.last_wait_seconds) / elapsed
-    stats.last_wait_seconds = observer.wait_seconds
+  if actor.family.is_queue:
+    wait_share = (actor.observer.wait_seconds - stats.last_wait_seconds) / elapsed
+    stats.last_wait_seconds = actor.observer.wait_seconds
   average_return = metrics.average_return
-  weights_step = policy_client.train_step
+  weights_step = actor.policy_client.train_step
   resets = f' env_resets={100 * reset_share:.0f}%' if env.uses_gym_directly else ''
   if wait_share is not None:
     resets += f' queue_wait={100 * wait_share:.0f}%'
   logging.info('%s: env_steps=%d env_steps/s=%.0f episodes=%d avg_return=%.2f '
-               'weights_step=%d policy_lag=%d%s', role, stats.env_steps, rate,
+               'weights_step=%d policy_lag=%d%s', actor.role, stats.env_steps, rate,
                metrics.episodes, average_return, weights_step, stats.policy_lag, resets)
   try:
-    _summarize(summary_writer, env, metrics, stats, rate, reset_share, average_return,
+    _summarize(actor.summary_writer, env, metrics, stats, rate, reset_share, average_return,
                weights_step, wait_share)
   except Exception as e:  # pylint: disable=broad-except
-    if not summary_faults.handle(e):
+    if not actor.summary_faults.handle(e):
       raise
 
 

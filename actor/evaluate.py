@@ -31,10 +31,7 @@ from common import ownership
 from common import replay
 from common import storage
 from common import watchdog as watchdog_lib
-from common.config import ActorConfig
-from common.config import EvalConfig
 from common.connection import CONNECTION_ERRORS
-from common.config import ReplayConfig
 
 CSV_FIELDS = ('train_step', 'env_steps', 'timestamp', 'average_return',
               'average_episode_length', 'num_episodes')
@@ -115,73 +112,108 @@ class _Results:
 read_csv = eval_log.read_csv  # The eval CSV's reader, beside its writer.
 
 
-def run_eval(root_dir: str, server_address: str, max_evals: int = 0,
-             server_timeout_s: float = 300.0, stop_event: Optional[threading.Event] = None,
-             poll_interval_s: float = 1.0) -> int:
+def run_eval(root_dir: str, server_address: str, configs: config_lib.Configs,
+             max_evals: int = 0, server_timeout_s: float = 300.0,
+             stop_event: Optional[threading.Event] = None, poll_interval_s: float = 1.0) -> int:
   """Evaluates until `max_evals` evaluations are done (0: for ever) or `stop_event` is set.
 
-  Results that cannot be written (disk full, read-only) are kept in memory and retried with
-  backoff (`storage.RetryingSave`); on stop, a last failure raises `storage.StorageError`.
+  An evaluation runs `EvalConfig.num_episodes` greedy episodes on the newest weights once they
+  are `EvalConfig.interval` train steps past the last evaluated ones. Results that cannot be
+  written (disk full, read-only) are kept in memory and retried with backoff
+  (`storage.RetryingSave`); on stop, a last failure raises `storage.StorageError`.
 
   Returns:
     The number of evaluations run.
   """
-  eval_config = EvalConfig()
-  eval_config.validate()
   stop_event = stop_event or threading.Event()
+  evaluation = _assemble(root_dir, server_address, configs, max_evals, server_timeout_s,
+                         stop_event)
+  watchdog = watchdog_lib.Watchdog('eval', server_address, quiet_s=60.0,
+                                   deadline_s=server_timeout_s, stop_event=stop_event)
+  evals = 0
+  try:
+    while not stop_event.is_set() and (not max_evals or evals < max_evals):
+      watchdog.beat()
+      try:
+        row = evaluation.evaluate_if_due(server_address)
+      except CONNECTION_ERRORS as e:
+        evaluation.policy_client.reconnect(e)
+        continue
+      if row is None:
+        stop_event.wait(poll_interval_s)
+        continue
+      evaluation.record(row)
+      evals += 1
+  finally:
+    watchdog.stop()  # Also when the loop raises, so that no deadline outlives the loop.
+  if evaluation.save.pending:
+    evaluation.save.final()
+  logging.info('%s after %d evaluations', constants.EVAL_STOPPED_LINE, evals)
+  return evals
+
+
+class _Evaluation:
+  """The assembled eval process: the agent, its greedy policy, one environment, the results."""
+
+  def __init__(self, config, policy_client: PolicyClient, env, greedy, results: '_Results',
+               save: storage.RetryingSave, last_step: Optional[int],
+               stop_event: threading.Event):
+    self.config = config
+    self._stop_event = stop_event
+    self.policy_client = policy_client
+    self._env = env
+    self._greedy = greedy
+    self._results = results
+    self.save = save
+    self._last_step = last_step
+
+  def evaluate_if_due(self, server_address: str) -> Optional[dict]:
+    """Pulls the newest weights; evaluates them if due. Returns the result row, or None."""
+    step = self.policy_client.pull()
+    if step is None or (self._last_step is not None
+                        and step < self._last_step + self.config.interval):
+      return None
+    if self._stop_event.is_set():
+      return None
+    self._greedy.sync()  # The pulled weights, for a NumPy policy.
+    average_return, average_length = evaluate_policy(self._env, self._greedy,
+                                                     self.config.num_episodes)
+    info = self.policy_client.server_info = connection.probe(server_address)
+    env_steps = replay.inserted_env_steps(info[constants.REPLAY_TABLE]) if info else -1
+    return dict(train_step=step, env_steps=env_steps, timestamp=round(time.time(), 3),
+                average_return=average_return, average_episode_length=average_length,
+                num_episodes=self.config.num_episodes)
+
+  def record(self, row: dict) -> None:
+    """Adds a result row, writes the results (retried on a storage fault), logs it."""
+    self._results.add(row)
+    self.save()
+    logging.info('eval: train_step=%d env_steps=%d AverageReturn=%.2f AverageEpisodeLength=%.1f',
+                 row['train_step'], row['env_steps'], row['average_return'],
+                 row['average_episode_length'])
+    self._last_step = row['train_step']
+
+
+def _assemble(root_dir: str, server_address: str, configs: config_lib.Configs, max_evals: int,
+              server_timeout_s: float, stop_event: threading.Event) -> _Evaluation:
+  """Connects (checking the server's tables), builds the greedy policy, opens the results."""
+  config = configs.eval
   builders.configure_tensorflow(threads=1)
-  role = 'eval'
-  policy_client = PolicyClient(server_address, ReplayConfig(), role, server_timeout_s,
+  policy_client = PolicyClient(server_address, configs.replay, 'eval', server_timeout_s,
                                stop_event)
   policy_client.connect()
-  env = vector_env.VectorEnv([environments.make_environment(seed=eval_config.seed,
-                                                            training=False)])
+  env = vector_env.VectorEnv([environments.make_environment(seed=config.seed, training=False)])
   greedy = inference.make_policy(agents.greedy_policy(policy_client.agent), 1,
-                                 ActorConfig().inference, eval_config.seed)
+                                 configs.actor.inference, config.seed)
   eval_dir = os.path.join(root_dir, constants.EVAL_DIR)
   ownership.own(eval_dir, 'eval')
   config_lib.record_run_config(eval_dir, {'root_dir': root_dir, 'max_evals': max_evals,
                                           'replay_server_address': server_address})
   csv_path = os.path.join(root_dir, constants.EVAL_CSV)
   results = _Results(csv_path, tf.summary.create_file_writer(eval_dir))
-  save = storage.RetryingSave('eval results', eval_dir, results.write)
   done_rows = read_csv(csv_path)
-  last_step = int(done_rows[-1]['train_step']) if done_rows else None
-  evals = 0
   logging.info('eval: %d greedy episodes every %d train steps; results in %s',
-               eval_config.num_episodes, eval_config.interval, csv_path)
-  watchdog = watchdog_lib.Watchdog(role, server_address, quiet_s=60.0,
-                                   deadline_s=server_timeout_s, stop_event=stop_event)
-  try:
-    while not stop_event.is_set() and (not max_evals or evals < max_evals):
-      watchdog.beat()
-      try:
-        step = policy_client.pull()
-        due = step is not None and (last_step is None or step >= last_step + eval_config.interval)
-        if not due:
-          stop_event.wait(poll_interval_s)
-          continue
-        if stop_event.is_set():
-          break
-        greedy.sync()  # The pulled weights, for a NumPy policy.
-        average_return, average_length = evaluate_policy(env, greedy, eval_config.num_episodes)
-        info = policy_client.server_info = connection.probe(server_address)
-        env_steps = replay.inserted_env_steps(info[constants.REPLAY_TABLE]) if info else -1
-      except CONNECTION_ERRORS as e:
-        policy_client.reconnect(e)
-        continue
-      row = dict(train_step=step, env_steps=env_steps, timestamp=round(time.time(), 3),
-                 average_return=average_return, average_episode_length=average_length,
-                 num_episodes=eval_config.num_episodes)
-      results.add(row)
-      save()
-      logging.info('eval: train_step=%d env_steps=%d AverageReturn=%.2f AverageEpisodeLength=%.1f',
-                   step, env_steps, average_return, average_length)
-      last_step = step
-      evals += 1
-  finally:
-    watchdog.stop()  # Also when the loop raises, so that no deadline outlives the loop.
-  if save.pending:
-    save.final()
-  logging.info('%s after %d evaluations', constants.EVAL_STOPPED_LINE, evals)
-  return evals
+               config.num_episodes, config.interval, csv_path)
+  return _Evaluation(config, policy_client, env, greedy, results,
+                     storage.RetryingSave('eval results', eval_dir, results.write),
+                     int(done_rows[-1]['train_step']) if done_rows else None, stop_event)

@@ -41,14 +41,14 @@ def main(_):
     # pylint: disable=g-import-not-at-top  (TensorFlow only after the cheap checks)
     from actor import collect
     from actor import evaluate
-    main_utils.load_and_check_config()
+    configs = main_utils.load_and_check_config()
     stop = main_utils.stop_event_on_signals()
     if FLAGS.mode == 'eval':
-      evaluate.run_eval(FLAGS.root_dir, FLAGS.replay_server_address,
+      evaluate.run_eval(FLAGS.root_dir, FLAGS.replay_server_address, configs,
                         max_evals=FLAGS.max_evals, server_timeout_s=FLAGS.server_timeout_s,
                         stop_event=stop)
     else:
-      collect.run_actor(FLAGS.root_dir, FLAGS.replay_server_address, FLAGS.task,
+      collect.run_actor(FLAGS.root_dir, FLAGS.replay_server_address, FLAGS.task, configs,
                         max_env_steps=FLAGS.max_env_steps,
                         server_timeout_s=FLAGS.server_timeout_s, stop_event=stop,
                         num_actors=FLAGS.num_actors)

@@ -53,17 +53,9 @@ class PolicyClient:
     return int(self._train_step.numpy())
 
   @property
-  def train_step_variable(self) -> tf.Variable:
-    return self._train_step
-
-  @property
   def max_priority(self) -> Optional[float]:
     """The priority for new items that came with the weights (prioritized replay), else None."""
     return None if self._max_priority is None else float(self._max_priority.numpy())
-
-  @property
-  def has_weights(self) -> bool:
-    return self.train_step >= 0
 
   def connect(self) -> None:
     """Waits (bounded, logged) for the server, checks both signatures, opens the client.

@@ -240,10 +240,10 @@ def replay_bytes_per_transition(transitions: int, frames_once: bool, num_envs: i
   import numpy as np
   import reverb
   from tf_agents.trajectories import trajectory as trajectory_lib
+  from actor import writer as writer_lib
   from common import builders
   from common import constants
   from common import environments
-  from common import replay
   from common.config import ReplayConfig
   # pylint: enable=g-import-not-at-top
   bindings = BINDINGS + (f'ReplayConfig.max_size = {transitions + 1000}',
@@ -252,7 +252,7 @@ def replay_bytes_per_transition(transitions: int, frames_once: bool, num_envs: i
     harness.load_task_file(GIN_FILE, bindings)
     specs = builders.build(ReplayConfig()).specs
     envs = [environments.make_environment(seed=i) for i in range(num_envs)]
-    observer = replay.BatchedTrajectoryObserver(
+    observer = writer_lib.BatchedTrajectoryObserver(
         reverb.Client(server.address), num_envs, specs.sequence_length,
         step_spec=specs.collect_data_spec, frame_stack=specs.frame_stack)
     rng = np.random.RandomState(0)

@@ -171,13 +171,16 @@ class ReplayServer:
   def __init__(self):
     import reverb  # pylint: disable=g-import-not-at-top
     from common import builders  # pylint: disable=g-import-not-at-top
+    from common.config import LearnerConfig  # pylint: disable=g-import-not-at-top
     from common.config import ReplayConfig  # pylint: disable=g-import-not-at-top
+    from replay_server import tables as tables_lib  # pylint: disable=g-import-not-at-top
     self.replay_config = ReplayConfig()
     self.built = builders.build(self.replay_config)
     self.agent, self.specs = self.built.agent, self.built.specs
     self.port = free_port()
-    self.server = reverb.Server(builders.make_tables(self.specs, self.replay_config),
-                                port=self.port)
+    self.server = reverb.Server(
+        tables_lib.make_tables(self.specs, self.replay_config, LearnerConfig()),
+        port=self.port)
     self.address = f'localhost:{self.port}'
     self.client = reverb.Client(self.address)
 
@@ -207,12 +210,13 @@ _MEASURED_SERVER = textwrap.dedent('''
     import ctypes, sys
     import common
     from common import builders, config
-    from common.config import ReplayConfig
+    from common.config import LearnerConfig, ReplayConfig
+    from replay_server import tables as tables_lib
     config.load_gin([sys.argv[1]], sys.argv[2:])
     import reverb
     replay_config = ReplayConfig()
-    server = reverb.Server(builders.make_tables(builders.build(replay_config).specs,
-                                                replay_config))
+    server = reverb.Server(tables_lib.make_tables(builders.build(replay_config).specs,
+                                                replay_config, LearnerConfig()))
     print(server.port, flush=True)
     libc = ctypes.CDLL('libc.so.6')
     for line in sys.stdin:

@@ -54,34 +54,31 @@ def _stock_learner(server, batch_size: int, root_dir: str):
 
 
 def _our_learner(server, learner_config, root_dir: str, use_xla: bool):
+  """The learner's own parts, as `learner.assembly` puts them together: the family's iterator
+  and trainer, and the weight-push trigger (no checkpoints)."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tf_agents.train.utils import train_utils  # pylint: disable=g-import-not-at-top
   from common import builders  # pylint: disable=g-import-not-at-top
-  from common import constants  # pylint: disable=g-import-not-at-top
   from common import variables  # pylint: disable=g-import-not-at-top
-  from learner import compiled_learner  # pylint: disable=g-import-not-at-top
-  from learner import priorities  # pylint: disable=g-import-not-at-top
-  from learner import train  # pylint: disable=g-import-not-at-top
+  from learner import assembly  # pylint: disable=g-import-not-at-top
+  from learner import trainers  # pylint: disable=g-import-not-at-top
   strategy = tf.distribute.get_strategy()
+  config = dataclasses.replace(learner_config, checkpoint_interval=-1, use_xla=use_xla)
   with strategy.scope():
     train_step = train_utils.create_train_step()
     built = builders.build(server.replay_config, train_step)
-  make_iterator = train._iterator_fn(  # pylint: disable=protected-access
-      strategy, server.address, built.specs, learner_config, server.replay_config)
-  writer = step = None
-  if built.specs.prioritized:
-    writer = priorities.PriorityWriter(server.address, constants.REPLAY_TABLE)
-    step = priorities.PrioritizedStep(built.agent, built.td_errors, server.replay_config,
-                                      train_step)
-  learner = compiled_learner.CompiledLearner(
-      root_dir, train_step, built.agent, checkpoint_interval=-1,
-      summary_interval=learner_config.summary_interval, strategy=strategy, use_xla=use_xla,
-      prioritized_step=step, on_priorities=writer.submit if writer else None)
+  family = built.specs.family
+  make_iterator = family.make_iterator_fn(strategy, server.address, built.specs, config)
+  learner = family.make_trainer(trainers.Inputs(
+      learner_dir=root_dir, train_step=train_step, built=built, strategy=strategy,
+      learner_config=config, replay_config=server.replay_config,
+      server_address=server.address))
   client = variables.VariableClient(server.address, built.variables)
-  learner.triggers.append(train._PushTrigger(  # pylint: disable=protected-access
-      client, learner_config.push_interval, 0, built.max_priority, writer))
+  learner.triggers.append(assembly.PushTrigger(
+      client, family.push_interval(config), 0, before_push=learner.before_push))
   iterator = make_iterator()
-  n = learner_config.iterations_per_call
+  n = config.iterations_per_call
   return lambda: learner.run(iterations=n, iterator=iterator), n
 
 

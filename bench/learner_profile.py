@@ -29,7 +29,7 @@ def main(argv=None):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tf_agents.train.utils import train_utils  # pylint: disable=g-import-not-at-top
   from common import builders  # pylint: disable=g-import-not-at-top
-  from common import replay  # pylint: disable=g-import-not-at-top
+  from learner import dataset as learner_dataset  # pylint: disable=g-import-not-at-top
   from common.config import LearnerConfig  # pylint: disable=g-import-not-at-top
   config = LearnerConfig()
   server = harness.ReplayServer()
@@ -37,8 +37,8 @@ def main(argv=None):
     harness.write_items(server.address, server.specs.collect_data_spec, 3000, 2)
     train_step = train_utils.create_train_step()
     agent, specs = builders.make_agent_and_specs(server.replay_config, train_step)
-    dataset = replay.make_dataset(server.address, specs.collect_data_spec, config.batch_size, 2,
-                                  5000)
+    dataset = learner_dataset.make_dataset(server.address, specs.collect_data_spec,
+                                           config.batch_size, 2, 5000)
     iterator = iter(dataset)
     experience, _ = next(iterator)
     train = tf.function(agent.train)

@@ -104,7 +104,7 @@ def bench_pair(pair: str, window_s: float, rounds: int, startup_timeout_s: float
       server = servers[kind] = harness.ReplayServer()  # Its own tables, for its own specs.
       sizes[kind] = _policy_weights(server.agent)
       server.push_weights()
-      if server.specs.on_policy is not None:
+      if server.specs.family.is_queue:
         threading.Thread(target=_drain, args=(server.address, stop), daemon=True).start()
       children[kind] = harness.Child('actor.main', [f'--gin_file={recurrent_gin}'] + [
           f'--gin_bindings={b}' for b in bindings] + [

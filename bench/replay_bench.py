@@ -5,7 +5,8 @@ Per task, against an in-process replay server with the task's tables, from one c
   inserts  2-step items (stride 1) of synthetic steps with the task's signature, written by our
            `BatchedTrajectoryObserver` (one environment) and by TF-Agents'
            `ReverbAddTrajectoryObserver` (stock), with an episode end every 200 steps.
-  samples  items/s through the learner's dataset (`replay.make_dataset`, the task's batch size).
+  samples  items/s through the learner's dataset (`learner.dataset.make_dataset`, the task's
+           batch size).
 
   python -m bench.replay_bench [--tasks=dqn_cartpole,sac_halfcheetah] [--window_s=3]
 """
@@ -36,8 +37,10 @@ def bench_task(task: str, window_s: float):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tf_agents.replay_buffers import reverb_utils  # pylint: disable=g-import-not-at-top
   from common import constants  # pylint: disable=g-import-not-at-top
+  from actor import writer as writer_lib  # pylint: disable=g-import-not-at-top
   from common import replay  # pylint: disable=g-import-not-at-top
   from common.config import LearnerConfig  # pylint: disable=g-import-not-at-top
+  from learner import dataset as learner_dataset  # pylint: disable=g-import-not-at-top
   server = harness.ReplayServer()
   try:
     spec = server.specs.collect_data_spec
@@ -53,7 +56,7 @@ def bench_task(task: str, window_s: float):
 
     stock = reverb_utils.ReverbAddTrajectoryObserver(client, constants.REPLAY_TABLE,
                                                      sequence_length=2, stride_length=1)
-    ours = replay.BatchedTrajectoryObserver(client, 1, 2, step_spec=spec)
+    ours = writer_lib.BatchedTrajectoryObserver(client, 1, 2, step_spec=spec)
     rates = {}
     for name, write in (('stock', lambda i: stock(rows[i % EPISODE])),
                         ('ours', lambda i: ours.write(flat_rows[i % EPISODE],
@@ -63,7 +66,7 @@ def bench_task(task: str, window_s: float):
     stock.flush()
     ours.flush()
     config = LearnerConfig()
-    dataset = replay.make_dataset(server.address, spec, config.batch_size, 2, 5000)
+    dataset = learner_dataset.make_dataset(server.address, spec, config.batch_size, 2, 5000)
     iterator = iter(dataset)
     for _ in range(3):
       next(iterator)

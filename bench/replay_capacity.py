@@ -4,10 +4,10 @@ Per item layout (DQN CartPole and SAC HalfCheetah from their gin files, and an A
 84x84x4 uint8 observation with a discrete action), one real Reverb server runs in a process of
 its own with a uniform FIFO table of that signature. M writers (M = 1, 4, 16, 64 by default;
 threads spread over up to 4 writer processes) insert 2-step items with stride 1, as actors do,
-through the actor's own `replay.BatchedTrajectoryObserver` (which keeps at most 32 items
+through the actor's own `actor.writer.BatchedTrajectoryObserver` (which keeps at most 32 items
 unconfirmed); every `FLUSH_EVERY` steps a writer flushes, and the time from that step's write to
-the server's confirmation of every item is the insert latency. At the same time
-one process samples through the learner's dataset (`replay.make_dataset`, the task's batch).
+the server's confirmation of every item is the insert latency. At the same time one process
+samples through the learner's dataset (`learner.dataset.make_dataset`, the task's batch).
 
 Reported per task and M: inserts/s and samples/s (the server's own counters over the window),
 insert latency p50 and p99. Then, per task, how many actors one server feeds: the best insert
@@ -72,7 +72,7 @@ def _write(task: str, address: str, threads: int, seconds: float, results) -> No
   import numpy as np  # pylint: disable=g-import-not-at-top
   import reverb  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from common import replay  # pylint: disable=g-import-not-at-top
+  from actor import writer as writer_lib  # pylint: disable=g-import-not-at-top
   steps = harness.synthetic_steps(collect_data_spec(task), 64)
   flat_rows = [[np.asarray(x[i])[np.newaxis] for x in tf.nest.flatten(steps)]
                for i in range(64)]
@@ -83,7 +83,7 @@ def _write(task: str, address: str, threads: int, seconds: float, results) -> No
 
   def _one(seed):
     rng = np.random.default_rng(seed)
-    observer = replay.BatchedTrajectoryObserver(client, 1, 2)
+    observer = writer_lib.BatchedTrajectoryObserver(client, 1, 2)
     count, mine = 0, []
     time.sleep(max(start_at - time.monotonic(), 0))
     end = start_at + seconds
@@ -109,8 +109,9 @@ def _write(task: str, address: str, threads: int, seconds: float, results) -> No
 
 def _sample(task: str, address: str, stop) -> None:
   """The learner's dataset, drawn as fast as it goes until `stop` (the server counts samples)."""
-  from common import replay  # pylint: disable=g-import-not-at-top
-  iterator = iter(replay.make_dataset(address, collect_data_spec(task), BATCH[task], 2, 60000))
+  from learner import dataset as learner_dataset  # pylint: disable=g-import-not-at-top
+  iterator = iter(learner_dataset.make_dataset(address, collect_data_spec(task), BATCH[task], 2,
+                                              60000))
   while not stop.is_set():
     next(iterator)
 

@@ -2,9 +2,9 @@
 
 Every process calls `build()` on the same gin config and gets the same agent layout and specs,
 so table signatures never travel through files and processes may start in any order. What an
-algorithm needs from the roles (the replay item length, the table's sampler, the learner's
-priority updates) comes from its agent builder's `AgentBuild` and from `ReplayConfig`; no role
-names an algorithm.
+algorithm needs from the roles (the replay item length, its tables, writer, dataset and trainer)
+comes from its agent builder's `AgentBuild` and its family (`agents.families`); no role names
+an algorithm or asks which family it holds.
 """
 
 import dataclasses
@@ -14,6 +14,7 @@ import tensorflow as tf
 from tf_agents.utils import common as tfa_common
 
 from common import agents
+from common.agents import families
 from common import environments
 from common import replay
 from common.config import LearnerConfig
@@ -30,13 +31,10 @@ class Specs:
     action_spec: Of the environment.
     collect_data_spec: Of one trajectory step written by the actors.
     sequence_length: Env steps per replay item (the agent builder's).
-    prioritized: Whether the replay table samples by priority.
+    family: The algorithm family (`agents.families`): what every role does with the data.
     replay_signature: Of one replay item (collect_data_spec with a time dimension).
     variables_signature: Of the variable-table item ({policy_variables, train_step} and, with
       prioritized replay, max_priority).
-    on_policy: The agent's `agents.OnPolicy` for an on-policy agent, else None.
-    items_span_episodes: Whether off-policy items run on across episode ends
-      (`agents.AgentBuild.items_span_episodes`).
     frame_stack: Frames per observation when the replay table stores each frame once
       (`ReplayConfig.store_frames_once`), else 0: the actors write single frames, the learner's
       dataset stacks them again (`replay.replay_signature`).
@@ -45,11 +43,9 @@ class Specs:
   action_spec: object
   collect_data_spec: object
   sequence_length: int
-  prioritized: bool
+  family: agents.OffPolicy
   replay_signature: object
   variables_signature: object
-  on_policy: Optional[agents.OnPolicy] = None
-  items_span_episodes: bool = False
   frame_stack: int = 0
 
 
@@ -83,8 +79,8 @@ def build(replay_config: ReplayConfig, train_step=None,
     actor: The collect actor building it (its exploration may depend on it), or None.
 
   Raises:
-    UserError: `ReplayConfig.sequence_length` contradicts the agent's item length, or an
-      on-policy agent is given prioritized replay or a samples-per-insert limiter.
+    UserError: `ReplayConfig.sequence_length` contradicts the agent's item length, or the
+      agent's family cannot honour `replay_config` (`families.select`).
   """
   time_step_spec, action_spec = environments.environment_specs()
   if train_step is None:
@@ -96,37 +92,26 @@ def build(replay_config: ReplayConfig, train_step=None,
         f'ReplayConfig.sequence_length={replay_config.sequence_length}, but this agent trains '
         f'on {length}-step items (n_step_update + 1 for the DQN family): bind '
         f'ReplayConfig.sequence_length = {length}, or leave it unbound')
-  on_policy = agent_build.on_policy
-  if on_policy is not None and (replay_config.prioritized
-                                or replay_config.samples_per_insert is not None):
-    raise UserError(
-        'this agent is on-policy: it consumes each item once from a queue, in the order written, '
-        'so ReplayConfig.prioritized and ReplayConfig.samples_per_insert cannot apply: remove '
-        'those bindings')
+  family = families.select(agent_build.family, replay_config, agent_build.items_span_episodes)
   agent = agent_build.agent
-  max_priority = None
-  if replay_config.prioritized:
-    max_priority = tf.Variable(1.0, dtype=tf.float64, trainable=False, name='max_priority')
+  max_priority = family.make_max_priority()
   variables = agents.policy_variables(agent, train_step, max_priority)
-  frame_stack = _frame_stack(replay_config, time_step_spec.observation,
-                             on_policy is not None or agent_build.items_span_episodes)
+  frame_stack = _frame_stack(replay_config, time_step_spec.observation, family)
   specs = Specs(
       time_step_spec=time_step_spec,
       action_spec=action_spec,
       collect_data_spec=agent.collect_data_spec,
       sequence_length=length,
-      prioritized=replay_config.prioritized,
+      family=family,
       replay_signature=replay.replay_signature(agent.collect_data_spec, length, frame_stack),
       variables_signature=agents.variables_signature(variables),
-      on_policy=on_policy,
-      items_span_episodes=agent_build.items_span_episodes,
       frame_stack=frame_stack)
   return Build(agent=agent, specs=specs, variables=variables, td_errors=agent_build.td_errors,
                max_priority=max_priority,
                single_replica_reason=agent_build.single_replica_reason)
 
 
-def _frame_stack(replay_config: ReplayConfig, observation_spec, items_span_episodes: bool) -> int:
+def _frame_stack(replay_config: ReplayConfig, observation_spec, family) -> int:
   """`Specs.frame_stack` under `ReplayConfig.store_frames_once` (None: where it can apply)."""
   wanted = replay_config.store_frames_once
   if wanted is False:
@@ -134,11 +119,9 @@ def _frame_stack(replay_config: ReplayConfig, observation_spec, items_span_episo
   stack = environments.frame_stack_size()
   if not stack:
     why = 'this task\'s observations are not frame stacks'
-  elif items_span_episodes:
-    why = ('this agent\'s items run on across episode ends (an on-policy or recurrent agent), '
-           'where a stack cannot be rebuilt from the frames of its item')
   else:
-    why = replay.stacked_frames_layout(observation_spec, stack)
+    why = (family.stores_frames_once()
+           or replay.stacked_frames_layout(observation_spec, stack))
   if why is None:
     return stack
   if wanted:
@@ -152,24 +135,6 @@ def make_agent_and_specs(replay_config: ReplayConfig, train_step=None,
   """`build()`'s (agent, Specs), for the callers that need no more."""
   built = build(replay_config, train_step, actor)
   return built.agent, built.specs
-
-
-def make_tables(specs: Specs, replay_config: ReplayConfig):
-  """The replay table, the variable table and the status table, in that order.
-
-  An on-policy agent's replay table is its queue, sized by `LearnerConfig.batch_size` (gin).
-  """
-  if specs.on_policy is not None:
-    queue = replay.make_queue_table(specs.collect_data_spec, specs.sequence_length,
-                                    specs.on_policy.capacity(LearnerConfig().batch_size))
-  else:
-    queue = replay.make_replay_table(specs.collect_data_spec, replay_config,
-                                     specs.sequence_length, specs.frame_stack)
-  return [
-      queue,
-      replay.make_variable_table(specs.variables_signature),
-      replay.make_status_table(),
-  ]
 
 
 def configure_tensorflow(threads: int = 0) -> None:

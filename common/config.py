@@ -119,7 +119,7 @@ class ReplayConfig:
     priority_epsilon: Added to |TD error| so that no item's priority is 0.
     store_frames_once: For an environment whose observation is a stack of frames (Atari):
       store each frame once, instead of in every stacked observation that holds it (a quarter
-      of the bytes with 4 stacked frames; `replay.BatchedTrajectoryObserver`). None: wherever
+      of the bytes with 4 stacked frames; `actor.writer.BatchedTrajectoryObserver`). None: wherever
       the agent's items stay within episodes (off-policy feed-forward agents); True: the same,
       and a config where it cannot apply (an on-policy or recurrent agent, or no frame stack) is
       refused; False: store whole observations.
@@ -364,9 +364,17 @@ def load_gin(gin_files: Sequence[str], gin_bindings: Sequence[str] = ()) -> None
     raise UserError(f'bad gin config ({message}): fix the gin file or --gin_bindings') from None
 
 
-def validated_configs():
-  """Returns (ReplayConfig, LearnerConfig, ActorConfig, EvalConfig), each validated."""
-  configs = (ReplayConfig(), LearnerConfig(), ActorConfig(), EvalConfig())
+class Configs(typing.NamedTuple):
+  """The run's configs, read from gin once in each main and passed down to the roles."""
+  replay: ReplayConfig
+  learner: LearnerConfig
+  actor: ActorConfig
+  eval: EvalConfig
+
+
+def validated_configs() -> Configs:
+  """The gin-bound configs, each validated (`Configs`, a tuple in that order)."""
+  configs = Configs(ReplayConfig(), LearnerConfig(), ActorConfig(), EvalConfig())
   for config in configs:
     config.validate()
   return configs

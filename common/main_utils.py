@@ -63,10 +63,13 @@ def preflight(port: int = 0) -> None:
     checks.check_address(values.replay_server_address)
 
 
-def load_and_check_config() -> None:
+def load_and_check_config():
   """Parses the gin config (after the heavy imports registered every configurable) and checks
   its numbers and its environment (made, reset and stepped once: `check_environment`), before
   anything is written.
+
+  Returns:
+    The validated `config.Configs`, which the main passes down to its role.
 
   Raises:
     UserError: naming the problem and the fix.
@@ -76,8 +79,9 @@ def load_and_check_config() -> None:
   from common import environments
   values = flags.FLAGS
   config.load_gin(values.gin_file, values.gin_bindings)
-  config.validated_configs()
+  configs = config.validated_configs()
   environments.check_environment()
+  return configs
 
 
 _STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}

@@ -22,9 +22,9 @@ def main(_):
   def _run():
     main_utils.preflight()
     from learner import train  # pylint: disable=g-import-not-at-top
-    main_utils.load_and_check_config()
+    configs = main_utils.load_and_check_config()
     stop = main_utils.stop_event_on_signals()
-    train.run_learner(FLAGS.root_dir, FLAGS.replay_server_address,
+    train.run_learner(FLAGS.root_dir, FLAGS.replay_server_address, configs,
                       max_train_steps=FLAGS.max_train_steps,
                       server_timeout_s=FLAGS.server_timeout_s, stop_event=stop)
     main_utils.exit_now(0)  # Everything is saved; see `train.RETIRED_ITERATORS`.

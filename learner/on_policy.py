@@ -5,7 +5,7 @@ TF-Agents 0.19 has no distributed PPO: its PPO examples collect and train in tur
 and clear both replay tables after every iteration, and its `PPOLearner` reads its batch
 straight from Reverb, so it cannot tell which weights produced an item. Here the actors keep
 collecting while the learner trains, and every item carries the train step of the weights that
-produced it as its priority (`agents.OnPolicy`). `OnPolicyTrainer.run`:
+produced it as its priority (`families.OnPolicy`). `OnPolicyTrainer.run`:
 1. gathers `LearnerConfig.batch_size` items from the replay queue, one at a time, and drops
    (and counts) every item more than `max_policy_lag` iterations behind the learner's weights,
    or ahead of them (written for weights of a run this learner resumed before);
@@ -25,12 +25,13 @@ import queue
 import time
 from typing import List, Optional
 
+from absl import logging
 import numpy as np
 import tensorflow as tf
 from tf_agents.specs import tensor_spec
 from tf_agents.train import ppo_learner
 
-from common import agents
+from common.agents import families
 from common.errors import UserError
 from learner import compiled_learner
 
@@ -38,7 +39,7 @@ from learner import compiled_learner
 _POLL_S = 1.0
 
 
-def steps_per_iteration(on_policy: agents.OnPolicy, batch_size: int, sequence_length: int,
+def steps_per_iteration(on_policy: families.OnPolicy, batch_size: int, sequence_length: int,
                         num_replicas: int) -> int:
   """Train steps of one iteration (one `PPOLearner.run`), checked against the replicas.
 
@@ -71,7 +72,7 @@ class OnPolicyTrainer(ppo_learner.PPOLearner):
   The Learner that runs the train steps is a `compiled_learner.CompiledLearner` (checkpoint
   retries, the finite-weights guard before each save), so `triggers`, `train_summary_writer`
   and `train_step` are those of the off-policy learner. Use `run(iterator=...)` with an
-  iterator of single replay samples (`make_item_iterator`).
+  iterator of single replay samples (`dataset.make_item_iterator`).
 
   Attributes:
     steps_per_iteration: Train steps each `run` adds.
@@ -79,7 +80,7 @@ class OnPolicyTrainer(ppo_learner.PPOLearner):
     wait_seconds, train_seconds: Time spent waiting for items, and in `PPOLearner.run`.
   """
 
-  def __init__(self, root_dir: str, train_step: tf.Variable, agent, on_policy: agents.OnPolicy,
+  def __init__(self, root_dir: str, train_step: tf.Variable, agent, on_policy: families.OnPolicy,
                batch_size: int, sequence_length: int, strategy: tf.distribute.Strategy,
                checkpoint_interval: int, summary_interval: int, max_checkpoints_to_keep: int,
                save_guard=None, use_xla: bool = False):
@@ -221,22 +222,10 @@ class OnPolicyTrainer(ppo_learner.PPOLearner):
             f'{elapsed:.1f} s, data_wait={100 * self.wait_seconds / elapsed:.1f}% '
             f'epochs={100 * self.train_seconds / elapsed:.1f}%')
 
+  def before_push(self) -> None:
+    pass
+
   def close(self) -> None:
-    """Ends the pipeline's waits for batches that will not come."""
+    """Ends the pipeline's waits for batches that will not come; logs the totals."""
     self._closed = True
-
-
-def make_item_iterator(server_address: str, table: str, signature, timeout_ms: int):
-  """Single replay samples (data with its time axis, and info), one in flight at a time.
-
-  One in flight, so that at most one item is taken from the queue ahead of the learner's need;
-  a sample held by the rate limiter past `timeout_ms` ends the iterator (OutOfRangeError).
-  """
-  import reverb  # pylint: disable=g-import-not-at-top
-  dataset = reverb.TrajectoryDataset(
-      server_address=server_address, table=table,
-      dtypes=tf.nest.map_structure(lambda s: s.dtype, signature),
-      shapes=tf.nest.map_structure(lambda s: s.shape, signature),
-      max_in_flight_samples_per_worker=1, num_workers_per_iterator=1,
-      rate_limiter_timeout_ms=timeout_ms)
-  return iter(dataset)
+    logging.info('learner: on-policy: %s', self.totals_line())

@@ -31,9 +31,9 @@ def main(_):
   def _run():
     main_utils.preflight(port=FLAGS.port)
     from replay_server import server  # pylint: disable=g-import-not-at-top
-    main_utils.load_and_check_config()
+    configs = main_utils.load_and_check_config()
     stop = main_utils.stop_event_on_signals()
-    server.serve(FLAGS.root_dir, FLAGS.port, FLAGS.checkpoint_interval_s,
+    server.serve(FLAGS.root_dir, FLAGS.port, configs, FLAGS.checkpoint_interval_s,
                  FLAGS.keep_checkpoints, stop_event=stop, stop_grace_s=FLAGS.stop_grace_s)
   main_utils.exit_on_user_error(_run)
 

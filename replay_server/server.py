@@ -15,20 +15,21 @@ from common import constants
 from common import ownership
 from common import replay
 from common import storage
-from common.config import ReplayConfig
 from common.errors import UserError
 from common.preflight import check_port_free
 from replay_server import checkpoints as checkpoints_lib
+from replay_server import tables as tables_lib
 
 
 class ReplayServer:
   """A Reverb server with the run's tables, restored from and checkpointed to root_dir."""
 
-  def __init__(self, root_dir: str, port: int, replay_config: ReplayConfig,
+  def __init__(self, root_dir: str, port: int, configs: config_lib.Configs,
                keep_checkpoints: int = 2, stop_grace_s: float = 0.0):
-    """Builds the tables from the gin config and starts serving on `port`.
+    """Builds the tables of `configs` (the agent's family's) and starts serving on `port`.
 
     Args:
+      configs: The run's validated configs (`config.validated_configs()`).
       stop_grace_s: Seconds the orchestrator waits after SIGTERM before it kills the server
         (0: unknown). A checkpoint that takes over half of it is warned about
         (`grace_warning`): the final one, written on SIGTERM, could be cut off.
@@ -38,8 +39,8 @@ class ReplayServer:
     """
     self._stop_grace_s = stop_grace_s
     check_port_free(port)
-    _, specs = builders.make_agent_and_specs(replay_config)
-    make_tables = lambda: builders.make_tables(specs, replay_config)
+    _, specs = builders.make_agent_and_specs(configs.replay)
+    make_tables = lambda: tables_lib.make_tables(specs, configs.replay, configs.learner)
     self._checkpoint_dir = os.path.join(root_dir, constants.REPLAY_CHECKPOINT_DIR)
     self._keep = keep_checkpoints
     os.makedirs(self._checkpoint_dir, exist_ok=True)
@@ -149,7 +150,8 @@ def grace_warning(checkpoint_s: float, stop_grace_s: float, items: int) -> Optio
           'stop_grace_period with --stop_grace_s) or a smaller ReplayConfig.max_size')
 
 
-def serve(root_dir: str, port: int, checkpoint_interval_s: float, keep_checkpoints: int = 2,
+def serve(root_dir: str, port: int, configs: config_lib.Configs, checkpoint_interval_s: float,
+          keep_checkpoints: int = 2,
           stop_event: Optional[threading.Event] = None, log_interval_s: float = 60.0,
           ready_event: Optional[threading.Event] = None, stop_grace_s: float = 0.0) -> None:
   """Runs the replay server until `stop_event` is set, then checkpoints and stops.
@@ -161,6 +163,7 @@ def serve(root_dir: str, port: int, checkpoint_interval_s: float, keep_checkpoin
   Args:
     root_dir: Run directory; checkpoints go to root_dir/replay_server/checkpoints.
     port: gRPC port.
+    configs: The run's validated configs (`config.validated_configs()`).
     checkpoint_interval_s: Seconds between periodic checkpoints (0 disables them; the
       checkpoint on stop is always written).
     keep_checkpoints: Complete checkpoints kept on disk.
@@ -169,12 +172,10 @@ def serve(root_dir: str, port: int, checkpoint_interval_s: float, keep_checkpoin
     ready_event: Set once the server answers.
     stop_grace_s: The orchestrator's stop grace (`ReplayServer`); 0 if unknown.
   """
-  replay_config = ReplayConfig()
-  replay_config.validate()
   stop_event = stop_event or threading.Event()
   check_port_free(port)
   ownership.own(os.path.join(root_dir, constants.REPLAY_DIR), 'replay server')
-  server = ReplayServer(root_dir, port, replay_config, keep_checkpoints, stop_grace_s)
+  server = ReplayServer(root_dir, port, configs, keep_checkpoints, stop_grace_s)
   config_lib.record_run_config(os.path.join(root_dir, constants.REPLAY_DIR), {
       'root_dir': root_dir, 'port': port, 'checkpoint_interval_s': checkpoint_interval_s,
       'keep_checkpoints': keep_checkpoints, 'stop_grace_s': stop_grace_s})

@@ -108,11 +108,13 @@ def port():
 def cartpole_server(root_dir, port):
   """An in-process replay server with the CartPole DQN tables (FAST_BINDINGS)."""
   from common import builders
+  from replay_server import tables as tables_lib
+  from common.config import LearnerConfig
   from common.config import ReplayConfig
   parse_gin()
   config = ReplayConfig()
   _, specs = builders.make_agent_and_specs(config)
-  server = reverb.Server(builders.make_tables(specs, config), port=port)
+  server = reverb.Server(tables_lib.make_tables(specs, config, LearnerConfig()), port=port)
   yield f'localhost:{port}'
   server.stop()
 

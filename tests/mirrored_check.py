@@ -37,9 +37,12 @@ from tf_agents.trajectories import time_step as ts  # noqa: E402
 from actor import collect  # noqa: E402
 from common import builders  # noqa: E402
 from common import constants  # noqa: E402
+from common.config import LearnerConfig
 from common.config import ReplayConfig  # noqa: E402
 from common.errors import UserError  # noqa: E402
+from common.config import validated_configs
 from learner import train  # noqa: E402
+from replay_server import tables as tables_lib
 
 
 def _batch(collect_data_spec, batch_size):
@@ -96,15 +99,17 @@ def check_run_learner(root, gin_file='gin/dqn_cartpole.gin', bindings=(), sample
   config = ReplayConfig()
   _, specs = builders.make_agent_and_specs(config)
   port = portpicker.pick_unused_port()
-  server = reverb.Server(builders.make_tables(specs, config), port=port)
+  server = reverb.Server(tables_lib.make_tables(specs, config, LearnerConfig()), port=port)
   address = f'localhost:{port}'
   stop = threading.Event()
   actor = threading.Thread(target=collect.run_actor, args=(f'{root}/run', address, 0),
-                           kwargs=dict(max_env_steps=5000, stop_event=stop))
+                           kwargs=dict(max_env_steps=5000, stop_event=stop,
+                                       configs=validated_configs()))
   actor.start()
   try:
     strategy = tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1'])
-    step = train.run_learner(f'{root}/run', address, max_train_steps=20, strategy=strategy)
+    step = train.run_learner(f'{root}/run', address, max_train_steps=20, strategy=strategy,
+        configs=validated_configs())
     priorities = {float(item[0].info.priority) for item in
                   reverb.Client(address).sample(constants.REPLAY_TABLE, 300)} if sample else ()
   finally:

@@ -62,10 +62,10 @@ def _final_step(replay_config):
   """TRAIN_STEPS, or for an on-policy agent the end of the iteration that passes it (an
   iteration's epochs are never cut short)."""
   built = builders.build(replay_config)
-  if built.specs.on_policy is None:
+  if not isinstance(built.specs.family, agents.OnPolicy):
     return TRAIN_STEPS
   per_iteration = on_policy.steps_per_iteration(
-      built.specs.on_policy, config.LearnerConfig().batch_size, built.specs.sequence_length, 1)
+      built.specs.family, config.LearnerConfig().batch_size, built.specs.sequence_length, 1)
   return -(-TRAIN_STEPS // per_iteration) * per_iteration
 
 

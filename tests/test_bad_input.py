@@ -10,6 +10,7 @@ caught before the heavy imports always get 15 s.
 from http import server as http_server
 import importlib.util
 import os
+import shutil
 import socket
 import stat
 import subprocess
@@ -23,7 +24,9 @@ import reverb
 
 from common import builders
 from common import constants
+from common.config import LearnerConfig
 from common.config import ReplayConfig
+from replay_server import tables as tables_lib
 from tests.conftest import CARTPOLE_GIN
 from tests.conftest import FAST_BINDINGS
 from tests.conftest import REPO
@@ -54,10 +57,13 @@ def _env():
   return env
 
 
-def _run_main(module, *args, root_dir):
-  """Runs a main to its end; returns (exit status, stderr error lines, seconds)."""
+def _run_main(module, *args, root_dir, prefix=()):
+  """Runs a main to its end; returns (exit status, stderr error lines, seconds).
+
+  `prefix`: a command that runs the main (`_WITHOUT_DAC_OVERRIDE`).
+  """
   start = time.monotonic()
-  result = subprocess.run([sys.executable, '-m', module, f'--root_dir={root_dir}', *args],
+  result = subprocess.run([*prefix, sys.executable, '-m', module, f'--root_dir={root_dir}', *args],
                           cwd=REPO, capture_output=True, text=True, timeout=120, env=_env())
   elapsed = time.monotonic() - start
   errors = [line for line in result.stderr.splitlines() if line.startswith('error: ')]
@@ -65,9 +71,9 @@ def _run_main(module, *args, root_dir):
   return result.returncode, errors, elapsed, result.stderr
 
 
-def _assert_refused(module, args, root_dir, budget_s, *expected):
+def _assert_refused(module, args, root_dir, budget_s, *expected, prefix=()):
   """Checks one error line containing every `expected` text, exit 2, the budget, no files."""
-  code, errors, elapsed, stderr = _run_main(module, *args, root_dir=root_dir)
+  code, errors, elapsed, stderr = _run_main(module, *args, root_dir=root_dir, prefix=prefix)
   assert code == 2, stderr[-3000:]
   assert len(errors) == 1, stderr[-3000:]
   for text in expected:
@@ -196,14 +202,22 @@ def test_root_dir_under_a_file(tmp_path):
   assert blocker.read_text() == ''
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason='root writes to read-only directories')
+# Root ignores a directory's permission bits through CAP_DAC_OVERRIDE; a main started without
+# it (and without CAP_DAC_READ_SEARCH) meets them as any other user would.
+_WITHOUT_DAC_OVERRIDE = ('setpriv', '--bounding-set=-dac_override,-dac_read_search',
+                         '--inh-caps=-dac_override,-dac_read_search', '--')
+
+
+@pytest.mark.skipif(os.geteuid() == 0 and not shutil.which('setpriv'),
+                    reason='running as root needs setpriv (util-linux) to drop CAP_DAC_OVERRIDE')
 def test_read_only_root_dir(tmp_path):
   parent = tmp_path / 'read_only'
   parent.mkdir()
   parent.chmod(stat.S_IRUSR | stat.S_IXUSR)
+  prefix = _WITHOUT_DAC_OVERRIDE if os.geteuid() == 0 else ()
   try:
     _assert_refused('learner.main', GIN, str(parent / 'run'), BUDGET_S,
-                    'cannot write to --root_dir', 'pass a writable --root_dir')
+                    'cannot write to --root_dir', 'pass a writable --root_dir', prefix=prefix)
   finally:
     parent.chmod(stat.S_IRWXU)
 
@@ -244,7 +258,7 @@ def _server(bindings=FAST_BINDINGS):
   config = ReplayConfig()
   _, specs = builders.make_agent_and_specs(config)
   port = portpicker.pick_unused_port()
-  return reverb.Server(builders.make_tables(specs, config), port=port), port
+  return reverb.Server(tables_lib.make_tables(specs, config, LearnerConfig()), port=port), port
 
 
 def _refused_by_cartpole_server(module, bindings, root_dir, budget_s, *expected):

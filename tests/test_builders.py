@@ -16,6 +16,7 @@ from common import replay
 from common.config import LearnerConfig
 from common.config import ReplayConfig
 from common.errors import UserError
+from replay_server import tables as tables_lib
 from tests.conftest import GIN_DIR
 from tests.conftest import parse_gin
 
@@ -55,7 +56,7 @@ def test_tables_have_the_configured_size_and_signature(port):
   parse_gin()
   config = ReplayConfig()
   _, specs = builders.make_agent_and_specs(config)
-  server = reverb.Server(builders.make_tables(specs, config), port=port)
+  server = reverb.Server(tables_lib.make_tables(specs, config, LearnerConfig()), port=port)
   try:
     info = reverb.Client(f'localhost:{port}').server_info()
     assert info[constants.REPLAY_TABLE].max_size == 100000
@@ -67,14 +68,14 @@ def test_tables_have_the_configured_size_and_signature(port):
 
 
 def test_min_size_limiter_without_samples_per_insert():
-  limiter = replay.make_rate_limiter(ReplayConfig(min_size=10))
+  limiter = tables_lib.make_rate_limiter(ReplayConfig(min_size=10))
   assert isinstance(limiter, reverb.rate_limiters.MinSize)
 
 
 @pytest.mark.parametrize('spi,min_size', [(0.5, 1), (1.0, 1), (64.0, 100), (256.0, 10000),
                                           (1000.0, 1)])
 def test_sample_to_insert_ratio_error_buffer_passes_reverb_checks(spi, min_size):
-  limiter = replay.make_rate_limiter(ReplayConfig(min_size=min_size, samples_per_insert=spi))
+  limiter = tables_lib.make_rate_limiter(ReplayConfig(min_size=min_size, samples_per_insert=spi))
   assert isinstance(limiter, reverb.rate_limiters.SampleToInsertRatio)
   # Reverb's own deadlock rules: a range of at least 2 * max(1, spi) that contains the offset.
   assert limiter._max_diff - limiter._min_diff >= 2 * max(1.0, spi)

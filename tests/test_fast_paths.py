@@ -26,12 +26,15 @@ from actor import collect
 from actor import evaluate
 from actor import inference
 from actor import vector_env
+from actor import writer as writer_lib
 from common import agents
 from common import builders
 from common import environments
 from common import replay
 from common.config import ReplayConfig
 from common.errors import ItemRejectedError
+from common.config import validated_configs
+from learner import dataset as learner_dataset
 from tests.conftest import parse_gin
 from tests.conftest import wait_until
 
@@ -78,7 +81,7 @@ def test_observer_writes_the_items_of_the_stock_observer(port):
   client = reverb.Client(f'localhost:{port}')
   try:
     trajectories = _trajectories(1, 300)
-    ours = replay.BatchedTrajectoryObserver(client, 1, 2, table='ours')
+    ours = writer_lib.BatchedTrajectoryObserver(client, 1, 2, table='ours')
     stock = reverb_utils.ReverbAddTrajectoryObserver(client, 'stock', sequence_length=2)
     for batched in trajectories:
       ours(batched)
@@ -108,7 +111,7 @@ def test_batched_observer_keeps_each_environment_in_its_own_items(port):
     marked = [t._replace(observation=np.concatenate(
         [t.observation[:, :3], np.arange(3, dtype=np.float32)[:, None] + 100], axis=1))
               for t in trajectories]
-    observer = replay.BatchedTrajectoryObserver(client, 3, 2, table='ours')
+    observer = writer_lib.BatchedTrajectoryObserver(client, 3, 2, table='ours')
     for t in marked:
       observer(t)
     observer.flush()
@@ -132,7 +135,7 @@ def test_observer_refuses_columns_and_priorities_the_table_cannot_take(port):
   server = reverb.Server([_fifo_table('ours', specs.replay_signature)], port=port)
   client = reverb.Client(f'localhost:{port}')
   try:
-    observer = replay.BatchedTrajectoryObserver(client, 3, 2, table='ours',
+    observer = writer_lib.BatchedTrajectoryObserver(client, 3, 2, table='ours',
                                                 step_spec=specs.collect_data_spec)
     good = _trajectories(3, 4)
     for t in good:
@@ -187,8 +190,9 @@ def test_observer_follows_a_rate_limiter_with_few_items_pending(port, capfd):
   sampler = threading.Thread(target=sample_slowly)
   try:
     trajectories = _trajectories(1, 400)
-    observer = replay.BatchedTrajectoryObserver(client, 1, 2, table='held', max_pending_items=32,
-                                                is_running=running.is_set)
+    observer = writer_lib.BatchedTrajectoryObserver(client, 1, 2, table='held',
+                                                    max_pending_items=32,
+                                                    is_running=running.is_set)
     written = []
     writer = threading.Thread(target=lambda: written.extend(
         observer.write(tf.nest.flatten(t), t.is_boundary()) for t in trajectories))
@@ -322,11 +326,12 @@ def test_random_policy_stays_within_the_action_spec():
 def test_compiled_learner_trains_with_xla(cartpole_server, tmp_path):
   from tf_agents.train.utils import train_utils  # pylint: disable=g-import-not-at-top
   from learner import compiled_learner  # pylint: disable=g-import-not-at-top
-  collect.run_actor(str(tmp_path), cartpole_server, task=0, max_env_steps=200)
+  collect.run_actor(str(tmp_path), cartpole_server, task=0, max_env_steps=200,
+      configs=validated_configs())
   config = ReplayConfig()
   train_step = train_utils.create_train_step()
   agent, specs = builders.make_agent_and_specs(config, train_step)
-  dataset = replay.make_dataset(cartpole_server, specs.collect_data_spec, 16, 2, 5000)
+  dataset = learner_dataset.make_dataset(cartpole_server, specs.collect_data_spec, 16, 2, 5000)
   learner = compiled_learner.CompiledLearner(
       str(tmp_path / 'learner'), train_step, agent, checkpoint_interval=-1,
       summary_interval=5, use_xla=True)

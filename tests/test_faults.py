@@ -19,6 +19,7 @@ import pytest
 import reverb
 
 from common import constants
+from common.config import validated_configs
 from learner import agent_record
 from replay_server import checkpoints as checkpoints_lib
 from replay_server import server as server_lib
@@ -311,7 +312,7 @@ def test_incomplete_replay_checkpoint_is_never_loaded_or_counted(tmp_path):
   from common.config import ReplayConfig  # pylint: disable=g-import-not-at-top
   root = str(tmp_path / 'run')
   port = portpicker.pick_unused_port()
-  server = server_lib.ReplayServer(root, port, ReplayConfig(), keep_checkpoints=1)
+  server = server_lib.ReplayServer(root, port, validated_configs(), keep_checkpoints=1)
   try:
     client = reverb.Client(f'localhost:{port}')
     _insert_cartpole_items(client, 10)
@@ -330,7 +331,7 @@ def test_incomplete_replay_checkpoint_is_never_loaded_or_counted(tmp_path):
   assert checkpoints_lib.complete_checkpoints(directory) == [complete]
   checkpoints_lib.prune_checkpoints(directory, keep=1)
   assert os.path.isdir(complete)  # The incomplete one did not count towards `keep`.
-  server = server_lib.ReplayServer(root, port, ReplayConfig(), keep_checkpoints=1)
+  server = server_lib.ReplayServer(root, port, validated_configs(), keep_checkpoints=1)
   try:
     # The 10 items of the complete checkpoint, not the 20 of the newer, incomplete one.
     assert server.info()[constants.REPLAY_TABLE].current_size == 10

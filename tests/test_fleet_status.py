@@ -10,12 +10,14 @@ import numpy as np
 import reverb
 
 from actor import evaluate
+from actor import status as status_lib
 from common import agents
 from common import constants
 from common import replay
-from common import reverb_rpc
+from common.config import validated_configs
 from launcher import fleet_status
 from launcher import processes
+from launcher import reverb_rpc
 from tests.conftest import REPO
 from tests.conftest import wait_until
 
@@ -50,16 +52,16 @@ def _push_weights(address: str, train_step: int) -> None:
 def _insert_replay_items(address: str, count: int, root_dir: str) -> None:
   """Items through a real actor run, so the replay table's counters move."""
   from actor import collect  # pylint: disable=g-import-not-at-top
-  collect.run_actor(root_dir, address, task=0, max_env_steps=count)
+  collect.run_actor(root_dir, address, task=0, max_env_steps=count, configs=validated_configs())
 
 
 def test_status_shows_the_fleet_without_tensorflow(cartpole_server, root_dir):
   client = reverb.Client(cartpole_server)
   _insert_replay_items(cartpole_server, 120, root_dir)
   _push_weights(cartpole_server, 1234)
-  assert replay.publish_status(client, {'role': 'actor', 'task': 0, 'env_steps': 5000,
+  assert status_lib.publish_status(client, {'role': 'actor', 'task': 0, 'env_steps': 5000,
                                         'env_steps_per_s': 480.0, 'weights_step': 1200})
-  assert replay.publish_status(client, {'role': 'actor', 'task': 1, 'env_steps': 4000,
+  assert status_lib.publish_status(client, {'role': 'actor', 'task': 1, 'env_steps': 4000,
                                         'env_steps_per_s': 420.0, 'weights_step': 1230})
   os.makedirs(os.path.join(root_dir, constants.EVAL_DIR), exist_ok=True)
   evaluate.append_csv_row(os.path.join(root_dir, constants.EVAL_CSV), dict(

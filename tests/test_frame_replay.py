@@ -12,13 +12,18 @@ import reverb
 from tf_agents.trajectories import time_step as ts
 from tf_agents.trajectories import trajectory as trajectory_lib
 
+from actor import writer as writer_lib
 from bench import harness
 from common import builders
 from common import config
+from common import constants
 from common import environments
 from common import replay
+from common.config import LearnerConfig
 from common.config import ReplayConfig
 from common.errors import UserError
+from learner import dataset as learner_dataset
+from replay_server import tables as tables_lib
 from tests.conftest import GIN_DIR
 
 PONG_GIN = os.path.join(GIN_DIR, 'dqn_pong.gin')
@@ -78,10 +83,10 @@ def test_frames_stored_once_rebuild_every_observation_the_actor_saw():
   trajectories = _play(num_envs=2, steps=70, episode_steps=25)
   assert any(t.is_boundary().any() for t in trajectories)  # items start again after an end
   specs, replay_config = _specs()
-  server = reverb.Server(builders.make_tables(specs, replay_config))
+  server = reverb.Server(tables_lib.make_tables(specs, replay_config, LearnerConfig()))
   address = f'localhost:{server.port}'
   try:
-    observer = replay.BatchedTrajectoryObserver(
+    observer = writer_lib.BatchedTrajectoryObserver(
         reverb.Client(address), 2, specs.sequence_length, step_spec=specs.collect_data_spec,
         frame_stack=specs.frame_stack)
     for trajectory in trajectories:
@@ -90,12 +95,12 @@ def test_frames_stored_once_rebuild_every_observation_the_actor_saw():
     observer.close()
     written = {env: _windows(trajectories, env, specs.sequence_length) for env in (0, 1)}
     expected = sum(len(w) for w in written.values())
-    info = reverb.Client(address).server_info()[replay.constants.REPLAY_TABLE]
+    info = reverb.Client(address).server_info()[constants.REPLAY_TABLE]
     assert info.current_size == expected
     keys = {(obs.tobytes(), actions.tobytes())
             for windows in written.values() for obs, actions in windows}
-    dataset = replay.make_dataset(address, specs.collect_data_spec, 64, specs.sequence_length,
-                                  5000, specs.frame_stack)
+    dataset = learner_dataset.make_dataset(address, specs.collect_data_spec, 64,
+                                           specs.sequence_length, 5000, specs.frame_stack)
     seen = set()
     for experience, _ in dataset.take(4):
       assert experience.observation.shape == (64, specs.sequence_length, 84, 84, 4)
@@ -131,7 +136,7 @@ def _server_bytes_per_transition(bindings, transitions):
   frames: each step's newest frame is new, the older ones are the previous steps' frames."""
   with harness.MeasuredServer(PONG_GIN, OPEN_TABLE + tuple(bindings)) as server:
     specs, _ = _specs(*bindings)
-    observer = replay.BatchedTrajectoryObserver(
+    observer = writer_lib.BatchedTrajectoryObserver(
         reverb.Client(server.address), 1, specs.sequence_length,
         step_spec=specs.collect_data_spec, frame_stack=specs.frame_stack)
     rng = np.random.RandomState(0)

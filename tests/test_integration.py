@@ -19,11 +19,15 @@ from common import builders
 from common import constants
 from common import replay
 from common import variables as variables_lib
+from common.config import LearnerConfig
 from common.config import ReplayConfig
+from common.config import validated_configs
+from learner import dataset as learner_dataset
 from learner import divergence
 from learner import train
 from replay_server import checkpoints as checkpoints_lib
 from replay_server import server as server_lib
+from replay_server import tables as tables_lib
 from tests.conftest import FAST_BINDINGS
 from tests.conftest import parse_gin
 from tests.conftest import wait_until
@@ -45,10 +49,12 @@ def test_actor_thread_and_learner_train_together(cartpole_server, root_dir):
   result = {}
   actor_thread = threading.Thread(
       target=lambda: result.update(steps=collect.run_actor(
-          root_dir, cartpole_server, task=0, max_env_steps=3000, stop_event=stop)))
+          root_dir, cartpole_server, task=0, max_env_steps=3000, stop_event=stop,
+              configs=validated_configs())))
   actor_thread.start()
   try:
-    final_step = train.run_learner(root_dir, cartpole_server, max_train_steps=60)
+    final_step = train.run_learner(root_dir, cartpole_server, max_train_steps=60,
+        configs=validated_configs())
   finally:
     stop.set()
     actor_thread.join(timeout=60)
@@ -66,7 +72,8 @@ def test_actor_thread_and_learner_train_together(cartpole_server, root_dir):
 
 
 def test_actor_stops_at_max_env_steps_and_writes_every_step(cartpole_server, root_dir):
-  steps = collect.run_actor(root_dir, cartpole_server, task=1, max_env_steps=200)
+  steps = collect.run_actor(root_dir, cartpole_server, task=1, max_env_steps=200,
+      configs=validated_configs())
   # It stops at the budget, at most one (batched) step past it.
   assert 200 <= steps <= 201
   # A 2-step item for every step but the first of each episode: 200 steps, >= ~180 items.
@@ -76,7 +83,8 @@ def test_actor_stops_at_max_env_steps_and_writes_every_step(cartpole_server, roo
 def test_batched_actor_collects_from_every_environment(cartpole_server, root_dir):
   parse_gin(bindings=('ActorConfig.num_envs = 4', 'ActorConfig.steps_per_run = 40',
                       'ReplayConfig.min_size = 64'))
-  steps = collect.run_actor(root_dir, cartpole_server, task=0, max_env_steps=400)
+  steps = collect.run_actor(root_dir, cartpole_server, task=0, max_env_steps=400,
+      configs=validated_configs())
   # The batch steps in lockstep, so the actor stops within one run past the budget.
   assert 400 <= steps < 400 + 40 + 4
   # Every environment writes its own items: with only one writing, ~1/4 of this would arrive.
@@ -164,12 +172,13 @@ def test_min_size_limiter_blocks_sampling_until_min_size(cartpole_server, tmp_pa
   parse_gin()
   config = ReplayConfig()
   _, specs = builders.make_agent_and_specs(config)
-  dataset = replay.make_dataset(cartpole_server, specs.collect_data_spec, batch_size=8,
+  dataset = learner_dataset.make_dataset(cartpole_server, specs.collect_data_spec, batch_size=8,
                                 sequence_length=2, rate_limiter_timeout_ms=300)
   # Empty table: the sample waits 300 ms on the limiter, then the dataset ends (no hang).
   with pytest.raises(StopIteration):
     next(iter(dataset))
-  collect.run_actor(str(tmp_path), cartpole_server, task=0, max_env_steps=120)
+  collect.run_actor(str(tmp_path), cartpole_server, task=0, max_env_steps=120,
+      configs=validated_configs())
   experience, _ = next(iter(dataset))
   assert experience.observation.shape == (8, 2, 4)
 
@@ -179,14 +188,15 @@ def test_sample_to_insert_ratio_holds_samples_and_inserts_together(port, tmp_pat
                       'ReplayConfig.samples_per_insert_tolerance = 0.1'))
   config = ReplayConfig()
   _, specs = builders.make_agent_and_specs(config)
-  server = reverb.Server(builders.make_tables(specs, config), port=port)
+  server = reverb.Server(tables_lib.make_tables(specs, config, LearnerConfig()), port=port)
   address = f'localhost:{port}'
   stop = threading.Event()
   actor = threading.Thread(target=collect.run_actor, args=(str(tmp_path), address, 0),
-                           kwargs=dict(max_env_steps=200, stop_event=stop))
+                           kwargs=dict(max_env_steps=200, stop_event=stop,
+                                       configs=validated_configs()))
   try:
     actor.start()
-    dataset = replay.make_dataset(address, specs.collect_data_spec, batch_size=1,
+    dataset = learner_dataset.make_dataset(address, specs.collect_data_spec, batch_size=1,
                                   sequence_length=2, rate_limiter_timeout_ms=2000)
     sampled = 0
     # The sampler is held back to the inserts, and the actor (blocked on inserts whenever the
@@ -208,12 +218,14 @@ def test_sample_to_insert_ratio_holds_samples_and_inserts_together(port, tmp_pat
     server.stop()
 
 
+@pytest.mark.slow  # Waits out rate-limiter timeouts or trains to a checkpoint: seconds each.
 def test_learner_logs_table_state_while_starved(cartpole_server, root_dir, caplog):
   parse_gin(bindings=('LearnerConfig.rate_limiter_timeout_s = 0.3',))
   stop = threading.Event()
   thread = threading.Thread(target=train.run_learner,
                             args=(root_dir, cartpole_server),
-                            kwargs=dict(max_train_steps=10, stop_event=stop))
+                            kwargs=dict(max_train_steps=10, stop_event=stop,
+                                        configs=validated_configs()))
   with caplog.at_level(logging.INFO):
     thread.start()
     try:
@@ -228,26 +240,32 @@ def test_learner_logs_table_state_while_starved(cartpole_server, root_dir, caplo
 
 
 def test_learner_resumes_from_its_checkpoint(cartpole_server, root_dir):
-  collect.run_actor(root_dir, cartpole_server, task=0, max_env_steps=200)
-  assert train.run_learner(root_dir, cartpole_server, max_train_steps=50) == 50
+  collect.run_actor(root_dir, cartpole_server, task=0, max_env_steps=200,
+      configs=validated_configs())
+  assert train.run_learner(root_dir, cartpole_server, max_train_steps=50,
+      configs=validated_configs()) == 50
   parse_gin()
   # A new learner on the same root_dir continues from step 50 rather than from 0.
-  assert train.run_learner(root_dir, cartpole_server, max_train_steps=70) == 70
+  assert train.run_learner(root_dir, cartpole_server, max_train_steps=70,
+      configs=validated_configs()) == 70
   checkpoints = os.listdir(os.path.join(root_dir, 'learner', 'train', 'checkpoints'))
   assert any('70' in name for name in checkpoints)
 
 
+@pytest.mark.slow  # Waits out rate-limiter timeouts or trains to a checkpoint: seconds each.
 def test_diverged_learner_stops_before_saving_or_pushing_non_finite_weights(cartpole_server,
                                                                             root_dir, caplog):
-  collect.run_actor(root_dir, cartpole_server, task=0, max_env_steps=200)
-  assert train.run_learner(root_dir, cartpole_server, max_train_steps=20) == 20
+  collect.run_actor(root_dir, cartpole_server, task=0, max_env_steps=200,
+      configs=validated_configs())
+  assert train.run_learner(root_dir, cartpole_server, max_train_steps=20,
+      configs=validated_configs()) == 20
   checkpoint_dir = os.path.join(root_dir, 'learner', 'train', 'checkpoints')
   policy_dir = os.path.join(root_dir, constants.POLICY_DIR, 'greedy_policy')
   exported_at = os.stat(policy_dir).st_mtime_ns
   parse_gin(bindings=FAST_BINDINGS + ('dqn_agent.learning_rate = 1e30',))
   with caplog.at_level(logging.WARNING):
     with pytest.raises(divergence.DivergedError) as e:
-      train.run_learner(root_dir, cartpole_server, max_train_steps=500)
+      train.run_learner(root_dir, cartpole_server, max_train_steps=500, configs=validated_configs())
   # Its watchdog stopped with the loop: left running, it would end this process (os._exit(3))
   # once the server is gone for its deadline.
   assert not [t.name for t in threading.enumerate() if t.name == 'learner watchdog']
@@ -266,7 +284,8 @@ def test_diverged_learner_stops_before_saving_or_pushing_non_finite_weights(cart
   assert all(np.isfinite(w).all() for w in weights if w.dtype.kind == 'f')
   # The last good checkpoint still loads: a learner with the old settings resumes from it.
   parse_gin()
-  assert train.run_learner(root_dir, cartpole_server, max_train_steps=30) == 30
+  assert train.run_learner(root_dir, cartpole_server, max_train_steps=30,
+      configs=validated_configs()) == 30
 
 
 def test_finite_check_names_the_first_non_finite_variable(tmp_path):
@@ -283,18 +302,23 @@ def test_finite_check_names_the_first_non_finite_variable(tmp_path):
   divergence.FiniteCheck([tf.Variable([1.0])], str(tmp_path))(9, 0.5)  # Finite: no error.
 
 
+@pytest.mark.slow  # Waits out rate-limiter timeouts or trains to a checkpoint: seconds each.
 def test_learner_falls_back_past_a_truncated_checkpoint(cartpole_server, root_dir, caplog):
-  collect.run_actor(root_dir, cartpole_server, task=0, max_env_steps=200)
-  assert train.run_learner(root_dir, cartpole_server, max_train_steps=20) == 20
+  collect.run_actor(root_dir, cartpole_server, task=0, max_env_steps=200,
+      configs=validated_configs())
+  assert train.run_learner(root_dir, cartpole_server, max_train_steps=20,
+      configs=validated_configs()) == 20
   parse_gin()
-  assert train.run_learner(root_dir, cartpole_server, max_train_steps=30) == 30
+  assert train.run_learner(root_dir, cartpole_server, max_train_steps=30,
+      configs=validated_configs()) == 30
   checkpoint_dir = os.path.join(root_dir, 'learner', 'train', 'checkpoints')
   data = tf.io.gfile.glob(os.path.join(checkpoint_dir, 'ckpt-30.data-*'))[0]
   with open(data, 'r+b') as f:
     f.truncate(os.path.getsize(data) // 2)
   parse_gin()
   with caplog.at_level(logging.WARNING):
-    assert train.run_learner(root_dir, cartpole_server, max_train_steps=25) == 25
+    assert train.run_learner(root_dir, cartpole_server, max_train_steps=25,
+        configs=validated_configs()) == 25
   assert 'learner checkpoint ckpt-30 is unreadable (' in caplog.text
   assert 'falling back to ckpt-20' in caplog.text
   corrupt = os.listdir(os.path.join(root_dir, 'learner', 'corrupt'))
@@ -302,11 +326,12 @@ def test_learner_falls_back_past_a_truncated_checkpoint(cartpole_server, root_di
 
 
 def test_eval_writes_a_csv_row_for_the_pushed_weights(cartpole_server, root_dir):
-  collect.run_actor(root_dir, cartpole_server, task=0, max_env_steps=100)
+  collect.run_actor(root_dir, cartpole_server, task=0, max_env_steps=100,
+      configs=validated_configs())
   parse_gin()
-  train.run_learner(root_dir, cartpole_server, max_train_steps=10)
+  train.run_learner(root_dir, cartpole_server, max_train_steps=10, configs=validated_configs())
   parse_gin()
-  assert evaluate.run_eval(root_dir, cartpole_server, max_evals=1) == 1
+  assert evaluate.run_eval(root_dir, cartpole_server, max_evals=1, configs=validated_configs()) == 1
   rows = evaluate.read_csv(os.path.join(root_dir, constants.EVAL_CSV))
   assert len(rows) == 1
   assert rows[0]['train_step'] == 10
@@ -318,12 +343,13 @@ def test_eval_writes_a_csv_row_for_the_pushed_weights(cartpole_server, root_dir)
 def test_replay_server_checkpoints_on_stop_and_restores(root_dir, port, tmp_path):
   parse_gin()
   stop, ready = threading.Event(), threading.Event()
-  thread = threading.Thread(target=server_lib.serve, args=(root_dir, port, 0),
+  thread = threading.Thread(target=server_lib.serve,
+                            args=(root_dir, port, validated_configs(), 0),
                             kwargs=dict(stop_event=stop, ready_event=ready))
   thread.start()
   assert ready.wait(60)
   address = f'localhost:{port}'
-  collect.run_actor(str(tmp_path), address, task=0, max_env_steps=150)
+  collect.run_actor(str(tmp_path), address, task=0, max_env_steps=150, configs=validated_configs())
   size = reverb.Client(address).server_info()[constants.REPLAY_TABLE].current_size
   stop.set()
   thread.join(timeout=60)
@@ -332,7 +358,8 @@ def test_replay_server_checkpoints_on_stop_and_restores(root_dir, port, tmp_path
   assert len(checkpoints) == 1
 
   stop, ready = threading.Event(), threading.Event()
-  thread = threading.Thread(target=server_lib.serve, args=(root_dir, port, 0),
+  thread = threading.Thread(target=server_lib.serve,
+                            args=(root_dir, port, validated_configs(), 0),
                             kwargs=dict(stop_event=stop, ready_event=ready))
   thread.start()
   try:

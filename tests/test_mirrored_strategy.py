@@ -13,6 +13,9 @@ import pytest
 
 from tests.conftest import REPO
 
+# Each test trains in its own TensorFlow process on several virtual devices (2 minutes in all).
+pytestmark = pytest.mark.slow
+
 
 def _run(tmp_path, check):
   result = subprocess.run(

@@ -14,17 +14,21 @@ from tf_agents.agents.categorical_dqn import categorical_dqn_agent as c51_lib
 from tf_agents.trajectories import time_step as ts
 from tf_agents.trajectories import trajectory as trajectory_lib
 
+from actor import writer as writer_lib
 from common import agents
 from common import builders
 from common import config
 from common import connection
 from common import constants
 from common import replay
+from common.config import LearnerConfig
 from common.config import ReplayConfig
 from common.errors import SignatureMismatchError
 from common.errors import UserError
 from learner import compiled_learner
+from learner import dataset as learner_dataset
 from learner import priorities
+from replay_server import tables as tables_lib
 from tests.conftest import GIN_DIR
 
 APEX_GIN = os.path.join(GIN_DIR, 'apex_dqn_cartpole.gin')
@@ -40,7 +44,8 @@ def _load(gin_file, *bindings):
 
 
 def _server(built, replay_config, port):
-  server = reverb.Server(builders.make_tables(built.specs, replay_config), port=port)
+  server = reverb.Server(tables_lib.make_tables(built.specs, replay_config, LearnerConfig()),
+                         port=port)
   return server, f'localhost:{port}'
 
 
@@ -66,7 +71,7 @@ def _episode(length, seed=0):
 
 
 def _write(address, steps, sequence_length):
-  observer = replay.BatchedTrajectoryObserver(reverb.Client(address), 1, sequence_length)
+  observer = writer_lib.BatchedTrajectoryObserver(reverb.Client(address), 1, sequence_length)
   for step in steps:
     observer(step)
   assert observer.flush(timeout_s=30)
@@ -81,8 +86,8 @@ def _agent_loss(agent, experience):
 
 
 def _sample_all(address, specs, count):
-  dataset = replay.make_dataset(address, specs.collect_data_spec, count, specs.sequence_length,
-                                5000)
+  dataset = learner_dataset.make_dataset(address, specs.collect_data_spec, count,
+                                         specs.sequence_length, 5000)
   return next(iter(dataset))
 
 
@@ -294,7 +299,7 @@ def _prioritized_learner(built, replay_config, address, tmp_path, on_priorities)
   learner = compiled_learner.CompiledLearner(
       str(tmp_path / 'learner'), built.agent.train_step_counter, built.agent,
       checkpoint_interval=-1, prioritized_step=step, on_priorities=on_priorities)
-  iterator = iter(replay.make_dataset(address, built.specs.collect_data_spec, 16,
+  iterator = iter(learner_dataset.make_dataset(address, built.specs.collect_data_spec, 16,
                                       built.specs.sequence_length, 5000))
   return learner, iterator
 
@@ -420,7 +425,7 @@ def test_actors_insert_new_items_at_the_priority_the_learner_pushed(port):
   assert constants.MAX_PRIORITY_KEY in built.specs.variables_signature
   server, address = _server(built, replay_config, port)
   try:
-    observer = replay.BatchedTrajectoryObserver(reverb.Client(address), 1,
+    observer = writer_lib.BatchedTrajectoryObserver(reverb.Client(address), 1,
                                                 built.specs.sequence_length)
     observer.priority = 7.5
     for step in _episode(5):

@@ -17,15 +17,20 @@ from tf_agents.trajectories import time_step as ts
 from tf_agents.trajectories import trajectory as trajectory_lib
 
 from actor import collect
+from actor import writer as writer_lib
 from common import agents
 from common import builders
 from common import config
 from common import constants
 from common import replay
 from common import variables as variables_lib
+from common.config import LearnerConfig
 from common.config import ReplayConfig
+from common.config import validated_configs
 from common.errors import UserError
+from learner import dataset as learner_dataset
 from learner import on_policy
+from replay_server import tables as tables_lib
 from tests.conftest import GIN_DIR
 from tests.conftest import wait_until
 
@@ -41,9 +46,9 @@ def _load(*bindings):
 
 def _server(built, port, capacity=None):
   """The agent's tables; `capacity` replaces the queue's size (to hold a test's items)."""
-  tables = builders.make_tables(built.specs, ReplayConfig())
+  tables = tables_lib.make_tables(built.specs, ReplayConfig(), LearnerConfig())
   if capacity is not None:
-    tables[0] = replay.make_queue_table(built.specs.collect_data_spec,
+    tables[0] = tables_lib.make_queue_table(built.specs.collect_data_spec,
                                         built.specs.sequence_length, capacity)
   return reverb.Server(tables, port=port), f'localhost:{port}'
 
@@ -78,7 +83,7 @@ def _steps(num_envs, length, last_at=()):
 
 def _write(address, built, steps, num_envs, priorities):
   """Writes `steps` end to end; item k of each environment gets priorities[k]."""
-  observer = replay.BatchedTrajectoryObserver(
+  observer = writer_lib.BatchedTrajectoryObserver(
       reverb.Client(address), num_envs, LENGTH, step_spec=built.specs.collect_data_spec,
       end_to_end=True)
   items = 0
@@ -181,7 +186,7 @@ def test_stale_items_are_dropped_at_the_configured_lag(max_policy_lag, kept, por
   train_step = tf.Variable(0, dtype=tf.int64)
   built = builders.build(replay_config, train_step)
   trainer = on_policy.OnPolicyTrainer(
-      str(tmp_path / 'learner'), train_step, built.agent, built.specs.on_policy, 1, LENGTH,
+      str(tmp_path / 'learner'), train_step, built.agent, built.specs.family, 1, LENGTH,
       tf.distribute.get_strategy(), checkpoint_interval=-1, summary_interval=1000,
       max_checkpoints_to_keep=1)
   per_iteration = trainer.steps_per_iteration
@@ -192,7 +197,7 @@ def test_stale_items_are_dropped_at_the_configured_lag(max_policy_lag, kept, por
   try:
     _write(address, built, _steps(1, 4 * LENGTH), 1,
            [float(v * per_iteration) for v in versions])
-    iterator = on_policy.make_item_iterator(address, constants.REPLAY_TABLE,
+    iterator = learner_dataset.make_item_iterator(address, constants.REPLAY_TABLE,
                                             built.specs.replay_signature, 5000)
     batches = []
     for _ in kept:
@@ -215,6 +220,7 @@ def test_stale_items_are_dropped_at_the_configured_lag(max_policy_lag, kept, por
   assert 'dropped_stale=' in trainer.interval_line()
 
 
+@pytest.mark.slow  # Waits out rate-limiter timeouts or trains to a checkpoint: seconds each.
 def test_an_on_policy_actor_waits_for_weights_and_tags_items_with_their_version(root_dir, port):
   replay_config = _load('ActorConfig.num_envs = 2', 'ActorConfig.log_interval_s = 1.0')
   train_step = tf.Variable(0, dtype=tf.int64)
@@ -222,7 +228,8 @@ def test_an_on_policy_actor_waits_for_weights_and_tags_items_with_their_version(
   server, address = _server(built, port)
   stop = threading.Event()
   actor = threading.Thread(target=collect.run_actor, args=(root_dir, address, 0),
-                           kwargs=dict(stop_event=stop, server_timeout_s=30))
+                           kwargs=dict(stop_event=stop, server_timeout_s=30,
+                                       configs=validated_configs()))
   client = reverb.Client(address)
   size = lambda: client.server_info()[constants.REPLAY_TABLE].current_size
   pusher = variables_lib.VariableClient(address, built.variables)

@@ -28,13 +28,19 @@ from common import agents
 from common import builders
 from common import constants
 from common import variables as variables_lib
+from common.config import LearnerConfig
 from common.config import EvalConfig
 from common.config import ReplayConfig
+from common.config import validated_configs
 from learner import export
 from learner import train
+from replay_server import tables as tables_lib
 from tests.conftest import FRESH_PROCESS_HEADER
 from tests.conftest import GIN_DIR
 from tests.conftest import parse_gin
+
+# Trains a learner and an actor to eval's return, then loads the export in a fresh process.
+pytestmark = pytest.mark.slow
 
 TRAIN_STEPS = 300
 
@@ -47,6 +53,7 @@ from tf_agents.policies import py_tf_eager_policy
 
 import numpy as np
 from tf_agents.trajectories import time_step as ts
+
 
 policy_dir, env_name, seed, num_episodes, probe_path = sys.argv[1:6]
 seed, num_episodes = int(seed), int(num_episodes)
@@ -92,8 +99,8 @@ def test_exported_policy_loads_without_the_project_and_reaches_evals_return(
     gin_name, env_name, port, root_dir, tmp_path):
   gin_file = os.path.join(GIN_DIR, gin_name)
   parse_gin(gin_file, _bindings())
-  server = reverb.Server(builders.make_tables(builders.build(ReplayConfig()).specs,
-                                              ReplayConfig()), port=port)
+  server = reverb.Server(tables_lib.make_tables(builders.build(ReplayConfig()).specs,
+                                              ReplayConfig(), LearnerConfig()), port=port)
   cartpole_server = f'localhost:{port}'
   try:
     _check_portable(gin_file, env_name, cartpole_server, root_dir, tmp_path)
@@ -104,17 +111,19 @@ def test_exported_policy_loads_without_the_project_and_reaches_evals_return(
 def _check_portable(gin_file, env_name, cartpole_server, root_dir, tmp_path):
   stop = threading.Event()
   actor = threading.Thread(target=collect.run_actor, args=(root_dir, cartpole_server, 0),
-                           kwargs=dict(max_env_steps=20_000, stop_event=stop))
+                           kwargs=dict(max_env_steps=20_000, stop_event=stop,
+                                       configs=validated_configs()))
   actor.start()
   try:
     assert train.run_learner(root_dir, cartpole_server,
-                             max_train_steps=TRAIN_STEPS) == TRAIN_STEPS
+                             max_train_steps=TRAIN_STEPS,
+                                 configs=validated_configs()) == TRAIN_STEPS
   finally:
     stop.set()
     actor.join(timeout=120)
   assert not actor.is_alive()
   parse_gin(gin_file, _bindings())
-  assert evaluate.run_eval(root_dir, cartpole_server, max_evals=1) == 1
+  assert evaluate.run_eval(root_dir, cartpole_server, max_evals=1, configs=validated_configs()) == 1
   row = evaluate.read_csv(os.path.join(root_dir, constants.EVAL_CSV))[-1]
   assert row['train_step'] == TRAIN_STEPS  # Eval ran on the learner's final weights...
   eval_config = EvalConfig()

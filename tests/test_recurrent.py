@@ -17,14 +17,17 @@ from tf_agents.trajectories import trajectory as trajectory_lib
 from actor import collect
 from actor import inference
 from actor import vector_env
+from actor import writer as writer_lib
 from common import agents
 from common import builders
 from common import config
 from common import constants
 from common import environments
-from common import q_agents
+from common.agents import dqn
 from common import replay
+from common.config import LearnerConfig
 from common.config import ReplayConfig
+from replay_server import tables as tables_lib
 from tests.conftest import GIN_DIR
 
 RNN_GINS = pytest.mark.parametrize('gin_name', [
@@ -108,11 +111,11 @@ def test_burn_in_masks_the_first_transitions_of_each_sequence_out_of_the_loss():
   rng = np.random.RandomState(0)
   targets, q_values = (tf.constant(rng.normal(size=(4, 9)), tf.float32) for _ in range(2))
   squared = ((targets - q_values) ** 2).numpy()
-  masked = q_agents.burn_in_loss(3)(targets, q_values).numpy()
+  masked = dqn.burn_in_loss(3)(targets, q_values).numpy()
   np.testing.assert_array_equal(masked[:, :3], 0.0)
   np.testing.assert_allclose(masked[:, 3:], squared[:, 3:], rtol=1e-6)
-  np.testing.assert_allclose(q_agents.burn_in_loss(0)(targets, q_values), squared, rtol=1e-6)
-  flat = q_agents.burn_in_loss(3)(targets[:, 0], q_values[:, 0])  # No time axis: unchanged.
+  np.testing.assert_allclose(dqn.burn_in_loss(0)(targets, q_values), squared, rtol=1e-6)
+  flat = dqn.burn_in_loss(3)(targets[:, 0], q_values[:, 0])  # No time axis: unchanged.
   np.testing.assert_allclose(flat, squared[:, 0], rtol=1e-6)
 
 
@@ -141,14 +144,15 @@ def test_recurrent_windows_run_on_across_episode_ends_as_tf_agents_samples_them(
                   ['ReplayConfig.min_size = 1', 'ReplayConfig.samples_per_insert = None'])
   replay_config = ReplayConfig()
   built = builders.build(replay_config)
-  assert built.specs.items_span_episodes and built.specs.sequence_length == 10
-  server = reverb.Server(builders.make_tables(built.specs, replay_config), port=port)
+  assert built.specs.family.items_span_episodes and built.specs.sequence_length == 10
+  server = reverb.Server(tables_lib.make_tables(built.specs, replay_config, LearnerConfig()),
+                         port=port)
   try:
     # An episode shorter than a window, then a longer one: 4 + 16 = 20 steps in the stream.
     steps = _episodes([3, 15])
-    observer = replay.BatchedTrajectoryObserver(
+    observer = writer_lib.BatchedTrajectoryObserver(
         reverb.Client(f'localhost:{port}'), 1, 10, step_spec=built.specs.collect_data_spec,
-        span_episodes=built.specs.items_span_episodes)
+        span_episodes=built.specs.family.items_span_episodes)
     for step in steps:
       observer(step)
     assert observer.flush(timeout_s=30)

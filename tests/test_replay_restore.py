@@ -13,6 +13,7 @@ import tensorflow as tf
 from common import constants
 from common.config import ReplayConfig
 from common.errors import UserError
+from common.config import validated_configs
 from replay_server import checkpoints as checkpoints_lib
 from replay_server import server as server_lib
 from tests.conftest import CARTPOLE_GIN
@@ -38,7 +39,7 @@ def _insert(port: int, count: int, start: int = 0) -> None:
 
 def _server(root: str, bindings=BINDINGS, keep: int = 2) -> server_lib.ReplayServer:
   parse_gin(CARTPOLE_GIN, bindings)
-  return server_lib.ReplayServer(root, portpicker.pick_unused_port(), ReplayConfig(),
+  return server_lib.ReplayServer(root, portpicker.pick_unused_port(), validated_configs(),
                                  keep_checkpoints=keep)
 
 
@@ -140,7 +141,7 @@ def test_a_checkpoint_over_half_the_stop_grace_is_warned_about(tmp_path, caplog)
   assert server_lib.grace_warning(31.0, 0.0, 10) is None  # Grace unknown: no check.
   parse_gin(CARTPOLE_GIN, BINDINGS)
   server = server_lib.ReplayServer(str(tmp_path / 'run'), portpicker.pick_unused_port(),
-                                   ReplayConfig(), stop_grace_s=1e-6)
+                                   validated_configs(), stop_grace_s=1e-6)
   try:
     _insert(server.port, 20)
     with caplog.at_level('WARNING'):

@@ -10,6 +10,7 @@ import os
 from actor import collect
 from actor import evaluate
 from common import constants
+from common.config import validated_configs
 from launcher import status as status_lib
 
 
@@ -54,7 +55,8 @@ def test_terminal_mode_redraws_one_line_and_keeps_it_below_child_output(cartpole
   assert 'train_step=0 env_steps/s=? replay_size=0 eval_return=- elapsed=0m00s/10m00s' in first
 
   # Real inserts between two samples 2 s apart give the env-step rate.
-  inserted = collect.run_actor(root_dir, cartpole_server, task=0, max_env_steps=120)
+  inserted = collect.run_actor(root_dir, cartpole_server, task=0, max_env_steps=120,
+      configs=validated_configs())
   clock.now += 2.0
   status.observe_line('learner', 'I1121 learner: train_step=40 loss=0.5')
   _eval_row(root_dir, 40, 23.5)

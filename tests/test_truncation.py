@@ -16,12 +16,16 @@ from tf_agents.trajectories import time_step as ts
 from tf_agents.trajectories import trajectory as trajectory_lib
 
 from actor import vector_env
+from actor import writer as writer_lib
 from common import builders
 from common import config
 from common import constants
 from common import environments
 from common import replay
+from common.config import LearnerConfig
 from common.config import ReplayConfig
+from learner import dataset as learner_dataset
+from replay_server import tables as tables_lib
 from tests.conftest import CARTPOLE_GIN
 
 GAMMA = 0.9
@@ -38,11 +42,12 @@ def test_a_truncated_step_is_bootstrapped_and_a_terminated_one_is_not(port):
       'ReplayConfig.samples_per_insert = None', 'ReplayConfig.min_size = 1'])
   replay_config = ReplayConfig()
   built = builders.build(replay_config)
-  server = reverb.Server(builders.make_tables(built.specs, replay_config), port=port)
+  server = reverb.Server(tables_lib.make_tables(built.specs, replay_config, LearnerConfig()),
+                         port=port)
   address = f'localhost:{port}'
   try:
     env = vector_env.VectorEnv([environments.make_environment(seed=0)])
-    observer = replay.BatchedTrajectoryObserver(reverb.Client(address), 1,
+    observer = writer_lib.BatchedTrajectoryObserver(reverb.Client(address), 1,
                                                 built.specs.sequence_length)
     # Episode 1 dawdles (right, left, right): cut by the time limit at cell 1.
     # Episode 2 walks right three times: it reaches the end as the limit comes. After each
@@ -60,7 +65,7 @@ def test_a_truncated_step_is_bootstrapped_and_a_terminated_one_is_not(port):
     assert observer.flush(timeout_s=30)
     observer.close()
     size = reverb.Client(address).server_info()[constants.REPLAY_TABLE].current_size
-    experience, _ = next(iter(replay.make_dataset(
+    experience, _ = next(iter(learner_dataset.make_dataset(
         address, built.specs.collect_data_spec, 64, built.specs.sequence_length, 5000)))
   finally:
     server.stop()

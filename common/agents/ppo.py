@@ -1,12 +1,11 @@
 """On-policy agent builders: PPO (the clipped objective of Schulman et al., 2017) and PPO-RNN.
 
-Builders of the seam in `agents` (select one with `make_agent.agent_fn = @ppo_agent` or
-`@ppo_rnn_agent`). Their
-`AgentBuild.on_policy` tells every role that the data is consumed once, by the weights that
-produced it (`agents.OnPolicy`). The agent is TF-Agents' `PPOClipAgent` set up as TF-Agents'
-`PPOLearner` needs it: values and advantages computed before training
-(`agent.preprocess_sequence`, so that minibatches of single steps can be shuffled) and the
-normalizers updated by the learner from each gathered batch, not inside `agent.train`.
+Agent builders (select one with `make_agent.agent_fn = @ppo_agent` or `@ppo_rnn_agent`) of the
+`families.OnPolicy` family: the data is consumed once, by the weights that produced it. The
+agent is TF-Agents' `PPOClipAgent` set up as TF-Agents' `PPOLearner` needs it: values and
+advantages computed before training (`agent.preprocess_sequence`, so that minibatches of single
+steps can be shuffled) and the normalizers updated by the learner from each gathered batch, not
+inside `agent.train`.
 """
 
 from typing import Optional, Sequence
@@ -16,12 +15,12 @@ import tensorflow as tf
 from tf_agents.agents.ppo import ppo_clip_agent
 from tf_agents.networks import actor_distribution_network
 from tf_agents.networks import actor_distribution_rnn_network
-from tf_agents.networks import network
 from tf_agents.networks import value_network
 from tf_agents.networks import value_rnn_network
 
-from common import agents
-from common import q_agents
+from common.agents import families
+from common.agents import networks
+from common.agents import seam
 from common.errors import UserError
 
 # Hidden-layer activations by name (`ppo_agent.activation`).
@@ -30,7 +29,7 @@ _ACTIVATIONS = {'tanh': tf.keras.activations.tanh, 'relu': tf.keras.activations.
 
 @gin.configurable(module='common')
 def ppo_agent(time_step_spec, action_spec, train_step,
-              actor: Optional[agents.ActorSlot] = None,
+              actor: Optional[seam.ActorSlot] = None,
               actor_fc_layer_params: Sequence[int] = (64, 64),
               value_fc_layer_params: Sequence[int] = (64, 64),
               learning_rate: float = 3e-4,
@@ -48,7 +47,7 @@ def ppo_agent(time_step_spec, action_spec, train_step,
               normalize_rewards: bool = True,
               conv_layer_params: Optional[Sequence[Sequence[int]]] = None,
               activation: str = 'tanh',
-              shared_torso: bool = False) -> agents.AgentBuild:
+              shared_torso: bool = False) -> seam.AgentBuild:
   """PPOClipAgent over an ActorDistributionNetwork and a ValueNetwork, with Adam, GAE and
   TD(lambda) returns; discrete or continuous actions.
 
@@ -58,15 +57,15 @@ def ppo_agent(time_step_spec, action_spec, train_step,
     num_epochs: Passes over each gathered batch.
     minibatch_size: Single steps per train step, shuffled; None trains on whole items.
     max_policy_lag: Learner iterations an item's weights may be behind; 0 is strictly
-      on-policy (`agents.OnPolicy`).
+      on-policy (`families.OnPolicy`).
     importance_ratio_clipping: The clip range epsilon of the probability ratio.
     lambda_value: GAE's lambda.
     normalize_observations, normalize_rewards: Running normalizers, updated by the learner
       from each gathered batch; the observation normalizer travels with the policy weights.
       Image (uint8) observations are scaled inside the networks instead, and refuse it.
     conv_layer_params: (filters, kernel, stride) of convolutions before the dense layers of
-      both networks, each network its own torso (`q_agents.NATURE_CONV_LAYERS` for Atari);
-      uint8 observations are scaled to [0, 1] inside the networks (`q_agents.encoder_kwargs`).
+      both networks, each network its own torso (`networks.NATURE_CONV_LAYERS` for Atari);
+      uint8 observations are scaled to [0, 1] inside the networks (`networks.encoder_kwargs`).
     activation: The hidden layers' activation, 'tanh' or 'relu'.
     shared_torso: The value network reads the policy network's torso (its convolutions and
       `actor_fc_layer_params` layers) and adds `value_fc_layer_params` layers and its output,
@@ -76,7 +75,7 @@ def ppo_agent(time_step_spec, action_spec, train_step,
       pushed below zero everywhere gets no gradient back (docs/algorithms.md, PPO on Pong).
   """
   del actor  # Every actor explores by sampling the same stochastic policy.
-  # The ranges of these arguments are checked before the builder runs (agents._RANGES).
+  # The ranges of these arguments are checked before the builder runs (registry._RANGES).
   if activation not in _ACTIVATIONS:
     raise UserError(f'ppo_agent.activation={activation!r} must be one of '
                     f'{sorted(_ACTIVATIONS)}: fix it in the gin file')
@@ -92,9 +91,9 @@ def ppo_agent(time_step_spec, action_spec, train_step,
   actor_net = actor_distribution_network.ActorDistributionNetwork(
       time_step_spec.observation, action_spec, fc_layer_params=tuple(actor_fc_layer_params),
       activation_fn=_ACTIVATIONS[activation],
-      **q_agents.encoder_kwargs(time_step_spec.observation, conv_layer_params))
+      **networks.encoder_kwargs(time_step_spec.observation, conv_layer_params))
   if shared_torso:
-    value_net = TorsoValueNetwork(
+    value_net = networks.TorsoValueNetwork(
         time_step_spec.observation,
         actor_net._encoder,  # pylint: disable=protected-access
         fc_layer_params=tuple(value_fc_layer_params), activation_fn=_ACTIVATIONS[activation])
@@ -102,45 +101,16 @@ def ppo_agent(time_step_spec, action_spec, train_step,
     value_net = value_network.ValueNetwork(
         time_step_spec.observation, fc_layer_params=tuple(value_fc_layer_params),
         activation_fn=_ACTIVATIONS[activation],
-        **q_agents.encoder_kwargs(time_step_spec.observation, conv_layer_params))
+        **networks.encoder_kwargs(time_step_spec.observation, conv_layer_params))
   return _ppo(time_step_spec, action_spec, actor_net, value_net, train_step, learning_rate,
               collect_sequence_length, num_epochs, minibatch_size, max_policy_lag,
               importance_ratio_clipping, lambda_value, discount_factor, entropy_regularization,
               value_pred_loss_coef, gradient_clipping, normalize_observations, normalize_rewards)
 
 
-class TorsoValueNetwork(network.Network):
-  """A value network over another network's encoder: dense layers and one output on it.
-
-  The encoder's variables belong to both networks; `PPOClipAgent` trains each variable once
-  (it deduplicates the two networks' variables), with the sum of the policy and value losses.
-  """
-
-  def __init__(self, input_tensor_spec, encoder: network.Network,
-               fc_layer_params: Sequence[int] = (), activation_fn=tf.keras.activations.relu,
-               name: str = 'TorsoValueNetwork'):
-    super().__init__(input_tensor_spec=input_tensor_spec, state_spec=(), name=name)
-    self._encoder = encoder
-    self._head = [tf.keras.layers.Dense(
-        units, activation=activation_fn,
-        kernel_initializer=tf.keras.initializers.VarianceScaling(
-            scale=2.0, mode='fan_in', distribution='truncated_normal'))
-                  for units in fc_layer_params]
-    # ValueNetwork's output layer.
-    self._head.append(tf.keras.layers.Dense(
-        1, kernel_initializer=tf.random_uniform_initializer(minval=-0.03, maxval=0.03)))
-
-  def call(self, observation, step_type=None, network_state=(), training=False):
-    state, network_state = self._encoder(observation, step_type=step_type,
-                                         network_state=network_state, training=training)
-    for layer in self._head:
-      state = layer(state, training=training)
-    return tf.squeeze(state, -1), network_state
-
-
 @gin.configurable(module='common')
 def ppo_rnn_agent(time_step_spec, action_spec, train_step,
-                  actor: Optional[agents.ActorSlot] = None,
+                  actor: Optional[seam.ActorSlot] = None,
                   input_fc_layer_params: Sequence[int] = (64,),
                   lstm_size: Sequence[int] = (64,),
                   output_fc_layer_params: Sequence[int] = (64,),
@@ -155,11 +125,11 @@ def ppo_rnn_agent(time_step_spec, action_spec, train_step,
                   value_pred_loss_coef: float = 0.5,
                   gradient_clipping: Optional[float] = 0.5,
                   normalize_observations: bool = True,
-                  normalize_rewards: bool = True) -> agents.AgentBuild:
+                  normalize_rewards: bool = True) -> seam.AgentBuild:
   """PPO as `ppo_agent`, over an ActorDistributionRnnNetwork and a ValueRnnNetwork (dense,
   LSTM, dense; tanh).
 
-  Each train step is one gathered batch of whole items (`agents.OnPolicy.minibatch_size` is
+  Each train step is one gathered batch of whole items (`families.OnPolicy.minibatch_size` is
   None: a recurrent network is unrolled over each item's time axis, so its steps cannot be
   shuffled apart), `num_epochs` steps per iteration. The learner unrolls both networks over
   each item from the zero state, as TF-Agents does; the networks reset their state at every
@@ -186,7 +156,7 @@ def _ppo(time_step_spec, action_spec, actor_net, value_net, train_step, learning
          collect_sequence_length, num_epochs, minibatch_size, max_policy_lag,
          importance_ratio_clipping, lambda_value, discount_factor, entropy_regularization,
          value_pred_loss_coef, gradient_clipping, normalize_observations,
-         normalize_rewards) -> agents.AgentBuild:
+         normalize_rewards) -> seam.AgentBuild:
   """The PPOClipAgent of both builders, set up for `PPOLearner`, and its AgentBuild."""
   agent = ppo_clip_agent.PPOClipAgent(
       time_step_spec, action_spec,
@@ -208,7 +178,7 @@ def _ppo(time_step_spec, action_spec, actor_net, value_net, train_step, learning
       compute_value_and_advantage_in_train=False,
       update_normalizers_in_train=False,
       train_step_counter=train_step)
-  return agents.AgentBuild(
+  return seam.AgentBuild(
       agent, collect_sequence_length, td_errors=None,
-      on_policy=agents.OnPolicy(num_epochs=num_epochs, minibatch_size=minibatch_size,
+      family=families.OnPolicy(num_epochs=num_epochs, minibatch_size=minibatch_size,
                                 max_policy_lag=max_policy_lag))

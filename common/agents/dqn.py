@@ -8,7 +8,6 @@ n-step returns (`n_step_update`, so replay items are n + 1 steps), importance we
 from typing import Optional, Sequence
 
 import gin
-import numpy as np
 import tensorflow as tf
 from tf_agents.agents import tf_agent
 from tf_agents.agents.categorical_dqn import categorical_dqn_agent as c51_lib
@@ -20,53 +19,10 @@ from tf_agents.trajectories import trajectory
 from tf_agents.utils import common as tfa_common
 from tf_agents.utils import value_ops
 
-from common import agents
+from common.agents import exploration
+from common.agents import networks
+from common.agents import seam
 from common.errors import UserError
-
-
-# The convolutional torso of the Nature DQN (Mnih et al., 2015): (filters, kernel, stride).
-NATURE_CONV_LAYERS = ((32, 8, 4), (64, 4, 2), (64, 3, 1))
-
-
-def observation_preprocessing(observation_spec):
-  """The Keras layer that turns the environment's raw observation into the network's input, or
-  None for a float observation, which the network takes as it is.
-
-  It lives inside the network, so every process that runs the network (actor, learner, eval,
-  an exported SavedModel) takes the environment's own observations:
-  * a Discrete observation (a bounded integer scalar: FrozenLake's cell, Taxi's state) becomes
-    the one-hot vector of its n values;
-  * uint8 observations (images) stay uint8 from the environment to the network (a quarter of
-    float32's bytes in replay and on the wire) and are scaled to [0, 1];
-  * other integer or boolean observations are cast to float32.
-  """
-  dtype = observation_spec.dtype
-  if dtype.is_floating:
-    return None
-  if (dtype.is_integer and tuple(observation_spec.shape) == ()
-      and hasattr(observation_spec, 'maximum')):
-    low = int(np.asarray(observation_spec.minimum))
-    depth = int(np.asarray(observation_spec.maximum)) - low + 1
-    return tf.keras.layers.Lambda(
-        lambda index: tf.one_hot(tf.cast(index, tf.int32) - low, depth, dtype=tf.float32),
-        name='one_hot_discrete_observation')
-  if dtype == tf.uint8:
-    return tf.keras.layers.Lambda(lambda frames: tf.cast(frames, tf.float32) / 255.0,
-                                  name='scale_uint8_to_unit')
-  return tf.keras.layers.Lambda(lambda values: tf.cast(values, tf.float32),
-                                name='cast_to_float')
-
-
-def encoder_kwargs(observation_spec, conv_layer_params) -> dict:
-  """The encoder arguments of a TF-Agents network over `observation_spec`: its convolutions,
-  and the preprocessing layer of a non-float observation (`observation_preprocessing`)."""
-  kwargs = {}
-  if conv_layer_params:
-    kwargs['conv_layer_params'] = tuple(tuple(layer) for layer in conv_layer_params)
-  layer = observation_preprocessing(observation_spec)
-  if layer is not None:
-    kwargs['preprocessing_layers'] = layer
-  return kwargs
 
 
 def _check_n_step(n_step_update: int) -> None:
@@ -77,7 +33,7 @@ def _check_n_step(n_step_update: int) -> None:
 
 @gin.configurable(module='common')
 def dqn_agent(time_step_spec, action_spec, train_step,
-              actor: Optional[agents.ActorSlot] = None,
+              actor: Optional[seam.ActorSlot] = None,
               fc_layer_params: Sequence[int] = (100, 50),
               learning_rate: float = 1e-3,
               epsilon_greedy: float = 0.1,
@@ -86,29 +42,29 @@ def dqn_agent(time_step_spec, action_spec, train_step,
               target_update_tau: float = 1.0,
               n_step_update: int = 1,
               double_q: bool = False,
-              conv_layer_params: Optional[Sequence[Sequence[int]]] = None) -> agents.AgentBuild:
+              conv_layer_params: Optional[Sequence[Sequence[int]]] = None) -> seam.AgentBuild:
   """DqnAgent (or DdqnAgent with `double_q`) with a QNetwork of `fc_layer_params`, Adam and a
   squared TD loss.
 
   Args:
     conv_layer_params: (filters, kernel, stride) of convolutions before the dense layers, for
-      image observations (`NATURE_CONV_LAYERS`: the Nature DQN torso); uint8 observations are
-      scaled to [0, 1] inside the network (`encoder_kwargs`).
+      image observations (`networks.NATURE_CONV_LAYERS`: the Nature DQN torso); uint8
+      observations are scaled to [0, 1] inside the network (`networks.encoder_kwargs`).
     epsilon_greedy: Collect exploration; per actor through `collect_epsilon` (Ape-X ladder).
     n_step_update: Steps of reward before bootstrapping; replay items are n + 1 steps.
     double_q: Double DQN (van Hasselt et al., 2016): the online network picks the next action,
       the target network values it.
   """
   algorithm = 'DDQN' if double_q else 'DQN'
-  agents.require_discrete(action_spec, algorithm)
+  seam.require_discrete(action_spec, algorithm)
   _check_n_step(n_step_update)
   network = q_network.QNetwork(
       time_step_spec.observation, action_spec, fc_layer_params=tuple(fc_layer_params),
-      **encoder_kwargs(time_step_spec.observation, conv_layer_params))
+      **networks.encoder_kwargs(time_step_spec.observation, conv_layer_params))
   agent = _dqn(time_step_spec, action_spec, network, train_step, actor, learning_rate,
                epsilon_greedy, gamma, target_update_period, target_update_tau, double_q,
                n_step_update=n_step_update)
-  return agents.AgentBuild(agent, n_step_update + 1, agents.loss_info_td_error)
+  return seam.AgentBuild(agent, n_step_update + 1, seam.loss_info_td_error)
 
 
 def _dqn(time_step_spec, action_spec, network, train_step, actor, learning_rate,
@@ -120,7 +76,7 @@ def _dqn(time_step_spec, action_spec, network, train_step, actor, learning_rate,
       time_step_spec, action_spec,
       q_network=network,
       optimizer=tf.keras.optimizers.Adam(learning_rate=learning_rate),
-      epsilon_greedy=agents.collect_epsilon(epsilon_greedy, actor),
+      epsilon_greedy=exploration.collect_epsilon(epsilon_greedy, actor),
       gamma=gamma,
       n_step_update=n_step_update,
       target_update_period=target_update_period,
@@ -181,7 +137,7 @@ class WeightedCategoricalDqnAgent(c51_lib.CategoricalDqnAgent):
 
 @gin.configurable(module='common')
 def c51_agent(time_step_spec, action_spec, train_step,
-              actor: Optional[agents.ActorSlot] = None,
+              actor: Optional[seam.ActorSlot] = None,
               fc_layer_params: Sequence[int] = (100,),
               num_atoms: int = 51,
               min_q_value: float = -20.0,
@@ -192,12 +148,12 @@ def c51_agent(time_step_spec, action_spec, train_step,
               target_update_period: int = 1,
               target_update_tau: float = 1.0,
               n_step_update: int = 2,
-              conv_layer_params: Optional[Sequence[Sequence[int]]] = None) -> agents.AgentBuild:
+              conv_layer_params: Optional[Sequence[Sequence[int]]] = None) -> seam.AgentBuild:
   """C51 (Bellemare et al., 2017): a CategoricalQNetwork of `num_atoms` atoms on
   [min_q_value, max_q_value], Adam; defaults are the TF-Agents C51 tutorial's.
   `conv_layer_params` as `dqn_agent`'s.
   """
-  agents.require_discrete(action_spec, 'C51')
+  seam.require_discrete(action_spec, 'C51')
   _check_n_step(n_step_update)
   if not min_q_value < max_q_value or num_atoms < 2:
     raise UserError(f'c51_agent needs min_q_value < max_q_value and num_atoms >= 2 (got '
@@ -205,20 +161,20 @@ def c51_agent(time_step_spec, action_spec, train_step,
   network = categorical_q_network.CategoricalQNetwork(
       time_step_spec.observation, action_spec, num_atoms=num_atoms,
       fc_layer_params=tuple(fc_layer_params),
-      **encoder_kwargs(time_step_spec.observation, conv_layer_params))
+      **networks.encoder_kwargs(time_step_spec.observation, conv_layer_params))
   agent = WeightedCategoricalDqnAgent(
       time_step_spec, action_spec,
       categorical_q_network=network,
       optimizer=tf.keras.optimizers.Adam(learning_rate=learning_rate),
       min_q_value=min_q_value,
       max_q_value=max_q_value,
-      epsilon_greedy=agents.collect_epsilon(epsilon_greedy, actor),
+      epsilon_greedy=exploration.collect_epsilon(epsilon_greedy, actor),
       n_step_update=n_step_update,
       gamma=gamma,
       target_update_period=target_update_period,
       target_update_tau=target_update_tau,
       train_step_counter=train_step)
-  return agents.AgentBuild(agent, n_step_update + 1, agents.loss_info_td_error)
+  return seam.AgentBuild(agent, n_step_update + 1, seam.loss_info_td_error)
 
 
 def _sequence_td_error(loss_info) -> tf.Tensor:
@@ -231,7 +187,7 @@ def _sequence_td_error(loss_info) -> tf.Tensor:
 
 @gin.configurable(module='common')
 def dqn_rnn_agent(time_step_spec, action_spec, train_step,
-                  actor: Optional[agents.ActorSlot] = None,
+                  actor: Optional[seam.ActorSlot] = None,
                   input_fc_layer_params: Sequence[int] = (50,),
                   lstm_size: Sequence[int] = (20,),
                   output_fc_layer_params: Sequence[int] = (20,),
@@ -242,7 +198,7 @@ def dqn_rnn_agent(time_step_spec, action_spec, train_step,
                   target_update_period: int = 1,
                   target_update_tau: float = 1.0,
                   double_q: bool = False,
-                  burn_in: int = 0) -> agents.AgentBuild:
+                  burn_in: int = 0) -> seam.AgentBuild:
   """DqnAgent over a QRnnNetwork (dense, LSTM, dense) trained on sequences of
   `train_sequence_length` steps; defaults are TF-Agents' DQN-RNN example's.
 
@@ -260,7 +216,7 @@ def dqn_rnn_agent(time_step_spec, action_spec, train_step,
       network unrolls over them, but they add nothing to the loss (R2D2's burn-in, Kapturowski
       et al., 2019). 0 trains on every transition, as TF-Agents does.
   """
-  agents.require_discrete(action_spec, 'DQN-RNN')
+  seam.require_discrete(action_spec, 'DQN-RNN')
   if train_sequence_length < 2:
     raise UserError(f'dqn_rnn_agent.train_sequence_length={train_sequence_length} must be >= 2: '
                     'a TD target needs a next step')
@@ -270,13 +226,13 @@ def dqn_rnn_agent(time_step_spec, action_spec, train_step,
                     'transition')
   network = q_rnn_network.QRnnNetwork(
       time_step_spec.observation, action_spec,
-      preprocessing_layers=observation_preprocessing(time_step_spec.observation),
+      preprocessing_layers=networks.observation_preprocessing(time_step_spec.observation),
       input_fc_layer_params=tuple(input_fc_layer_params), lstm_size=tuple(lstm_size),
       output_fc_layer_params=tuple(output_fc_layer_params))
   agent = _dqn(time_step_spec, action_spec, network, train_step, actor, learning_rate,
                epsilon_greedy, gamma, target_update_period, target_update_tau, double_q,
                td_errors_loss_fn=burn_in_loss(burn_in))
-  return agents.AgentBuild(agent, train_sequence_length, _sequence_td_error,
+  return seam.AgentBuild(agent, train_sequence_length, _sequence_td_error,
                            items_span_episodes=True)
 
 

@@ -11,7 +11,6 @@ from typing import Optional, Sequence
 import gin
 import tensorflow as tf
 from tf_agents.agents.ddpg import actor_network
-from tf_agents.agents.ddpg import critic_network
 from tf_agents.agents.ddpg import ddpg_agent as ddpg_lib
 from tf_agents.agents.sac import sac_agent as sac_lib
 from tf_agents.agents.sac import tanh_normal_projection_network
@@ -21,17 +20,8 @@ from tf_agents.policies import actor_policy
 from tf_agents.policies import gaussian_policy
 from tf_agents.utils import common as tfa_common
 
-from common import agents
-
-
-def _critic(observation_spec, action_spec, joint_fc_layer_params: Sequence[int]):
-  return critic_network.CriticNetwork(
-      (observation_spec, action_spec),
-      observation_fc_layer_params=None,
-      action_fc_layer_params=None,
-      joint_fc_layer_params=tuple(joint_fc_layer_params),
-      kernel_initializer='glorot_uniform',
-      last_kernel_initializer='glorot_uniform')
+from common.agents import networks
+from common.agents import seam
 
 
 def _deterministic_actor_critic(time_step_spec, action_spec, actor_fc_layer_params,
@@ -39,18 +29,19 @@ def _deterministic_actor_critic(time_step_spec, action_spec, actor_fc_layer_para
                                 critic_learning_rate):
   """The networks and optimizers that TD3 and DDPG share: a deterministic actor, a critic."""
   observation_spec = time_step_spec.observation
-  agents.require_float_observations(observation_spec, 'TD3 and DDPG')
+  seam.require_float_observations(observation_spec, 'TD3 and DDPG')
   return dict(
       actor_network=actor_network.ActorNetwork(observation_spec, action_spec,
                                                fc_layer_params=tuple(actor_fc_layer_params)),
-      critic_network=_critic(observation_spec, action_spec, critic_joint_fc_layer_params),
+      critic_network=networks.critic_network_for(observation_spec, action_spec,
+                                                  critic_joint_fc_layer_params),
       actor_optimizer=tf.keras.optimizers.Adam(learning_rate=actor_learning_rate),
       critic_optimizer=tf.keras.optimizers.Adam(learning_rate=critic_learning_rate))
 
 
 @gin.configurable(module='common')
 def sac_agent(time_step_spec, action_spec, train_step,
-              actor: Optional[agents.ActorSlot] = None,
+              actor: Optional[seam.ActorSlot] = None,
               actor_fc_layer_params: Sequence[int] = (256, 256),
               critic_joint_fc_layer_params: Sequence[int] = (256, 256),
               actor_learning_rate: float = 3e-4,
@@ -59,21 +50,22 @@ def sac_agent(time_step_spec, action_spec, train_step,
               target_update_tau: float = 0.005,
               target_update_period: int = 1,
               gamma: float = 0.99,
-              reward_scale_factor: float = 1.0) -> agents.AgentBuild:
+              reward_scale_factor: float = 1.0) -> seam.AgentBuild:
   """SacAgent with the SAC Minitaur tutorial's networks (tanh-normal actor)."""
   del actor  # SAC explores through its own entropy-regularized policy.
-  agents.require_continuous(action_spec, 'SAC')
-  agents.require_float_observations(time_step_spec.observation, 'SAC')
+  seam.require_continuous(action_spec, 'SAC')
+  seam.require_float_observations(time_step_spec.observation, 'SAC')
   observation_spec = time_step_spec.observation
   actor_net = actor_distribution_network.ActorDistributionNetwork(
       observation_spec, action_spec,
       fc_layer_params=tuple(actor_fc_layer_params),
       continuous_projection_net=tanh_normal_projection_network.TanhNormalProjectionNetwork)
-  recorder = agents.TdErrorRecorder(tf.math.squared_difference)
+  recorder = seam.TdErrorRecorder(tf.math.squared_difference)
   agent = sac_lib.SacAgent(
       time_step_spec, action_spec,
       actor_network=actor_net,
-      critic_network=_critic(observation_spec, action_spec, critic_joint_fc_layer_params),
+      critic_network=networks.critic_network_for(observation_spec, action_spec,
+                                                  critic_joint_fc_layer_params),
       actor_optimizer=tf.keras.optimizers.Adam(learning_rate=actor_learning_rate),
       critic_optimizer=tf.keras.optimizers.Adam(learning_rate=critic_learning_rate),
       alpha_optimizer=tf.keras.optimizers.Adam(learning_rate=alpha_learning_rate),
@@ -83,12 +75,12 @@ def sac_agent(time_step_spec, action_spec, train_step,
       gamma=gamma,
       reward_scale_factor=reward_scale_factor,
       train_step_counter=train_step)
-  return agents.AgentBuild(agent, 2, recorder.take)
+  return seam.AgentBuild(agent, 2, recorder.take)
 
 
 @gin.configurable(module='common')
 def td3_agent(time_step_spec, action_spec, train_step,
-              actor: Optional[agents.ActorSlot] = None,
+              actor: Optional[seam.ActorSlot] = None,
               actor_fc_layer_params: Sequence[int] = (400, 300),
               critic_joint_fc_layer_params: Sequence[int] = (400, 300),
               actor_learning_rate: float = 1e-3,
@@ -100,14 +92,14 @@ def td3_agent(time_step_spec, action_spec, train_step,
               target_update_tau: float = 0.005,
               target_update_period: int = 2,
               gamma: float = 0.99,
-              reward_scale_factor: float = 1.0) -> agents.AgentBuild:
+              reward_scale_factor: float = 1.0) -> seam.AgentBuild:
   """Td3Agent (Fujimoto et al., 2018); defaults are the paper's: 400-300 networks, Adam 1e-3,
   Gaussian exploration 0.1, target smoothing 0.2 clipped at 0.5, delayed actor and target
   updates every 2 train steps, tau 0.005, and a squared TD loss.
   """
   del actor  # Every actor explores with the same Gaussian noise.
-  agents.require_continuous(action_spec, 'TD3')
-  recorder = agents.TdErrorRecorder(tfa_common.element_wise_squared_loss)
+  seam.require_continuous(action_spec, 'TD3')
+  recorder = seam.TdErrorRecorder(tfa_common.element_wise_squared_loss)
   agent = td3_lib.Td3Agent(
       time_step_spec, action_spec,
       **_deterministic_actor_critic(time_step_spec, action_spec, actor_fc_layer_params,
@@ -123,7 +115,7 @@ def td3_agent(time_step_spec, action_spec, train_step,
       gamma=gamma,
       reward_scale_factor=reward_scale_factor,
       train_step_counter=train_step)
-  return agents.AgentBuild(
+  return seam.AgentBuild(
       agent, 2, recorder.take,
       single_replica_reason='TD3 applies its delayed actor update inside a tf.cond, and '
       'MirroredStrategy cannot all-reduce gradients there')
@@ -149,7 +141,7 @@ class GaussianDdpgAgent(ddpg_lib.DdpgAgent):
 
 @gin.configurable(module='common')
 def ddpg_agent(time_step_spec, action_spec, train_step,
-               actor: Optional[agents.ActorSlot] = None,
+               actor: Optional[seam.ActorSlot] = None,
                actor_fc_layer_params: Sequence[int] = (400, 300),
                critic_joint_fc_layer_params: Sequence[int] = (400, 300),
                actor_learning_rate: float = 1e-3,
@@ -158,13 +150,13 @@ def ddpg_agent(time_step_spec, action_spec, train_step,
                target_update_tau: float = 0.005,
                target_update_period: int = 1,
                gamma: float = 0.99,
-               reward_scale_factor: float = 1.0) -> agents.AgentBuild:
+               reward_scale_factor: float = 1.0) -> seam.AgentBuild:
   """DDPG (Lillicrap et al., 2016) as in Fujimoto et al.'s re-implementation: 400-300
   networks, Adam 1e-3, Gaussian exploration 0.1, tau 0.005, one critic, no delays.
   """
   del actor  # Every actor explores with the same Gaussian noise.
-  agents.require_continuous(action_spec, 'DDPG')
-  recorder = agents.TdErrorRecorder(tfa_common.element_wise_squared_loss)
+  seam.require_continuous(action_spec, 'DDPG')
+  recorder = seam.TdErrorRecorder(tfa_common.element_wise_squared_loss)
   agent = GaussianDdpgAgent(
       time_step_spec, action_spec,
       **_deterministic_actor_critic(time_step_spec, action_spec, actor_fc_layer_params,
@@ -177,4 +169,4 @@ def ddpg_agent(time_step_spec, action_spec, train_step,
       gamma=gamma,
       reward_scale_factor=reward_scale_factor,
       train_step_counter=train_step)
-  return agents.AgentBuild(agent, 2, recorder.take)
+  return seam.AgentBuild(agent, 2, recorder.take)
