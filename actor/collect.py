@@ -30,6 +30,7 @@ from actor.policy_client import PolicyClient
 from common import agents
 from common import builders
 from common import config as config_lib
+from common import gin_config
 from common import connection
 from common import constants
 from common import environments
@@ -240,7 +241,7 @@ def _assemble(root_dir: str, server_address: str, task: int, configs: config_lib
   ownership.own(summary_dir, f'actor with --task={task}')
   summary_faults = storage.SummaryFaults(role, summary_dir)
   summary_writer = summary_faults.wrap(tf.summary.create_file_writer(summary_dir))
-  config_lib.record_run_config(summary_dir, {'root_dir': root_dir, 'task': task,
+  gin_config.record_run_config(summary_dir, {'root_dir': root_dir, 'task': task,
                                              'replay_server_address': server_address,
                                              'max_env_steps': max_env_steps})
   collector = Collector(env, learned, random_policy, observer, EpisodeMetrics(config.num_envs))

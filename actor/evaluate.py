@@ -23,6 +23,7 @@ from actor.policy_client import PolicyClient
 from common import agents
 from common import builders
 from common import config as config_lib
+from common import gin_config
 from common import connection
 from common import constants
 from common import environments
@@ -207,7 +208,7 @@ def _assemble(root_dir: str, server_address: str, configs: config_lib.Configs, m
                                  configs.actor.inference, config.seed)
   eval_dir = os.path.join(root_dir, constants.EVAL_DIR)
   ownership.own(eval_dir, 'eval')
-  config_lib.record_run_config(eval_dir, {'root_dir': root_dir, 'max_evals': max_evals,
+  gin_config.record_run_config(eval_dir, {'root_dir': root_dir, 'max_evals': max_evals,
                                           'replay_server_address': server_address})
   csv_path = os.path.join(root_dir, constants.EVAL_CSV)
   results = _Results(csv_path, tf.summary.create_file_writer(eval_dir))

@@ -152,8 +152,8 @@ def run(args) -> Dict:
   log_dir = os.path.join(root, 'logs')
   os.makedirs(log_dir, exist_ok=True)
   port = harness.free_port()
-  from common import config  # pylint: disable=g-import-not-at-top
-  gin_files = config.resolve_gin_files([args.gin_file])
+  from common import gin_config  # pylint: disable=g-import-not-at-top
+  gin_files = gin_config.resolve_gin_files([args.gin_file])
   commands = local.commands(gin_files, args.gin_bindings, run_dir, port, args.num_actors,
                             server_timeout_s=args.server_timeout_s)
   fleet = Fleet(commands, log_dir)
@@ -224,7 +224,8 @@ def _kill_and_recover(fleet: Fleet, victim: str, at_s: float, recover_s: float) 
 def _target(gin_files, bindings) -> Optional[float]:
   from common import builders  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
   from common import config  # pylint: disable=g-import-not-at-top
-  config.load_gin(gin_files, bindings)
+  from common import gin_config  # pylint: disable=g-import-not-at-top
+  gin_config.load_gin(gin_files, bindings)
   return config.EvalConfig().target_return
 
 

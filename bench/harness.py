@@ -156,8 +156,8 @@ def load_task(task: str, bindings: Sequence[str] = ()) -> None:
 def load_task_file(gin_file: str, bindings: Sequence[str] = ()) -> None:
   """Parses `gin_file` plus `bindings` (bench overrides)."""
   from common import builders  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
-  from common import config  # pylint: disable=g-import-not-at-top
-  config.load_gin([gin_file], list(bindings))
+  from common import gin_config  # pylint: disable=g-import-not-at-top
+  gin_config.load_gin([gin_file], list(bindings))
 
 
 def free_port() -> int:
@@ -209,10 +209,10 @@ class ReplayServer:
 _MEASURED_SERVER = textwrap.dedent('''
     import ctypes, sys
     import common
-    from common import builders, config
+    from common import builders, gin_config
     from common.config import LearnerConfig, ReplayConfig
     from replay_server import tables as tables_lib
-    config.load_gin([sys.argv[1]], sys.argv[2:])
+    gin_config.load_gin([sys.argv[1]], sys.argv[2:])
     import reverb
     replay_config = ReplayConfig()
     server = reverb.Server(tables_lib.make_tables(builders.build(replay_config).specs,

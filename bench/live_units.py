@@ -23,6 +23,7 @@ import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-orde
 
 from common import builders  # pylint: disable=g-import-not-at-top
 from common import config
+from common import gin_config
 from common import environments
 from common import variables as variables_lib
 
@@ -63,7 +64,7 @@ def main(argv=None):
   parser.add_argument('--num_observations', type=int, default=32)
   parser.add_argument('--seed', type=int, default=0)
   args = parser.parse_args(argv)
-  config.load_gin([args.gin_file], args.gin_bindings)
+  gin_config.load_gin([args.gin_file], args.gin_bindings)
   built = builders.build(config.ReplayConfig())
   batch = tf.constant(observations(args.num_observations, args.seed))
   client = variables_lib.VariableClient(args.server, built.variables)

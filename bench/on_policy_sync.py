@@ -31,7 +31,7 @@ import time
 import gin
 
 from bench import harness
-from common import config
+from common import gin_config
 
 _LEARNER = re.compile(r'on-policy: (\d+) items trained on, (\d+) dropped as stale; of ([\d.]+) s, '
                       r'data_wait=([\d.]+)% epochs=([\d.]+)%')
@@ -75,7 +75,7 @@ def main(argv=None) -> int:
   parser.add_argument('--max_train_steps', type=int, default=2400)
   parser.add_argument('--out', default='')
   args = parser.parse_args(argv)
-  config.load_gin([args.gin_file])
+  gin_config.load_gin([args.gin_file])
   steps_per_item = gin.query_parameter('ppo_agent.collect_sequence_length')
   epochs = gin.query_parameter('ppo_agent.num_epochs')
   results = []

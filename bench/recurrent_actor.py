@@ -90,7 +90,7 @@ def _drain(address: str, stop: threading.Event) -> None:
 def bench_pair(pair: str, window_s: float, rounds: int, startup_timeout_s: float) -> dict:
   # pylint: disable=g-import-not-at-top
   from common import builders  # noqa: F401  pylint: disable=unused-import  (the configurables)
-  from common import config
+  from common import gin_config
   from common.config import ActorConfig
   recurrent_gin = RECURRENT_GIN[pair]
   root = tempfile.mkdtemp(prefix=f'bench_recurrent_actor_{pair}_')
@@ -99,7 +99,7 @@ def bench_pair(pair: str, window_s: float, rounds: int, startup_timeout_s: float
   try:
     for kind, extra in (('recurrent', ()), ('feed_forward', FEED_FORWARD[pair])):
       bindings = BINDINGS[pair] + extra
-      config.load_gin([recurrent_gin], list(bindings))
+      gin_config.load_gin([recurrent_gin], list(bindings))
       num_envs = ActorConfig().num_envs
       server = servers[kind] = harness.ReplayServer()  # Its own tables, for its own specs.
       sizes[kind] = _policy_weights(server.agent)

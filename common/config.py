@@ -1,97 +1,21 @@
-"""Gin configuration: the algorithm's knobs, loading, validation and the operative-config record.
+"""The run's configs: the algorithm's knobs that every process reads the same way from gin.
 
 Flags carry deployment (addresses, ports, directories, budgets); gin carries the algorithm
 (environment, networks, hyperparameters, table sizes, rate limits, intervals). The configs below
 are frozen dataclasses bound only through gin, and every process reads the same ones, so the
-replay server, the actors, eval and the learner agree on specs and table layout.
+replay server, the actors, eval and the learner agree on specs and table layout. Each main reads
+them once (`validated_configs`) and passes them down. Loading gin files is `gin_files`'; type
+checks are `typecheck`'s.
 """
 
-import collections.abc
 import dataclasses
-import json
-import os
-import re
-import tempfile
-import math
 import typing
-from typing import List, Optional, Sequence
+from typing import Optional
 
-from absl import logging
 import gin
 
+from common.typecheck import check_types
 from common.errors import UserError
-
-
-def _type_name(hint) -> str:
-  if typing.get_origin(hint) is typing.Union:
-    return ' or '.join(_type_name(a) for a in typing.get_args(hint))
-  if typing.get_origin(hint) in (list, tuple, collections.abc.Sequence):
-    args = typing.get_args(hint)
-    if not args:
-      return 'a sequence'
-    inner = _type_name(args[0])
-    if inner.startswith('a sequence'):  # Nested: 'a sequence of sequences of integers'.
-      return 'a sequence of sequences' + inner[len('a sequence'):]
-    return f'a sequence of {inner.split(" ", 1)[1]}s'
-  return {type(None): 'None', int: 'an integer', float: 'a number', str: 'a string',
-          bool: 'True or False'}.get(hint, getattr(hint, '__name__', str(hint)))
-
-
-def _matches(value, hint) -> bool:
-  if typing.get_origin(hint) is typing.Union:
-    return any(_matches(value, a) for a in typing.get_args(hint))
-  if typing.get_origin(hint) in (list, tuple, collections.abc.Sequence):
-    args = typing.get_args(hint)
-    return (isinstance(value, (list, tuple))
-            and (not args or args[-1] is Ellipsis or len(args) > 1
-                 or all(_matches(v, args[0]) for v in value)))
-  if hint is type(None):
-    return value is None
-  if hint is bool:
-    return isinstance(value, bool)
-  if hint is int:
-    return isinstance(value, int) and not isinstance(value, bool)
-  if hint is float:
-    return (isinstance(value, (int, float)) and not isinstance(value, bool)
-            and not math.isnan(value))
-  if hint is str:
-    return isinstance(value, str)
-  return True  # Other annotations are checked by the config's own validate().
-
-
-def check_type(name: str, value, hint, example=None) -> None:
-  """Raises UserError unless `value` fits the annotation `hint`.
-
-  Checked: int (not bool), float (an int too, not NaN), bool, str, None, Optional/Union of
-  those, and sequences of them (`Sequence[int]`: a gin tuple or list of integers). Other
-  annotations pass.
-
-  Args:
-    name: What the value is bound to, as the gin file spells it (`ReplayConfig.max_size`).
-    value: The bound value.
-    hint: Its annotation.
-    example: A good value for the message (the default), or None.
-  """
-  if not _matches(value, hint):
-    raise UserError(f'{name}={value!r} is not {_type_name(hint)}: bind {_type_name(hint)} in '
-                    'the gin file' + (f' (for example {example!r})' if example is not None
-                                      else ''))
-
-
-def check_types(config) -> None:
-  """Checks every field of a config dataclass against its annotation, before its ranges.
-
-  A gin binding of the wrong type (`ReplayConfig.max_size = 1e5`, a float; or a quoted
-  number) would otherwise fail deep inside Reverb or NumPy, or pass silently.
-
-  Raises:
-    UserError: naming the field, its value and the type it needs.
-  """
-  hints = typing.get_type_hints(type(config))
-  for field in dataclasses.fields(config):
-    default = field.default if field.default is not dataclasses.MISSING else None
-    check_type(f'{type(config).__name__}.{field.name}', getattr(config, field.name),
-               hints[field.name], default)
 
 
 @gin.configurable
@@ -296,74 +220,6 @@ class EvalConfig:
       raise UserError('EvalConfig.num_episodes and EvalConfig.interval must be > 0')
 
 
-def resolve_gin_files(gin_files: Sequence[str]) -> List[str]:
-  """Absolute paths of `gin_files`: as given from the working directory, else the project's.
-
-  So `reverb-fleet run --gin_file=gin/sac_inverted_pendulum.gin` works from any directory, and
-  a launcher's children (which run in the project directory) read the files the user meant.
-  A path found in neither place is returned as given, for the one-line error of `load_gin`.
-  """
-  from common import console  # pylint: disable=g-import-not-at-top
-  resolved = []
-  for path in gin_files:
-    if os.path.isfile(path):
-      resolved.append(os.path.abspath(path))
-    elif not os.path.isabs(path) and os.path.isfile(os.path.join(console.REPO, path)):
-      resolved.append(os.path.join(console.REPO, path))
-    else:
-      resolved.append(path)
-  return resolved
-
-
-# Recorded configs (operative_config.gin) of runs made before the Atari stack was installed name
-# `suite_gym.load` by its short name: the only `load` configurable then. With ale-py installed,
-# `tf_agents.environments` also imports suite_atari, suite_dm_control, suite_mujoco and
-# suite_pybullet, whose `load` makes the short name ambiguous.
-_BARE_LOAD = re.compile(r'^load\.', re.MULTILINE)
-
-
-def gin_text(path: str) -> str:
-  """A gin file's text, with a recorded config's bare `load.` bindings read as suite_gym's."""
-  with open(path) as f:
-    return _BARE_LOAD.sub('suite_gym.load.', f.read())
-
-
-def load_gin(gin_files: Sequence[str], gin_bindings: Sequence[str] = ()) -> None:
-  """Parses gin files and bindings, with one-line errors.
-
-  Importing `common` first registers every configurable, so a binding to a parameter that does
-  not exist fails here, at start-up, and not later.
-
-  Args:
-    gin_files: Paths of gin files; at least one.
-    gin_bindings: Extra bindings, applied after the files.
-
-  Raises:
-    UserError: a file is missing or malformed, or a binding names an unknown parameter.
-  """
-  if not gin_files:
-    raise UserError('no gin file given: pass --gin_file=gin/dqn_cartpole.gin (see gin/)')
-  for path in gin_files:
-    if not os.path.isfile(path):
-      raise UserError(f'gin file {path!r} does not exist: pass --gin_file with a path to one of '
-                      'the files in gin/')
-  gin.clear_config()
-  try:
-    for path in gin_files:
-      gin.parse_config(gin_text(path))
-    gin.parse_config(list(gin_bindings))
-  except ImportError as e:
-    name = getattr(e, 'name', None) or ' '.join(str(e).split())
-    if isinstance(e, ModuleNotFoundError) and "'" in str(e):
-      name = str(e).split("'")[1]
-    raise UserError(f'the gin config imports {name!r}, which cannot be imported here: install '
-                    'that package in this environment (pip install -e PATH) or put its '
-                    'directory on PYTHONPATH') from None
-  except (ValueError, SyntaxError, KeyError, TypeError) as e:
-    message = ' '.join(str(e).split())
-    raise UserError(f'bad gin config ({message}): fix the gin file or --gin_bindings') from None
-
-
 class Configs(typing.NamedTuple):
   """The run's configs, read from gin once in each main and passed down to the roles."""
   replay: ReplayConfig
@@ -378,42 +234,3 @@ def validated_configs() -> Configs:
   for config in configs:
     config.validate()
   return configs
-
-
-def ensure_writable_dir(path: str) -> str:
-  """Creates `path` if needed and checks that files can be written in it.
-
-  Raises:
-    UserError: the directory cannot be created or written.
-  """
-  try:
-    os.makedirs(path, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path, prefix='.write_probe'):
-      pass
-  except OSError as e:
-    raise UserError(f'cannot write to {path!r} ({e.strerror}): pass a writable --root_dir'
-                    ) from None
-  return path
-
-
-def atomic_write(path: str, text: str) -> None:
-  """Writes `text` to `path` through a temporary file and a rename (never half-written)."""
-  directory = os.path.dirname(path) or '.'
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix='.' + os.path.basename(path))
-  try:
-    with os.fdopen(fd, 'w') as f:
-      f.write(text)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
-
-
-def record_run_config(directory: str, flags: dict) -> None:
-  """Writes the operative gin config and the flags a process ran with under `directory`."""
-  atomic_write(os.path.join(directory, 'operative_config.gin'), gin.operative_config_str())
-  atomic_write(os.path.join(directory, 'flags.json'),
-               json.dumps(flags, indent=2, sort_keys=True, default=str) + '\n')
-  logging.info('Recorded the operative gin config and flags under %s', directory)

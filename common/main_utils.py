@@ -43,20 +43,22 @@ def parse_flags(argv):
 def preflight(port: int = 0) -> None:
   """The checks that need no TensorFlow, run before the heavy imports; writes nothing.
 
-  Resolves --gin_file (`config.resolve_gin_files`), checks the gin files' syntax, that --root_dir can be written, that `port` is free (the
-  replay server) and the form of --replay_server_address (the others).
+  Resolves --gin_file (`gin_config.resolve_gin_files`), checks the gin files' syntax, that
+  --root_dir can be written, that `port` is free (the replay server) and the form of
+  --replay_server_address (the others).
 
   Raises:
     UserError: naming the problem and the fix.
   """
   # pylint: disable=g-import-not-at-top
-  from common import config
+  from common import files
+  from common import gin_config
   from common import preflight as checks
   values = flags.FLAGS
   if values.gin_file:
-    values.gin_file = config.resolve_gin_files(values.gin_file)
+    values.gin_file = gin_config.resolve_gin_files(values.gin_file)
   checks.check_gin_syntax(values.gin_file or (), values.gin_bindings)
-  checks.check_writable_dir(values.root_dir)
+  files.check_writable_dir(values.root_dir)
   if port:
     checks.check_port_free(port)
   if 'replay_server_address' in values:
@@ -77,8 +79,9 @@ def load_and_check_config():
   # pylint: disable=g-import-not-at-top
   from common import config
   from common import environments
+  from common import gin_config
   values = flags.FLAGS
-  config.load_gin(values.gin_file, values.gin_bindings)
+  gin_config.load_gin(values.gin_file, values.gin_bindings)
   configs = config.validated_configs()
   environments.check_environment()
   return configs

@@ -9,7 +9,6 @@ been checked.
 
 import os
 import socket
-import tempfile
 from typing import Sequence
 
 from gin import config_parser
@@ -20,7 +19,7 @@ from common.errors import UserError
 def check_gin_syntax(gin_files: Sequence[str], gin_bindings: Sequence[str] = ()) -> None:
   """Checks that the gin files exist and that they and the bindings parse.
 
-  Unknown parameters are found later by `config.load_gin`, once the configurables are
+  Unknown parameters are found later by `gin_config.load_gin`, once the configurables are
   registered (that needs the heavy imports).
 
   Raises:
@@ -55,33 +54,6 @@ class _NoMacros(config_parser.ParserDelegate):
 
   def macro(self, macro_name):
     return macro_name
-
-
-def check_writable_dir(path: str) -> None:
-  """Checks that `path` is, or can be created as, a writable directory; writes nothing.
-
-  If `path` exists, a temporary probe file is created and removed in it. If it does not, the
-  nearest existing ancestor must be a writable directory.
-
-  Raises:
-    UserError: naming the path and the reason.
-  """
-  path = os.path.abspath(path)
-  probe_dir = path
-  while not os.path.exists(probe_dir):
-    parent = os.path.dirname(probe_dir)
-    if parent == probe_dir:
-      break
-    probe_dir = parent
-  if not os.path.isdir(probe_dir):
-    raise UserError(f'cannot create --root_dir {path!r}: {probe_dir!r} is not a directory; pass '
-                    'a writable --root_dir')
-  try:
-    with tempfile.NamedTemporaryFile(dir=probe_dir, prefix='.write_probe'):
-      pass
-  except OSError as e:
-    raise UserError(f'cannot write to --root_dir {path!r} ({probe_dir}: {e.strerror}): pass a '
-                    'writable --root_dir') from None
 
 
 def check_port_free(port: int) -> None:

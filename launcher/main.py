@@ -39,15 +39,17 @@ def main(_):
     from common import builders
     from common import config
     from common import environments
-    gin_files = config.resolve_gin_files(FLAGS.gin_file)
-    config.load_gin(gin_files, FLAGS.gin_bindings)
+    from common import files
+    from common import gin_config
+    gin_files = gin_config.resolve_gin_files(FLAGS.gin_file)
+    gin_config.load_gin(gin_files, FLAGS.gin_bindings)
     replay_config = config.validated_configs()[0]
     # The environment (made, reset and stepped once), the agent's arguments and the item length,
     # as every child will check them: a bad value is one line here, before any child starts.
     environments.check_environment()
     builders.make_agent_and_specs(replay_config)
     root_dir = os.path.abspath(FLAGS.root_dir)  # The children run in the project directory.
-    config.ensure_writable_dir(root_dir)
+    files.check_writable_dir(root_dir)
     from common import ownership
     ownership.own(root_dir, 'local launcher')  # Before any child starts.
     port = FLAGS.port or portpicker.pick_unused_port()

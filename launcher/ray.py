@@ -25,6 +25,7 @@ from absl import app
 from absl import flags
 
 from common import config
+from common import gin_config
 from common import main_utils
 from common.config import EvalConfig
 from common.errors import UserError
@@ -112,7 +113,7 @@ def main(argv):
     if command == 'run':
       from common import builders
       from common import environments
-      config.load_gin(FLAGS.gin_file, FLAGS.gin_bindings)  # Bad input ends here, before Ray.
+      gin_config.load_gin(FLAGS.gin_file, FLAGS.gin_bindings)  # Bad input ends here, before Ray.
       # The environment (made, reset and stepped once), the agent's arguments and the item
       # length, as every role checks them.
       environments.check_environment()

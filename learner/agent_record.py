@@ -12,7 +12,7 @@ import os
 from absl import logging
 import tensorflow as tf
 
-from common import config as config_lib
+from common import files
 from common.errors import UserError
 
 RECORD_FILE = 'agent.json'
@@ -61,7 +61,7 @@ def check_and_record(learner_dir: str, agent) -> None:
 
 def record(learner_dir: str, agent) -> None:
   """Records `agent` beside the checkpoints (after `check`)."""
-  config_lib.atomic_write(os.path.join(learner_dir, RECORD_FILE),
+  files.atomic_write(os.path.join(learner_dir, RECORD_FILE),
                           json.dumps(describe(agent), indent=1) + '\n')
 
 

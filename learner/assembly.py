@@ -20,6 +20,8 @@ from tf_agents.train.utils import train_utils
 
 from common import builders
 from common import config as config_lib
+from common import gin_config
+from common import files
 from common import connection
 from common import constants
 from common import environments
@@ -145,12 +147,12 @@ def _own(learner_dir: str, agent) -> None:
 def _record(root_dir: str, learner_dir: str, server_address: str, max_train_steps: int):
   """The run config, and the observation layout of a Dict or Tuple observation (how the
   exported policies' input vector is laid out)."""
-  config_lib.record_run_config(learner_dir, {'root_dir': root_dir,
+  gin_config.record_run_config(learner_dir, {'root_dir': root_dir,
                                              'replay_server_address': server_address,
                                              'max_train_steps': max_train_steps})
   layout = environments.observation_layout()
   if layout:
-    config_lib.atomic_write(os.path.join(root_dir, constants.OBSERVATION_LAYOUT), layout)
+    files.atomic_write(os.path.join(root_dir, constants.OBSERVATION_LAYOUT), layout)
 
 
 class PushTrigger:

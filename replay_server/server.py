@@ -10,6 +10,7 @@ import reverb
 
 from common import builders
 from common import config as config_lib
+from common import gin_config
 from common import connection
 from common import constants
 from common import ownership
@@ -176,7 +177,7 @@ def serve(root_dir: str, port: int, configs: config_lib.Configs, checkpoint_inte
   check_port_free(port)
   ownership.own(os.path.join(root_dir, constants.REPLAY_DIR), 'replay server')
   server = ReplayServer(root_dir, port, configs, keep_checkpoints, stop_grace_s)
-  config_lib.record_run_config(os.path.join(root_dir, constants.REPLAY_DIR), {
+  gin_config.record_run_config(os.path.join(root_dir, constants.REPLAY_DIR), {
       'root_dir': root_dir, 'port': port, 'checkpoint_interval_s': checkpoint_interval_s,
       'keep_checkpoints': keep_checkpoints, 'stop_grace_s': stop_grace_s})
   if ready_event is not None:

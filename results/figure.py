@@ -10,7 +10,7 @@ from matplotlib import ticker  # pylint: disable=g-import-not-at-top
 
 from common.errors import UserError
 from results import curves as curves_lib
-from results import output
+from common import files
 
 FORMATS = ('.png', '.svg')
 AXES = ('env_steps', 'wall_s')
@@ -103,7 +103,7 @@ def plot_curves(out: str, runs: Sequence[curves_lib.Curve] = (),
   # No creation date in an SVG, so the same data gives the same file.
   metadata = {'Date': None} if image_format == 'svg' else None
   try:
-    output.write_atomically(
+    files.write_atomically(
         out, lambda tmp: figure.savefig(tmp, format=image_format, dpi=dpi, metadata=metadata))
   finally:
     plt.close(figure)

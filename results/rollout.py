@@ -20,7 +20,7 @@ from tf_agents.policies import py_tf_eager_policy  # pylint: disable=g-import-no
 from tf_agents.policies import random_py_policy  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from common.errors import UserError  # pylint: disable=g-import-not-at-top,wrong-import-position
-from results import output  # pylint: disable=g-import-not-at-top,wrong-import-position
+from common import files  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _SAVED_MODEL_FILE = 'saved_model.pb'
 _SPECS_FILE = 'policy_specs.pbtxt'
@@ -137,7 +137,7 @@ def write_mp4(path: str, frames: Sequence[np.ndarray], fps: float) -> str:
                             macro_block_size=2, ffmpeg_log_level='error') as writer:
       for frame in frames:
         writer.append_data(_even(frame))
-  return output.write_atomically(path, _write)
+  return files.write_atomically(path, _write)
 
 
 def write_gif(path: str, frames: Sequence[np.ndarray], fps: float, width: int = 240,
@@ -152,7 +152,7 @@ def write_gif(path: str, frames: Sequence[np.ndarray], fps: float, width: int = 
   def _write(tmp):
     iio.imwrite(tmp, np.stack(small), extension='.gif', duration=1000.0 * stride / fps,
                 loop=0)
-  return output.write_atomically(path, _write)
+  return files.write_atomically(path, _write)
 
 
 def _even(frame: np.ndarray) -> np.ndarray:

@@ -19,8 +19,8 @@ from absl import app
 from absl import flags
 
 from common import builders  # pylint: disable=unused-import  (registers every configurable)
-from common import config
 from common import constants
+from common import gin_config
 from common import main_utils
 from common.errors import UserError
 from learner import export
@@ -51,7 +51,7 @@ FLAGS = flags.FLAGS
 def main(_):
   def _run():
     policy_dir = FLAGS.policy_dir or ''
-    gin_files = config.resolve_gin_files(FLAGS.gin_file)
+    gin_files = gin_config.resolve_gin_files(FLAGS.gin_file)
     if FLAGS.root_dir:
       if not os.path.isdir(FLAGS.root_dir):
         raise UserError(f'--root_dir={FLAGS.root_dir!r} does not exist: pass the --root_dir '
@@ -67,7 +67,7 @@ def main(_):
       raise UserError('nothing to render: pass --root_dir, --policy_dir or --random')
     if not gin_files:
       raise UserError('no task: pass --gin_file (or --root_dir of a run)')
-    config.load_gin(gin_files, FLAGS.gin_bindings)
+    gin_config.load_gin(gin_files, FLAGS.gin_bindings)
     rollout.record_videos(FLAGS.out, '' if FLAGS.random else policy_dir,
                           num_episodes=FLAGS.num_episodes, formats=FLAGS.format,
                           seed=FLAGS.seed, frame_stride=FLAGS.frame_stride,

@@ -22,6 +22,7 @@ from actor import evaluate
 from common import agents
 from common import builders
 from common import config
+from common import gin_config
 from common import constants
 from common import variables as variables_lib
 from common.config import ReplayConfig
@@ -145,7 +146,7 @@ def _train_and_check_export(gin_file, bindings, root_dir, port, tmp_path):
     learner = started[1]
     assert learner.wait(900) == 0, _log(logs['learner'])[-3000:]
     learner_log = _log(logs['learner'])
-    config.load_gin([gin_file], list(bindings))
+    gin_config.load_gin([gin_file], list(bindings))
     replay_config = ReplayConfig()
     final_step = _final_step(replay_config)
     assert re.search(rf'{constants.LEARNER_STOPPED_LINE} at train step {final_step}\b',

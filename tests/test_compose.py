@@ -478,8 +478,8 @@ def test_the_worked_examples_dockerfile_carries_the_package(stack, tmp_path):
   try:
     result = subprocess.run(
         ['docker', 'run', '--rm', '--entrypoint', 'python', image, '-c',
-         'import common; from common import builders, config, environments; '
-         "config.load_gin(['gin/catch.gin']); environments.check_environment(); "
+         'import common; from common import builders, environments, gin_config; '
+         "gin_config.load_gin(['gin/catch.gin']); environments.check_environment(); "
          "print(environments.make_environment().observation_spec().shape)"],
         capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -12,7 +12,7 @@ from tf_agents.trajectories import time_step as ts
 
 from actor import vector_env
 from common import builders
-from common import config
+from common import gin_config
 from common import environments
 from common import gymnasium_env
 from common.config import ReplayConfig
@@ -26,7 +26,7 @@ FIRST, MID, LAST = (int(t) for t in (ts.StepType.FIRST, ts.StepType.MID, ts.Step
 
 
 def _load(*bindings, gin_file=CARTPOLE_GIN):
-  config.load_gin([gin_file], list(FAST_BINDINGS) + list(bindings))
+  gin_config.load_gin([gin_file], list(FAST_BINDINGS) + list(bindings))
 
 
 def _entry_point(name, **kwargs):
@@ -292,7 +292,7 @@ def test_a_gin_import_of_a_missing_package_is_one_line(tmp_path):
                   "make_environment.env_name = 'CartPole-v0'\n")
   with pytest.raises(UserError, match="imports 'reverb_fleet_no_such_user_package', which cannot "
                                       'be imported here.*PYTHONPATH'):
-    config.load_gin([str(path)])
+    gin_config.load_gin([str(path)])
 
 
 def test_frame_stack_size_follows_the_source():

@@ -15,7 +15,7 @@ from tf_agents.trajectories import trajectory as trajectory_lib
 from actor import writer as writer_lib
 from bench import harness
 from common import builders
-from common import config
+from common import gin_config
 from common import constants
 from common import environments
 from common import replay
@@ -32,7 +32,7 @@ OPEN_TABLE = ('ReplayConfig.samples_per_insert = None', 'ReplayConfig.min_size =
 
 
 def _specs(*bindings):
-  config.load_gin([PONG_GIN], list(OPEN_TABLE) + list(bindings))
+  gin_config.load_gin([PONG_GIN], list(OPEN_TABLE) + list(bindings))
   replay_config = ReplayConfig()
   return builders.build(replay_config).specs, replay_config
 
@@ -40,7 +40,7 @@ def _specs(*bindings):
 def _play(num_envs, steps, episode_steps, seed=0):
   """Random play on real Pong emulators whose episodes end after `episode_steps` agent steps:
   the batched Trajectory of every step, as the actor writes them."""
-  config.load_gin([PONG_GIN], [f'make_environment.max_episode_steps = {episode_steps}'])
+  gin_config.load_gin([PONG_GIN], [f'make_environment.max_episode_steps = {episode_steps}'])
   envs = [environments.make_environment(seed=seed + i) for i in range(num_envs)]
   rng = np.random.RandomState(seed)
   time_steps = [env.reset() for env in envs]
@@ -117,17 +117,17 @@ def test_frames_stored_once_rebuild_every_observation_the_actor_saw():
 def test_store_frames_once_follows_the_agent_and_is_refused_where_it_cannot_apply():
   assert _specs('ReplayConfig.store_frames_once = False')[0].frame_stack == 0
   assert _specs('ReplayConfig.store_frames_once = True')[0].frame_stack == 4
-  config.load_gin([os.path.join(GIN_DIR, 'dqn_cartpole.gin')],
+  gin_config.load_gin([os.path.join(GIN_DIR, 'dqn_cartpole.gin')],
                   ['ReplayConfig.store_frames_once = True'])
   with pytest.raises(UserError, match='not frame stacks'):
     builders.build(ReplayConfig())
-  config.load_gin([os.path.join(GIN_DIR, 'dqn_cartpole.gin')], [])
+  gin_config.load_gin([os.path.join(GIN_DIR, 'dqn_cartpole.gin')], [])
   assert builders.build(ReplayConfig()).specs.frame_stack == 0  # None: where it applies
-  config.load_gin([os.path.join(GIN_DIR, 'ppo_pong.gin')],
+  gin_config.load_gin([os.path.join(GIN_DIR, 'ppo_pong.gin')],
                   ['ReplayConfig.store_frames_once = True'])
   with pytest.raises(UserError, match='across episode ends'):
     builders.build(ReplayConfig())
-  config.load_gin([os.path.join(GIN_DIR, 'ppo_pong.gin')], [])
+  gin_config.load_gin([os.path.join(GIN_DIR, 'ppo_pong.gin')], [])
   assert builders.build(ReplayConfig()).specs.frame_stack == 0
 
 

@@ -8,6 +8,7 @@ import pytest
 
 from common import builders
 from common import config
+from common import gin_config
 from common import environments
 from common.config import LearnerConfig
 from common.config import ReplayConfig
@@ -39,7 +40,7 @@ def test_every_gin_file_is_found():
 
 @pytest.mark.parametrize('gin_file', GIN_FILES, ids=os.path.basename)
 def test_every_binding_takes_effect(gin_file):
-  config.load_gin([gin_file])
+  gin_config.load_gin([gin_file])
   bound = _bindings()
   configs = config.validated_configs()
   builders.make_agent_and_specs(configs[0])
@@ -54,7 +55,7 @@ def test_every_binding_takes_effect(gin_file):
 
 
 def test_cartpole_values_are_the_dqn_tutorials():
-  config.load_gin([os.path.join(GIN_DIR, 'dqn_cartpole.gin')])
+  gin_config.load_gin([os.path.join(GIN_DIR, 'dqn_cartpole.gin')])
   agent, specs = builders.make_agent_and_specs(ReplayConfig())
   layers = [v.shape[-1] for v in agent.collect_policy.variables() if len(v.shape) == 2]
   assert layers == [100, 50, 2]
@@ -65,7 +66,7 @@ def test_cartpole_values_are_the_dqn_tutorials():
 
 
 def test_minitaur_values_are_the_sac_tutorials():
-  config.load_gin([os.path.join(GIN_DIR, 'sac_minitaur.gin')])
+  gin_config.load_gin([os.path.join(GIN_DIR, 'sac_minitaur.gin')])
   agent, specs = builders.make_agent_and_specs(ReplayConfig())
   layers = [v.shape[-1] for v in agent.collect_policy.variables() if len(v.shape) == 2]
   assert layers[:2] == [256, 256]
@@ -78,26 +79,26 @@ def test_minitaur_values_are_the_sac_tutorials():
 
 def test_missing_gin_file_is_a_user_error(tmp_path):
   with pytest.raises(UserError, match='does not exist'):
-    config.load_gin([str(tmp_path / 'nope.gin')])
+    gin_config.load_gin([str(tmp_path / 'nope.gin')])
 
 
 def test_malformed_gin_file_is_a_user_error(tmp_path):
   path = tmp_path / 'bad.gin'
   path.write_text('ReplayConfig.max_size = = 3\n')
   with pytest.raises(UserError, match='bad gin config'):
-    config.load_gin([str(path)])
+    gin_config.load_gin([str(path)])
 
 
 def test_binding_to_an_unknown_parameter_is_a_user_error():
   with pytest.raises(UserError, match='no_such_param'):
-    config.load_gin([os.path.join(GIN_DIR, 'dqn_cartpole.gin')],
+    gin_config.load_gin([os.path.join(GIN_DIR, 'dqn_cartpole.gin')],
                     ['ReplayConfig.no_such_param = 3'])
 
 
 def test_binding_an_argument_owned_by_the_caller_is_rejected():
   # num_envs of make_environment belongs to ActorConfig; gin must not be able to shadow it.
   with pytest.raises(UserError):
-    config.load_gin([os.path.join(GIN_DIR, 'dqn_cartpole.gin')],
+    gin_config.load_gin([os.path.join(GIN_DIR, 'dqn_cartpole.gin')],
                     ['make_environment.num_envs = 4'])
 
 
@@ -116,10 +117,10 @@ PONG_RUN_CONFIG = os.path.join(REPO, 'docs', 'results', 'data', 'ppo_pong', 'eva
     ('ppo_pong.gin', PONG_RUN_CONFIG),
 ])
 def test_fast_file_is_the_measured_run(gin_name, recorded_config):
-  config.load_gin([os.path.join(GIN_DIR, gin_name)])
+  gin_config.load_gin([os.path.join(GIN_DIR, gin_name)])
   shipped = {(name, param): gin.query_parameter(f'{name}.{param}') for name, param in _bindings()}
   gin.clear_config()
-  gin.parse_config(config.gin_text(recorded_config), skip_unknown=True)
+  gin.parse_config(gin_config.gin_text(recorded_config), skip_unknown=True)
   recorded = {key: gin.query_parameter('.'.join(key)) for key in shipped}
   assert shipped == recorded
 
@@ -129,6 +130,6 @@ def test_a_config_recorded_before_the_atari_stack_still_loads():
   # (tf_agents.environments then imports every suite, each with a `load`).
   with open(MINITAUR_RUN_CONFIG) as f:
     assert 'load.discount = 1.0' in f.read().splitlines()
-  config.load_gin([MINITAUR_RUN_CONFIG])
+  gin_config.load_gin([MINITAUR_RUN_CONFIG])
   assert gin.query_parameter('suite_gym.load.discount') == 1.0
   assert gin.query_parameter('make_environment.env_name') == 'MinitaurBulletEnv-v0'

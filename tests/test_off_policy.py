@@ -17,7 +17,7 @@ from tf_agents.trajectories import trajectory as trajectory_lib
 from actor import writer as writer_lib
 from common import agents
 from common import builders
-from common import config
+from common import gin_config
 from common import connection
 from common import constants
 from common import replay
@@ -39,7 +39,7 @@ OPEN_TABLE = ('ReplayConfig.samples_per_insert = None', 'ReplayConfig.min_size =
 
 
 def _load(gin_file, *bindings):
-  config.load_gin([gin_file], list(bindings))
+  gin_config.load_gin([gin_file], list(bindings))
   return ReplayConfig()
 
 

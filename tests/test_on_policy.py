@@ -20,7 +20,7 @@ from actor import collect
 from actor import writer as writer_lib
 from common import agents
 from common import builders
-from common import config
+from common import gin_config
 from common import constants
 from common import replay
 from common import variables as variables_lib
@@ -39,7 +39,7 @@ LENGTH = 4
 
 
 def _load(*bindings):
-  config.load_gin([PPO_GIN], [f'ppo_agent.collect_sequence_length = {LENGTH}',
+  gin_config.load_gin([PPO_GIN], [f'ppo_agent.collect_sequence_length = {LENGTH}',
                               *bindings])
   return ReplayConfig()
 

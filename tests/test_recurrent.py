@@ -20,7 +20,7 @@ from actor import vector_env
 from actor import writer as writer_lib
 from common import agents
 from common import builders
-from common import config
+from common import gin_config
 from common import constants
 from common import environments
 from common.agents import dqn
@@ -36,7 +36,7 @@ RNN_GINS = pytest.mark.parametrize('gin_name', [
 
 
 def _agent(gin_name):
-  config.load_gin([os.path.join(GIN_DIR, gin_name)])
+  gin_config.load_gin([os.path.join(GIN_DIR, gin_name)])
   tf.random.set_seed(3)
   return builders.build(ReplayConfig()).agent
 
@@ -140,7 +140,7 @@ def _episodes(lengths):
 
 
 def test_recurrent_windows_run_on_across_episode_ends_as_tf_agents_samples_them(port):
-  config.load_gin([os.path.join(GIN_DIR, 'dqn_rnn_cartpole_no_velocity.gin')],
+  gin_config.load_gin([os.path.join(GIN_DIR, 'dqn_rnn_cartpole_no_velocity.gin')],
                   ['ReplayConfig.min_size = 1', 'ReplayConfig.samples_per_insert = None'])
   replay_config = ReplayConfig()
   built = builders.build(replay_config)

@@ -18,7 +18,7 @@ from tf_agents.trajectories import trajectory as trajectory_lib
 from actor import vector_env
 from actor import writer as writer_lib
 from common import builders
-from common import config
+from common import gin_config
 from common import constants
 from common import environments
 from common import replay
@@ -33,7 +33,7 @@ LENGTH = 3  # Cells to the corridor's end; the time limit is as many steps.
 
 
 def test_a_truncated_step_is_bootstrapped_and_a_terminated_one_is_not(port):
-  config.load_gin([CARTPOLE_GIN], [
+  gin_config.load_gin([CARTPOLE_GIN], [
       'make_environment.env_name = None',
       "make_environment.entry_point = 'tests.envs:Corridor'",
       f"make_environment.env_kwargs = {{'length': {LENGTH}}}",

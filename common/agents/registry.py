@@ -11,7 +11,7 @@ import tensorflow as tf
 from tf_agents.policies import greedy_policy as greedy_policy_lib
 from tf_agents.utils import common as tfa_common
 
-from common import config as config_lib
+from common import typecheck
 from common import constants
 from common.agents.seam import ActorSlot
 from common.agents.seam import AgentBuild
@@ -50,7 +50,7 @@ def check_builder_arguments(agent_fn: Callable) -> None:
   Runs before the builder, so that `dqn_agent.learning_rate = '1e-3'` (a string),
   `fc_layer_params = 100` (not a sequence) or `gamma = 1.5` is one line naming the binding,
   not a TensorFlow error from inside the agent or a run that trains on a wrong value. Types come
-  from the builder's annotations (`config.check_type`); ranges from `_RANGES`, by argument
+  from the builder's annotations (`typecheck.check_type`); ranges from `_RANGES`, by argument
   name, so a new builder that names its arguments as the others do is checked as they are.
 
   Raises:
@@ -68,7 +68,7 @@ def check_builder_arguments(agent_fn: Callable) -> None:
     name = f'{fn.__name__}.{parameter.name}'
     default = None if parameter.default is inspect.Parameter.empty else parameter.default
     if parameter.name in hints:
-      config_lib.check_type(name, value, hints[parameter.name], default)
+      typecheck.check_type(name, value, hints[parameter.name], default)
     for applies, holds, must in _RANGES:
       if applies(parameter.name) and isinstance(value, (int, float, list, tuple)) and (
           not holds(value)):

@@ -1,0 +1,89 @@
+"""Gin configs: resolving the gin files' paths, parsing them with one-line errors, and
+recording the operative config a process ran with."""
+
+import json
+import os
+import re
+from typing import List, Sequence
+
+from absl import logging
+import gin
+
+from common import files
+from common.errors import UserError
+
+
+def resolve_gin_files(gin_files: Sequence[str]) -> List[str]:
+  """Absolute paths of `gin_files`: as given from the working directory, else the project's.
+
+  So `reverb-fleet run --gin_file=gin/sac_inverted_pendulum.gin` works from any directory, and
+  a launcher's children (which run in the project directory) read the files the user meant.
+  A path found in neither place is returned as given, for the one-line error of `load_gin`.
+  """
+  from common import console  # pylint: disable=g-import-not-at-top
+  resolved = []
+  for path in gin_files:
+    if os.path.isfile(path):
+      resolved.append(os.path.abspath(path))
+    elif not os.path.isabs(path) and os.path.isfile(os.path.join(console.REPO, path)):
+      resolved.append(os.path.join(console.REPO, path))
+    else:
+      resolved.append(path)
+  return resolved
+
+
+# Recorded configs (operative_config.gin) of runs made before the Atari stack was installed name
+# `suite_gym.load` by its short name: the only `load` configurable then. With ale-py installed,
+# `tf_agents.environments` also imports suite_atari, suite_dm_control, suite_mujoco and
+# suite_pybullet, whose `load` makes the short name ambiguous.
+_BARE_LOAD = re.compile(r'^load\.', re.MULTILINE)
+
+
+def gin_text(path: str) -> str:
+  """A gin file's text, with a recorded config's bare `load.` bindings read as suite_gym's."""
+  with open(path) as f:
+    return _BARE_LOAD.sub('suite_gym.load.', f.read())
+
+
+def load_gin(gin_files: Sequence[str], gin_bindings: Sequence[str] = ()) -> None:
+  """Parses gin files and bindings, with one-line errors.
+
+  Importing `common` first registers every configurable, so a binding to a parameter that does
+  not exist fails here, at start-up, and not later.
+
+  Args:
+    gin_files: Paths of gin files; at least one.
+    gin_bindings: Extra bindings, applied after the files.
+
+  Raises:
+    UserError: a file is missing or malformed, or a binding names an unknown parameter.
+  """
+  if not gin_files:
+    raise UserError('no gin file given: pass --gin_file=gin/dqn_cartpole.gin (see gin/)')
+  for path in gin_files:
+    if not os.path.isfile(path):
+      raise UserError(f'gin file {path!r} does not exist: pass --gin_file with a path to one of '
+                      'the files in gin/')
+  gin.clear_config()
+  try:
+    for path in gin_files:
+      gin.parse_config(gin_text(path))
+    gin.parse_config(list(gin_bindings))
+  except ImportError as e:
+    name = getattr(e, 'name', None) or ' '.join(str(e).split())
+    if isinstance(e, ModuleNotFoundError) and "'" in str(e):
+      name = str(e).split("'")[1]
+    raise UserError(f'the gin config imports {name!r}, which cannot be imported here: install '
+                    'that package in this environment (pip install -e PATH) or put its '
+                    'directory on PYTHONPATH') from None
+  except (ValueError, SyntaxError, KeyError, TypeError) as e:
+    message = ' '.join(str(e).split())
+    raise UserError(f'bad gin config ({message}): fix the gin file or --gin_bindings') from None
+
+
+def record_run_config(directory: str, flags: dict) -> None:
+  """Writes the operative gin config and the flags a process ran with under `directory`."""
+  files.atomic_write(os.path.join(directory, 'operative_config.gin'), gin.operative_config_str())
+  files.atomic_write(os.path.join(directory, 'flags.json'),
+               json.dumps(flags, indent=2, sort_keys=True, default=str) + '\n')
+  logging.info('Recorded the operative gin config and flags under %s', directory)
