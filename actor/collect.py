@@ -17,7 +17,6 @@ from typing import Optional
 
 from absl import logging
 import numpy as np
-import reverb
 import tensorflow as tf
 from tf_agents.trajectories import time_step as ts
 from tf_agents.trajectories import trajectory as trajectory_lib
@@ -168,7 +167,6 @@ class _Collecting:
   learned: object  # `inference` policy over the agent's collect policy.
   observer: writer_lib.BatchedTrajectoryObserver
   collector: Collector
-  status_client: reverb.Client
   summary_writer: object
   summary_faults: storage.SummaryFaults
   stats: _Stats = dataclasses.field(default_factory=_Stats)
@@ -210,7 +208,7 @@ def run_actor(root_dir: str, server_address: str, task: int, configs: config_lib
     _collect(actor, max_env_steps, stop_event, watchdog)
   finally:
     watchdog.stop()  # Also when the loop raises, so that no deadline outlives the loop.
-  _stop(actor, server_address)
+  _stop(actor)
   return actor.stats.env_steps
 
 
@@ -235,7 +233,7 @@ def _assemble(root_dir: str, server_address: str, task: int, configs: config_lib
                                   config.inference, seed)
   random_policy = inference.RandomPolicy(env.action_spec(), specs.collect_data_spec.policy_info,
                                          config.num_envs, seed)
-  observer = specs.family.make_writer(reverb.Client(server_address), config.num_envs, specs,
+  observer = specs.family.make_writer(policy_client.session.client, config.num_envs, specs,
                                       is_running=lambda: not stop_event.is_set())
   summary_dir = os.path.join(root_dir, constants.ACTOR_DIR, str(task))
   ownership.own(summary_dir, f'actor with --task={task}')
@@ -250,7 +248,7 @@ def _assemble(root_dir: str, server_address: str, task: int, configs: config_lib
                constants.REPLAY_TABLE, seed, max_env_steps or 'none', learned.description,
                specs.family.name)
   return _Collecting(role, task, config, policy_client, specs.family, env, learned, observer,
-                     collector, reverb.Client(server_address), summary_writer, summary_faults)
+                     collector, summary_writer, summary_faults)
 
 
 def _collect(actor: _Collecting, max_env_steps: int, stop_event: threading.Event,
@@ -279,21 +277,21 @@ def _collect(actor: _Collecting, max_env_steps: int, stop_event: threading.Event
     except CONNECTION_ERRORS as e:
       actor.observer.close()
       actor.policy_client.reconnect(e)
-      actor.observer.reopen()
+      actor.observer.reopen(actor.policy_client.session.client)
       collector.reset()
       steps_since_pull = config.variable_update_interval
       continue
     if time.monotonic() - last_log >= config.log_interval_s:
       _log(actor)
-      status_lib.publish_status(actor.status_client,
-                            stats.record(actor.task, actor.policy_client.train_step))
+      status_lib.publish_status(actor.policy_client.session.client,
+                                stats.record(actor.task, actor.policy_client.train_step))
       last_log = time.monotonic()
 
 
-def _stop(actor: _Collecting, server_address: str) -> None:
+def _stop(actor: _Collecting) -> None:
   """Flushes the last items (bounded), closes the writers and the environments, logs."""
   try:
-    if connection.probe(server_address) is None:
+    if actor.policy_client.session.probe() is None:
       logging.warning('%s: the replay server is not answering; stopping without flushing the '
                       'last items', actor.role)
     elif not actor.observer.flush(timeout_s=_FINAL_FLUSH_TIMEOUT_S):
@@ -346,7 +344,7 @@ def _pull(actor: _Collecting) -> None:
   # When new weights arrive, so that the status view's policy lag is the lag of the weights in
   # use (a pull of the same weights, every few ms on CartPole, needs none).
   if step != stats.published_step:
-    status_lib.publish_status(actor.status_client, stats.record(actor.task, step))
+    status_lib.publish_status(policy_client.session.client, stats.record(actor.task, step))
 
 
 def _log(actor: _Collecting) -> None:

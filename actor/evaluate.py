@@ -24,7 +24,6 @@ from common import agents
 from common import builders
 from common import config as config_lib
 from common import gin_config
-from common import connection
 from common import constants
 from common import environments
 from common import eval_log
@@ -136,7 +135,7 @@ def run_eval(root_dir: str, server_address: str, configs: config_lib.Configs,
     while not stop_event.is_set() and (not max_evals or evals < max_evals):
       watchdog.beat()
       try:
-        row = evaluation.evaluate_if_due(server_address)
+        row = evaluation.evaluate_if_due()
       except CONNECTION_ERRORS as e:
         evaluation.policy_client.reconnect(e)
         continue
@@ -168,7 +167,7 @@ class _Evaluation:
     self.save = save
     self._last_step = last_step
 
-  def evaluate_if_due(self, server_address: str) -> Optional[dict]:
+  def evaluate_if_due(self) -> Optional[dict]:
     """Pulls the newest weights; evaluates them if due. Returns the result row, or None."""
     step = self.policy_client.pull()
     if step is None or (self._last_step is not None
@@ -179,7 +178,7 @@ class _Evaluation:
     self._greedy.sync()  # The pulled weights, for a NumPy policy.
     average_return, average_length = evaluate_policy(self._env, self._greedy,
                                                      self.config.num_episodes)
-    info = self.policy_client.server_info = connection.probe(server_address)
+    info = self.policy_client.session.probe()
     env_steps = replay.inserted_env_steps(info[constants.REPLAY_TABLE]) if info else -1
     return dict(train_step=step, env_steps=env_steps, timestamp=round(time.time(), 3),
                 average_return=average_return, average_episode_length=average_length,

@@ -8,8 +8,8 @@ import tensorflow as tf
 
 from common import agents
 from common import builders
-from common import connection
 from common import constants
+from common import session as session_lib
 from common import variables as variables_lib
 from common.config import ReplayConfig
 
@@ -20,6 +20,7 @@ class PolicyClient:
   Attributes:
     agent: The TF-Agents agent (its policies share the pulled variables).
     specs: The specs derived from the gin config.
+    session: The process's `session.ServerSession` (connect, reconnect, probes).
     train_step: Learner step of the weights in use (-1 until the first pull succeeds).
   """
 
@@ -35,18 +36,17 @@ class PolicyClient:
       stop_event: Ends waits early when set.
       actor: The collect actor this client serves (its exploration), or None for eval.
     """
-    self._address = server_address
     self._role = role
-    self._timeout_s = server_timeout_s
-    self._stop = stop_event or threading.Event()
+    stop_event = stop_event or threading.Event()
     self._train_step = tf.Variable(-1, dtype=tf.int64, name='train_step')
     built = builders.build(replay_config, self._train_step, actor)
     self.agent, self.specs = built.agent, built.specs
     self._variables = built.variables
     self._max_priority = built.max_priority
+    self.session = session_lib.ServerSession(server_address, role, self.specs, server_timeout_s,
+                                             lambda: not stop_event.is_set())
     self._client = None
     self._older_logged = None
-    self.server_info = None
 
   @property
   def train_step(self) -> int:
@@ -64,17 +64,12 @@ class PolicyClient:
       ServerUnavailableError: no answer before --server_timeout_s.
       SignatureMismatchError: the server was built for another environment or agent.
     """
-    self.server_info = connection.connect(self._address, self._timeout_s, self._role,
-                                          self.specs, self._is_running)
-    self._client = variables_lib.VariableClient(self._address, self._variables)
+    self.session.connect()
+    self._client = variables_lib.VariableClient(self.session, self._variables)
 
   def reconnect(self, error: BaseException) -> None:
     """After a CONNECTION_ERRORS `error`: logs it, waits for the server and checks it again."""
-    self.server_info = connection.reconnect(self._address, self._timeout_s, self._role,
-                                            self.specs, error, self._is_running)
-
-  def _is_running(self) -> bool:
-    return not self._stop.is_set()
+    self.session.reconnect(error)
 
   def pull(self) -> Optional[int]:
     """Loads the newest weights if any were pushed; returns their train step or None.
@@ -84,10 +79,9 @@ class PolicyClient:
     blocks on it. Weights older than those in use (a server restored from an old checkpoint)
     are not loaded either: weights never go backwards.
     """
-    info = connection.probe(self._address)
+    info = self.session.probe()
     if info is None or not info[constants.VARIABLE_TABLE].current_size:
       return None
-    self.server_info = info
     current = self.train_step
     step = self._client.pull(not_older_than=current if current >= 0 else None)
     if step is None and self._client.older_step is not None:

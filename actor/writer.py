@@ -129,7 +129,11 @@ class BatchedTrajectoryObserver:
       self._frames[i] = collections.deque(maxlen=self._sequence_length + context)
     self._cached[:] = 0
 
-  reopen = open
+  def reopen(self, client: Optional[reverb.Client] = None) -> None:
+    """Opens fresh writers after a reconnect, through `client` (the session's new one) if given."""
+    if client is not None:
+      self._client = client
+    self.open()
 
   def write(self, flat_columns: Sequence[np.ndarray], boundary: np.ndarray) -> int:
     """Appends one step of every environment and creates the items that became complete.

@@ -195,8 +195,9 @@ class ReplayServer:
 
   def push_weights(self) -> None:
     """Writes the (freshly initialized) policy weights, as the learner's first push does."""
+    from common import session as session_lib  # pylint: disable=g-import-not-at-top
     from common import variables  # pylint: disable=g-import-not-at-top
-    variables.VariableClient(self.address, self.built.variables).push()
+    variables.VariableClient(session_lib.unchecked(self.address), self.built.variables).push()
 
   def stop(self) -> None:
     self.server.stop()

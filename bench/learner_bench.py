@@ -60,6 +60,7 @@ def _our_learner(server, learner_config, root_dir: str, use_xla: bool):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tf_agents.train.utils import train_utils  # pylint: disable=g-import-not-at-top
   from common import builders  # pylint: disable=g-import-not-at-top
+  from common import session as session_lib  # pylint: disable=g-import-not-at-top
   from common import variables  # pylint: disable=g-import-not-at-top
   from learner import assembly  # pylint: disable=g-import-not-at-top
   from learner import trainers  # pylint: disable=g-import-not-at-top
@@ -73,8 +74,8 @@ def _our_learner(server, learner_config, root_dir: str, use_xla: bool):
   learner = family.make_trainer(trainers.Inputs(
       learner_dir=root_dir, train_step=train_step, built=built, strategy=strategy,
       learner_config=config, replay_config=server.replay_config,
-      server_address=server.address))
-  client = variables.VariableClient(server.address, built.variables)
+      session=session_lib.unchecked(server.address)))
+  client = variables.VariableClient(session_lib.unchecked(server.address), built.variables)
   learner.triggers.append(assembly.PushTrigger(
       client, family.push_interval(config), 0, before_push=learner.before_push))
   iterator = make_iterator()

@@ -25,6 +25,7 @@ from common import builders  # pylint: disable=g-import-not-at-top
 from common import config
 from common import gin_config
 from common import environments
+from common import session as session_lib
 from common import variables as variables_lib
 
 
@@ -67,7 +68,7 @@ def main(argv=None):
   gin_config.load_gin([args.gin_file], args.gin_bindings)
   built = builders.build(config.ReplayConfig())
   batch = tf.constant(observations(args.num_observations, args.seed))
-  client = variables_lib.VariableClient(args.server, built.variables)
+  client = variables_lib.VariableClient(session_lib.unchecked(args.server), built.variables)
   # pylint: disable=protected-access
   networks = {'policy': built.agent._actor_net, 'value': built.agent._value_net}
   deadline = time.monotonic() + args.duration_s

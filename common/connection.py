@@ -1,9 +1,10 @@
-"""Reaching the replay server: bounded, logged waits, signature checks, and reconnects.
+"""Reaching the replay server: bounded, logged waits, probes, and signature checks.
 
-Every role connects with `connect` (wait, then check both tables against its own specs), treats
-the exceptions in `CONNECTION_ERRORS` as "the server went away", and comes back with `reconnect`,
-which checks the signatures again: a server restarted with another config is refused, not
-written to.
+The parts a `session.ServerSession` is made of, and the probes of the processes that hold no
+session (the watchdog, the launchers' status views). Every role treats the exceptions in
+`CONNECTION_ERRORS` as "the server went away" and comes back through its session's
+`reconnect`, which checks the signatures again: a server restarted with another config is
+refused, not written to.
 """
 
 import socket
@@ -163,26 +164,6 @@ def check_tables(server_info: Dict[str, object], specs) -> None:
   """Checks the replay and the variable table against `specs` (a `builders.Specs`)."""
   check_signature(server_info, constants.REPLAY_TABLE, specs.replay_signature)
   check_signature(server_info, constants.VARIABLE_TABLE, specs.variables_signature)
-
-
-def connect(address: str, timeout_s: float, role: str, specs,
-            is_running: Callable[[], bool] = lambda: True) -> Dict[str, object]:
-  """`wait_for_server`, then `check_tables`; returns the server's table infos.
-
-  Raises:
-    ServerUnavailableError: no answer before the deadline, or stopped while waiting.
-    SignatureMismatchError: the server was built from another config.
-  """
-  info = wait_for_server(address, timeout_s, role, is_running=is_running)
-  check_tables(info, specs)
-  return info
-
-
-def reconnect(address: str, timeout_s: float, role: str, specs, error: BaseException,
-              is_running: Callable[[], bool] = lambda: True) -> Dict[str, object]:
-  """Logs the lost connection (`error`'s first line), then `connect`s again."""
-  logging.warning('%s: lost the replay server (%s); reconnecting', role, first_line(error))
-  return connect(address, timeout_s, role, specs, is_running)
 
 
 def first_line(error: BaseException, limit: int = 200) -> str:

@@ -5,7 +5,11 @@ other thing the replay server, the actors, the eval process and the learner have
 """
 
 # Reverb tables.
-REPLAY_TABLE = 'uniform_table'
+REPLAY_TABLE = 'replay_table'
+# Names earlier versions gave the tables: a replay checkpoint that holds one is restored under
+# the current name (`replay_server.checkpoints.reconcile`). The replay table was called
+# `uniform_table` also when it sampled by priority or was an on-policy queue.
+FORMER_TABLE_NAMES = {'uniform_table': REPLAY_TABLE}
 VARIABLE_TABLE = 'variables'  # Same name as tf_agents' ReverbVariableContainer default.
 # Actors' status records (JSON strings) for `reverb-fleet status`; the newest STATUS_TABLE_SIZE.
 STATUS_TABLE = 'fleet_status'

@@ -8,7 +8,6 @@ import gin
 import gym
 import numpy as np
 import tensorflow as tf
-from tf_agents.environments import batched_py_environment
 from tf_agents.environments import py_environment
 from tf_agents.environments import suite_gym
 from tf_agents.specs import array_spec
@@ -123,7 +122,6 @@ def make_environment(env_name: Optional[str] = None,
                      env_kwargs: Optional[dict] = None,
                      max_episode_steps: Optional[int] = None,
                      seed: Optional[int] = None,
-                     num_envs: int = 1,
                      sticky_actions: float = 0.0,
                      terminal_on_life_loss: bool = False,
                      noop_max: int = 0,
@@ -153,10 +151,9 @@ def make_environment(env_name: Optional[str] = None,
     env_kwargs: Keyword arguments for `gymnasium.make`, `gym.make` or the entry point (gin).
     max_episode_steps: Optional episode cap (gin); its end is a truncation (discount 1). None
       keeps the registration's limit.
-    seed: Seed of the first environment; environment i gets `seed + i` (through
-      `reset(seed=...)` for Gymnasium; also as the entry point's `seed` argument if it takes
-      one).
-    num_envs: If > 1, a BatchedPyEnvironment of that many copies stepped in lockstep.
+    seed: The environment's seed (through `reset(seed=...)` for Gymnasium; also as the entry
+      point's `seed` argument if it takes one). The actors give environment i of their batch
+      `seed + i` and step the batch with `actor.vector_env.VectorEnv`.
     sticky_actions: Atari only (gin): the chance, each emulator frame, that the previous action
       is repeated (0.25 in Machado et al., 2018; 0, the default, is the classic protocol).
     terminal_on_life_loss: Atari only (gin): a lost life ends the episode, for the collect
@@ -167,7 +164,7 @@ def make_environment(env_name: Optional[str] = None,
     training: False for eval, which never ends an episode at a lost life.
 
   Returns:
-    A PyEnvironment (batched when num_envs > 1).
+    A PyEnvironment.
 
   Raises:
     UserError: a source that cannot be made, with the fix (see `env_sources`).
@@ -209,20 +206,13 @@ def make_environment(env_name: Optional[str] = None,
     return suite_gym.load(env_name, max_episode_steps=max_episode_steps or 0,
                           gym_kwargs=env_kwargs)
 
-  def _one(index: int) -> py_environment.PyEnvironment:
-    env_seed = None if seed is None else seed + index
-    env = _checked(_load(env_seed), env_name or entry_point)
-    if env_seed is not None:
-      try:
-        env.seed(env_seed)
-      except NotImplementedError:
-        pass  # A PyEnvironment or dm_env without seeding: seeded by its entry point, or not.
-    return env
-
-  if num_envs == 1:
-    return _one(0)
-  return batched_py_environment.BatchedPyEnvironment(
-      [_one(i) for i in range(num_envs)], multithreading=False)
+  env = _checked(_load(seed), env_name or entry_point)
+  if seed is not None:
+    try:
+      env.seed(seed)
+    except NotImplementedError:
+      pass  # A PyEnvironment or dm_env without seeding: seeded by its entry point, or not.
+  return env
 
 
 def _checked(env: py_environment.PyEnvironment, what: str) -> py_environment.PyEnvironment:

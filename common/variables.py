@@ -20,7 +20,6 @@ from absl import logging
 import reverb
 import tensorflow as tf
 
-from common import connection
 from common import constants
 from common.errors import UserError
 
@@ -28,25 +27,26 @@ from common.errors import UserError
 class VariableClient:
   """Pushes and pulls one nest of variables ({POLICY_KEY: ..., TRAIN_STEP_KEY: ...})."""
 
-  def __init__(self, server_address: str, variables, pull_timeout_s: float = 2.0,
+  def __init__(self, session, variables, pull_timeout_s: float = 2.0,
                push_timeout_s: float = 30.0):
     """
     Args:
-      server_address: host:port of the replay server (which must be up).
+      session: The process's `session.ServerSession` (connected); pushes go through its
+        client.
       variables: The nest, as returned by `agents.policy_variables`.
       pull_timeout_s: How long a pull waits for an item before returning None.
       push_timeout_s: How long a push waits for the server to confirm the item before it
         raises `tf.errors.DeadlineExceededError`.
     """
-    self._address = server_address
+    self._session = session
+    self._address = session.address
     self._variables = variables
     self._flat_variables = tf.nest.flatten(variables)
-    self._client = reverb.Client(server_address)
     self._timeout_ms = int(pull_timeout_s * 1000)
     self._push_timeout_ms = int(push_timeout_s * 1000)
     self.older_step = None  # The train step of the last older weights that were not loaded.
     self._dataset = reverb.TimestepDataset(
-        server_address=server_address,
+        server_address=session.address,
         table=constants.VARIABLE_TABLE,
         dtypes=tuple(v.dtype for v in self._flat_variables),
         shapes=tuple(v.shape for v in self._flat_variables),
@@ -61,7 +61,8 @@ class VariableClient:
         `push_timeout_s` (it is away, or went away during the push).
     """
     # validate_items=False: validating fetches the table signature first, with no deadline.
-    writer = self._client.trajectory_writer(num_keep_alive_refs=1, validate_items=False)
+    writer = self._session.client.trajectory_writer(num_keep_alive_refs=1,
+                                                    validate_items=False)
     try:
       writer.append([v.numpy() for v in self._flat_variables])
       # The priority is the train step, so that `reverb-fleet status` reads it without
@@ -119,15 +120,15 @@ class PushWatch:
   server restores a lower count, which becomes the new baseline.
   """
 
-  def __init__(self, server_address: str, window_s: float = 10.0,
-               clock=time.monotonic, sleep=time.sleep):
-    self._address, self._window_s = server_address, window_s
+  def __init__(self, session, window_s: float = 10.0, clock=time.monotonic, sleep=time.sleep):
+    """`session`: the learner's `session.ServerSession`; the table is read through its probes."""
+    self._session, self._address, self._window_s = session, session.address, window_s
     self._clock, self._sleep = clock, sleep
     self._started = clock()
     self._baseline = self._count()
 
   def _count(self) -> Optional[int]:
-    info = connection.probe(self._address)
+    info = self._session.probe()
     if info is None:
       return None
     return int(info[constants.VARIABLE_TABLE].rate_limiter_info.insert_stats.completed)

@@ -26,6 +26,7 @@ from common import connection
 from common import constants
 from common import environments
 from common import ownership
+from common import session as session_lib
 from common import storage
 from common import variables as variables_lib
 from common.errors import UserError
@@ -55,6 +56,7 @@ class Learning:
     train_step: The train-step variable.
     specs: `builders.Specs`.
     make_iterator: Makes a fresh iterator over the replay table (the family's).
+    session: The learner's `session.ServerSession`.
     push: The weight-push trigger (also among `trainer.triggers`).
     finite: The divergence check (`divergence.FiniteCheck`).
     summary_faults: Handles a summary write on a full disk.
@@ -64,6 +66,7 @@ class Learning:
   train_step: tf.Variable
   specs: builders.Specs
   make_iterator: Callable[[], object]
+  session: session_lib.ServerSession
   push: 'PushTrigger'
   finite: divergence.FiniteCheck
   summary_faults: storage.SummaryFaults
@@ -93,9 +96,10 @@ def assemble(root_dir: str, server_address: str, configs: config_lib.Configs,
   specs = built.specs
   make_iterator = specs.family.make_iterator_fn(strategy, server_address, specs,
                                                 learner_config)
-  connection.connect(server_address, server_timeout_s, 'learner', specs,
-                     lambda: not stop_event.is_set())
-  watch = variables_lib.PushWatch(server_address, learner_config.foreign_push_window_s)
+  session = session_lib.ServerSession(server_address, 'learner', specs, server_timeout_s,
+                                      lambda: not stop_event.is_set())
+  session.connect()
+  watch = variables_lib.PushWatch(session, learner_config.foreign_push_window_s)
   learner_dir = os.path.join(root_dir, constants.LEARNER_DIR)
   _own(learner_dir, built.agent)
   learning_rates = agent_record.configured_learning_rates(built.agent)
@@ -103,8 +107,8 @@ def assemble(root_dir: str, server_address: str, configs: config_lib.Configs,
       built.agent.variables, os.path.join(learner_dir, agent_record.CHECKPOINT_SUBDIR))
   trainer = specs.family.make_trainer(trainers.Inputs(
       learner_dir=learner_dir, train_step=train_step, built=built, strategy=strategy,
-      learner_config=learner_config, replay_config=configs.replay,
-      server_address=server_address, save_guard=finite))
+      learner_config=learner_config, replay_config=configs.replay, session=session,
+      save_guard=finite))
   agent_record.apply_learning_rates(built.agent, learning_rates)  # After the restore.
   summary_faults = storage.SummaryFaults('learner', os.path.join(learner_dir, 'train'))
   summary_faults.wrap(trainer.train_summary_writer)
@@ -112,7 +116,7 @@ def assemble(root_dir: str, server_address: str, configs: config_lib.Configs,
   logging.info('learner: %s at train step %d', 'resumed' if start_step else 'starting',
                start_step)
   _record(root_dir, learner_dir, server_address, max_train_steps)
-  push = PushTrigger(variables_lib.VariableClient(server_address, built.variables),
+  push = PushTrigger(variables_lib.VariableClient(session, built.variables),
                      specs.family.push_interval(learner_config), start_step,
                      before_push=trainer.before_push, guard=finite, watch=watch)
   trainer.triggers.extend([
@@ -124,8 +128,8 @@ def assemble(root_dir: str, server_address: str, configs: config_lib.Configs,
   ])
   watch.check_start()
   push(start_step, force_trigger=True)
-  return Learning(trainer, train_step, specs, make_iterator, push, finite, summary_faults,
-                  learner_dir)
+  return Learning(trainer, train_step, specs, make_iterator, session, push, finite,
+                  summary_faults, learner_dir)
 
 
 def _check_replicas(built: builders.Build, strategy: tf.distribute.Strategy) -> None:

@@ -14,7 +14,6 @@ from typing import Dict, Optional
 
 from absl import logging
 import numpy as np
-import reverb
 import tensorflow as tf
 
 from common.config import ReplayConfig
@@ -78,8 +77,9 @@ class PriorityWriter:
   old priority; the learner's divergence check stops the run on the loss that made it.
   """
 
-  def __init__(self, server_address: str, table: str):
-    self._client = reverb.Client(server_address)
+  def __init__(self, session, table: str):
+    """`session`: the learner's `session.ServerSession`; updates go through its client."""
+    self._session = session
     self._table = table
     self._pending: Dict[int, float] = {}
     self._lock = threading.Condition()
@@ -134,7 +134,7 @@ class PriorityWriter:
         updates, self._pending = self._pending, {}
         self._in_flight = True
       try:
-        self._client.mutate_priorities(self._table, updates=updates)
+        self._session.client.mutate_priorities(self._table, updates=updates)
         self.sent_updates += len(updates)
         self.sends += 1
       except Exception as e:  # pylint: disable=broad-except  (the server may be away)

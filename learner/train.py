@@ -16,7 +16,6 @@ import tensorflow as tf
 from common import config as config_lib
 from common import connection
 from common import constants
-from common import replay
 from common import storage
 from common import watchdog as watchdog_lib
 from common.errors import ServerUnavailableError
@@ -67,16 +66,15 @@ def run_learner(root_dir: str, server_address: str, configs: config_lib.Configs,
       'learner', server_address, quiet_s=max(10.0, 2 * configs.learner.rate_limiter_timeout_s),
       deadline_s=server_timeout_s, stop_event=stop_event, stop_waits_while_server_answers=True)
   try:
-    _loop(learning, configs.learner, server_address, server_timeout_s, max_train_steps,
-          stop_event, watchdog)
+    _loop(learning, configs.learner, max_train_steps, stop_event, watchdog)
   finally:
     watchdog.stop()  # Also when the loop raises, so that no deadline outlives the loop.
     learning.trainer.close()
-  return _stop(learning, server_address)
+  return _stop(learning)
 
 
-def _loop(learning: assembly.Learning, config, server_address: str, server_timeout_s: float,
-          max_train_steps: int, stop_event: threading.Event, watchdog) -> None:
+def _loop(learning: assembly.Learning, config, max_train_steps: int,
+          stop_event: threading.Event, watchdog) -> None:
   """Trains `iterations_per_call` steps at a time until the last step or `stop_event`."""
   iterator, stall_since = None, None
   log = _StepLog(learning.step, config.log_interval)
@@ -96,12 +94,12 @@ def _loop(learning: assembly.Learning, config, server_address: str, server_timeo
         stall_since = None
       except tf.errors.OutOfRangeError:
         # The rate limiter held the sample past its timeout: say why, then wait again.
-        stall_since = _log_stall(server_address, step, stall_since,
+        stall_since = _log_stall(learning.session, step, stall_since,
                                  config.rate_limiter_timeout_s)
         iterator = None
         continue
       except Exception as e:  # pylint: disable=broad-except
-        if _recovered(learning, e, server_address, server_timeout_s, stop_event):
+        if _recovered(learning, e, stop_event):
           RETIRED_ITERATORS.append(iterator)
           iterator = None
           continue
@@ -114,8 +112,8 @@ def _loop(learning: assembly.Learning, config, server_address: str, server_timeo
     RETIRED_ITERATORS.append(iterator)
 
 
-def _recovered(learning: assembly.Learning, error: Exception, server_address: str,
-               server_timeout_s: float, stop_event: threading.Event) -> bool:
+def _recovered(learning: assembly.Learning, error: Exception,
+               stop_event: threading.Event) -> bool:
   """Handles an error of a train call: True after a reconnect (the iterator is stale), False
   for a summary fault handled or a server gone while stopping; raises anything else."""
   learning.finite.raise_if_numerics_error(learning.step, error)
@@ -124,8 +122,7 @@ def _recovered(learning: assembly.Learning, error: Exception, server_address: st
   if not isinstance(error, CONNECTION_ERRORS):
     raise error
   try:
-    connection.reconnect(server_address, server_timeout_s, 'learner', learning.specs, error,
-                         lambda: not stop_event.is_set())
+    learning.session.reconnect(error)
   except ServerUnavailableError:
     if stop_event.is_set():
       return False
@@ -134,13 +131,10 @@ def _recovered(learning: assembly.Learning, error: Exception, server_address: st
   return True
 
 
-def _log_stall(server_address: str, step: int, since: Optional[float],
-               timeout_s: float) -> float:
+def _log_stall(session, step: int, since: Optional[float], timeout_s: float) -> float:
   """Logs why no sample came (the table's state); returns when the stall began."""
   since = since or time.monotonic() - timeout_s
-  info = connection.probe(server_address)
-  state = (replay.table_state(info[constants.REPLAY_TABLE]) if info
-           else 'replay server not answering')
+  state = session.replay_table_state()
   logging.warning('learner: no replay sample for %.0f s at train step %d (%s); waiting for '
                   'actors', time.monotonic() - since, step, state)
   return since
@@ -164,7 +158,7 @@ class _StepLog:
     self._step, self._time = step, now
 
 
-def _stop(learning: assembly.Learning, server_address: str) -> int:
+def _stop(learning: assembly.Learning) -> int:
   """The saves on stop (checkpoint, export, weight push); returns the final train step.
 
   Raises:
@@ -173,10 +167,10 @@ def _stop(learning: assembly.Learning, server_address: str) -> int:
   final_step = learning.step
   storage_errors = []
   for trigger in learning.trainer.triggers:
-    if trigger is learning.push and connection.probe(server_address) is None:
+    if trigger is learning.push and learning.session.probe() is None:
       # Said here, not as the push trigger's "retrying at the next interval": there is none.
       logging.warning('learner: replay server %s not answering; no final weight push',
-                      server_address)
+                      learning.session.address)
       continue
     try:
       trigger(final_step, force_trigger=True)

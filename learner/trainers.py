@@ -37,7 +37,7 @@ class Inputs:
     strategy: The distribution strategy.
     learner_config: `LearnerConfig`.
     replay_config: `ReplayConfig`.
-    server_address: host:port of the replay server (priority updates go there).
+    session: The learner's `session.ServerSession` (priority updates go through it).
     save_guard: Called with the train step before each save; raises to prevent it.
   """
   learner_dir: str
@@ -46,7 +46,7 @@ class Inputs:
   strategy: tf.distribute.Strategy
   learner_config: object
   replay_config: object
-  server_address: str
+  session: object
   save_guard: Optional[Callable[[int], None]] = None
 
 
@@ -107,7 +107,7 @@ def prioritized_trainer(inputs: Inputs) -> PrioritizedTrainer:
   built = inputs.built
   step = priorities_lib.PrioritizedStep(built.agent, built.td_errors, inputs.replay_config,
                                         inputs.train_step)
-  writer = priorities_lib.PriorityWriter(inputs.server_address, constants.REPLAY_TABLE)
+  writer = priorities_lib.PriorityWriter(inputs.session, constants.REPLAY_TABLE)
   return PrioritizedTrainer(inputs.learner_dir, inputs.train_step, built.agent,
                             experience_dataset_fn=None, prioritized_step=step,
                             priority_writer=writer, max_priority=built.max_priority,

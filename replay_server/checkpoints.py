@@ -11,7 +11,9 @@ checkpoint with the configured tables before the server starts and:
   smaller `max_size` keeps the newest items, as FIFO eviction would. A changed ratio limiter
   starts from the middle of its window. The old checkpoint stays as the fallback;
 - refuses, naming the values, when a signature differs (another environment or agent): no
-  setting makes those items usable.
+  setting makes those items usable;
+- renames a table that an earlier version named otherwise (`constants.FORMER_TABLE_NAMES`),
+  the same way, so that existing runs' checkpoints still restore.
 
 Reverb deletes every checkpoint but its newest when it writes one, so a truncated newest file
 would leave nothing to fall back on. Before each checkpoint, `keep_previous` links the newest
@@ -28,6 +30,7 @@ from typing import Dict, List, Sequence
 from absl import logging
 import tensorflow as tf
 
+from common import constants
 from common.errors import UserError
 
 _TABLES_FILE = 'tables.tfrecord'
@@ -218,11 +221,15 @@ def _checkpoint_name() -> str:
   return now.strftime('%Y-%m-%dT%H:%M:%S.%f000+00:00')
 
 
-def _apply(path: str, records: Dict[str, object], tables: Sequence[object]) -> str:
-  """Writes a checkpoint with `tables`' settings and `path`'s items; returns its path."""
+def _apply(path: str, records: Dict[str, object], tables: Sequence[object],
+           renamed: Dict[str, str]) -> str:
+  """Writes a checkpoint with `tables`' settings and `path`'s items, its tables renamed by
+  `renamed` (old name -> new name; `records` are already renamed); returns its path."""
   from reverb.cc import schema_pb2  # pylint: disable=g-import-not-at-top
   infos = {t.name: t.info for t in tables}
   items = _read(os.path.join(path, _ITEMS_FILE), schema_pb2.PrioritizedItem)
+  for item in items:
+    item.table = renamed.get(item.table, item.table)
   kept = []
   for name, record in records.items():
     info = infos.get(name)
@@ -264,6 +271,20 @@ def _apply(path: str, records: Dict[str, object], tables: Sequence[object]) -> s
   return target
 
 
+def _rename_former_tables(records: Dict[str, object], tables: Sequence[object]) -> Dict[str, str]:
+  """Renames, in `records`, each table an earlier version named otherwise whose current name is
+  configured and not yet in the checkpoint; returns {old name: new name}."""
+  configured = {t.name for t in tables}
+  renamed = {}
+  for old, new in constants.FORMER_TABLE_NAMES.items():
+    if old in records and new in configured and new not in records:
+      record = records.pop(old)
+      record.table_name = new
+      records[new] = record
+      renamed[old] = new
+  return renamed
+
+
 def reconcile(checkpoint_dir: str, tables: Sequence[object]) -> List[str]:
   """Makes the newest complete checkpoint restore into `tables`' settings (see the module doc).
 
@@ -288,8 +309,9 @@ def reconcile(checkpoint_dir: str, tables: Sequence[object]) -> List[str]:
       break
     except UnreadableCheckpointError as e:
       set_aside(path, str(e))
+  renamed = _rename_former_tables(records, tables)
   check_signatures(records, tables, path)
-  changes = {}
+  changes = {f'{new}.name': (old, new) for old, new in renamed.items()}
   for table in tables:
     if table.name in records:
       for setting, values in differences(records[table.name], table).items():
@@ -297,7 +319,7 @@ def reconcile(checkpoint_dir: str, tables: Sequence[object]) -> List[str]:
   if not changes:
     return [path]
   try:
-    applied = _apply(path, records, tables)
+    applied = _apply(path, records, tables, renamed)
   except UnreadableCheckpointError as e:
     set_aside(path, str(e))
     return reconcile(checkpoint_dir, tables)

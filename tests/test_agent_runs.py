@@ -24,6 +24,7 @@ from common import builders
 from common import config
 from common import gin_config
 from common import constants
+from common import session as session_lib
 from common import variables as variables_lib
 from common.config import ReplayConfig
 from learner import export
@@ -164,7 +165,8 @@ def _train_and_check_export(gin_file, bindings, root_dir, port, tmp_path):
     # The learner's final weights, as the actors and eval get them.
     train_step = tf.Variable(0, dtype=tf.int64)
     built = builders.build(replay_config, train_step)
-    assert variables_lib.VariableClient(client['address'], built.variables).pull() == final_step
+    assert variables_lib.VariableClient(session_lib.unchecked(client['address']),
+                                        built.variables).pull() == final_step
   finally:
     for process in reversed(started):
       process.stop()

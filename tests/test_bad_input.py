@@ -276,7 +276,7 @@ def _refused_by_cartpole_server(module, bindings, root_dir, budget_s, *expected)
 def test_actor_built_for_another_environment(fresh_root, tf_budget_s):
   line = _refused_by_cartpole_server(
       'actor.main', ["make_environment.env_name = 'Acrobot-v1'"], fresh_root, tf_budget_s,
-      "table 'uniform_table' signature mismatch", 'start every process with the same --gin_file')
+      "table 'replay_table' signature mismatch", 'start every process with the same --gin_file')
   # The server's CartPole observations and this actor's Acrobot ones, side by side.
   assert 'server has [int32[2], float32[2, 4]' in line
   assert 'this process expects [int32[2], float32[2, 6]' in line

@@ -111,14 +111,6 @@ def test_seeds_make_environments_reproducible_and_distinct():
   assert not np.array_equal(first[0], first[2])
 
 
-def test_batched_environment_has_one_seed_per_copy():
-  parse_gin()
-  env = environments.make_environment(seed=3, num_envs=3)
-  observations = env.reset().observation
-  assert observations.shape == (3, 4)
-  assert len({tuple(o) for o in observations}) == 3
-
-
 def test_dqn_on_continuous_actions_is_a_user_error():
   parse_gin('gin/sac_inverted_pendulum.gin', ('make_agent.agent_fn = @dqn_agent',))
   with pytest.raises(UserError, match='discrete action'):

@@ -363,7 +363,7 @@ def test_stalls_are_logged_with_the_table_and_rate_limiter_state(tmp_path):
     stall.start('learner')
     line = wait_until(lambda: re.search(r'learner: no replay sample for .*', stall.log('learner')),
                       START_S, 'the learner to log its stall').group(0)
-    assert 'table uniform_table: size=0/' in line and 'min_size_to_sample=64' in line
+    assert 'table replay_table: size=0/' in line and 'min_size_to_sample=64' in line
     assert 'samples_per_insert=1' in line
     # The learner repeats it rather than going quiet.
     wait_until(lambda: len(re.findall('no replay sample for', stall.log('learner'))) >= 3, 60,

@@ -15,6 +15,7 @@ from common import agents
 from common import constants
 from common import replay
 from common.config import validated_configs
+from common import session as session_lib
 from launcher import fleet_status
 from launcher import processes
 from launcher import reverb_rpc
@@ -45,7 +46,8 @@ def _push_weights(address: str, train_step: int) -> None:
   agent, _ = builders.make_agent_and_specs(ReplayConfig())
   train_step_var = agent.train_step_counter
   train_step_var.assign(train_step)
-  client = variables.VariableClient(address, agents.policy_variables(agent, train_step_var))
+  client = variables.VariableClient(session_lib.unchecked(address),
+                                    agents.policy_variables(agent, train_step_var))
   client.push()
 
 

@@ -18,6 +18,7 @@ from common import agents
 from common import builders
 from common import constants
 from common import replay
+from common import session as session_lib
 from common import variables as variables_lib
 from common.config import LearnerConfig
 from common.config import ReplayConfig
@@ -98,8 +99,8 @@ def test_pushed_weights_equal_pulled_weights(cartpole_server):
   for variable in tf.nest.flatten(source[constants.POLICY_KEY]):
     variable.assign(tf.random.normal(variable.shape, dtype=variable.dtype))
   source[constants.TRAIN_STEP_KEY].assign(1234)
-  variables_lib.VariableClient(cartpole_server, source).push()
-  step = variables_lib.VariableClient(cartpole_server, target).pull()
+  variables_lib.VariableClient(session_lib.unchecked(cartpole_server), source).push()
+  step = variables_lib.VariableClient(session_lib.unchecked(cartpole_server), target).pull()
   assert step == 1234
   for pushed, pulled in zip(tf.nest.flatten(source), tf.nest.flatten(target)):
     np.testing.assert_array_equal(pushed.numpy(), pulled.numpy())
@@ -109,7 +110,7 @@ def test_an_actor_never_loads_weights_older_than_its_own(cartpole_server, caplog
   # A replay server restored from an old checkpoint holds the weights of that time.
   parse_gin()
   source = _fresh_variables()
-  pusher = variables_lib.VariableClient(cartpole_server, source)
+  pusher = variables_lib.VariableClient(session_lib.unchecked(cartpole_server), source)
   client = policy_client_lib.PolicyClient(cartpole_server, ReplayConfig(), 'actor 0', 30)
   client.connect()
 
@@ -140,10 +141,11 @@ def test_an_actor_never_loads_weights_older_than_its_own(cartpole_server, caplog
 
 def test_push_watch_tells_another_learners_pushes_from_its_own(cartpole_server):
   parse_gin()
-  own = variables_lib.VariableClient(cartpole_server, _fresh_variables())
-  other = variables_lib.VariableClient(cartpole_server, _fresh_variables())
+  own = variables_lib.VariableClient(session_lib.unchecked(cartpole_server), _fresh_variables())
+  other = variables_lib.VariableClient(session_lib.unchecked(cartpole_server), _fresh_variables())
   slept = []
-  watch = variables_lib.PushWatch(cartpole_server, window_s=10, sleep=slept.append)
+  watch = variables_lib.PushWatch(session_lib.unchecked(cartpole_server),
+                                  window_s=10, sleep=slept.append)
   watch.check_start()  # Nothing pushed: the rest of the window is waited out.
   assert len(slept) == 1 and 9 < slept[0] <= 10
   for _ in range(3):
@@ -155,14 +157,16 @@ def test_push_watch_tells_another_learners_pushes_from_its_own(cartpole_server):
                      match=r'^another learner pushes weights to the replay server at '
                            r'localhost:\d+ \(1 push\(es\) since its previous push'):
     watch.before_push()
-  starting = variables_lib.PushWatch(cartpole_server, window_s=10, sleep=lambda _: other.push())
+  starting = variables_lib.PushWatch(session_lib.unchecked(cartpole_server),
+                                     window_s=10, sleep=lambda _: other.push())
   with pytest.raises(variables_lib.SecondLearnerError, match='before its first'):
     starting.check_start()
 
 
 def test_pull_from_an_empty_variable_table_returns_none_within_its_timeout(cartpole_server):
   parse_gin()
-  client = variables_lib.VariableClient(cartpole_server, _fresh_variables(), pull_timeout_s=0.5)
+  client = variables_lib.VariableClient(session_lib.unchecked(cartpole_server),
+                                        _fresh_variables(), pull_timeout_s=0.5)
   start = time.monotonic()
   assert client.pull() is None
   assert time.monotonic() - start < 5
@@ -386,7 +390,8 @@ def test_a_push_to_a_server_that_is_away_fails_within_its_deadline(port):
   # Reverb's own writers wait for the server however long it takes; a learner that lost its
   # server during a push would hang there, outside every deadline.
   parse_gin()
-  client = variables_lib.VariableClient(f'localhost:{port}', _fresh_variables(),
+  client = variables_lib.VariableClient(session_lib.unchecked(f'localhost:{port}'),
+                                        _fresh_variables(),
                                         push_timeout_s=1.0)
   outcome = []
 
@@ -405,6 +410,6 @@ def test_a_push_to_a_server_that_is_away_fails_within_its_deadline(port):
   assert isinstance(outcome[0], tf.errors.DeadlineExceededError), outcome
   assert 'not confirmed within 1 s' in str(outcome[0])
   assert time.monotonic() - start < 10
-  watch = variables_lib.PushWatch(f'localhost:{port}', window_s=0)
+  watch = variables_lib.PushWatch(session_lib.unchecked(f'localhost:{port}'), window_s=0)
   with pytest.raises(tf.errors.UnavailableError, match='not answering'):
     watch.before_push()

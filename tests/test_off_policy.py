@@ -18,13 +18,13 @@ from actor import writer as writer_lib
 from common import agents
 from common import builders
 from common import gin_config
-from common import connection
 from common import constants
 from common import replay
 from common.config import LearnerConfig
 from common.config import ReplayConfig
 from common.errors import SignatureMismatchError
 from common.errors import UserError
+from common import session as session_lib
 from learner import compiled_learner
 from learner import dataset as learner_dataset
 from learner import priorities
@@ -171,7 +171,7 @@ def test_a_server_built_for_another_n_is_refused_at_connect(port):
     specs = builders.build(client_config).specs
     assert specs.sequence_length == 4
     with pytest.raises(SignatureMismatchError, match='signature mismatch'):
-      connection.connect(address, 10, 'learner', specs)
+      session_lib.ServerSession(address, 'learner', specs, 10).connect()
   finally:
     server.stop()
 
@@ -308,7 +308,7 @@ def test_priorities_written_by_the_learner_are_on_the_server(port, tmp_path):
   replay_config = _load(APEX_GIN, *OPEN_TABLE)
   built = builders.build(replay_config)
   server, address = _server(built, replay_config, port)
-  writer = priorities.PriorityWriter(address, constants.REPLAY_TABLE)
+  writer = priorities.PriorityWriter(session_lib.unchecked(address), constants.REPLAY_TABLE)
   submitted = {}  # key -> every priority the learner computed for it
 
   def on_priorities(keys, values):
@@ -345,7 +345,7 @@ def test_sample_frequencies_follow_the_priorities(port):
   replay_config = _load(APEX_GIN, *OPEN_TABLE, 'ReplayConfig.priority_exponent = 1.0')
   built = builders.build(replay_config)
   server, address = _server(built, replay_config, port)
-  writer = priorities.PriorityWriter(address, constants.REPLAY_TABLE)
+  writer = priorities.PriorityWriter(session_lib.unchecked(address), constants.REPLAY_TABLE)
   try:
     _write(address, _episode(6), built.specs.sequence_length)  # 4 items
     client = reverb.Client(address)
@@ -370,7 +370,7 @@ def test_an_update_for_an_evicted_item_is_harmless(port, tmp_path):
   replay_config = _load(APEX_GIN, *OPEN_TABLE, 'ReplayConfig.max_size = 30')
   built = builders.build(replay_config)
   server, address = _server(built, replay_config, port)
-  writer = priorities.PriorityWriter(address, constants.REPLAY_TABLE)
+  writer = priorities.PriorityWriter(session_lib.unchecked(address), constants.REPLAY_TABLE)
   try:
     _write(address, _episode(33), built.specs.sequence_length)  # 31 items: 1 evicted already
     client = reverb.Client(address)
@@ -400,7 +400,7 @@ def test_priorities_the_table_cannot_take_are_not_sent(port):
   replay_config = _load(APEX_GIN, *OPEN_TABLE)
   built = builders.build(replay_config)
   server, address = _server(built, replay_config, port)
-  writer = priorities.PriorityWriter(address, constants.REPLAY_TABLE)
+  writer = priorities.PriorityWriter(session_lib.unchecked(address), constants.REPLAY_TABLE)
   try:
     _write(address, _episode(6), built.specs.sequence_length)  # 4 items
     client = reverb.Client(address)

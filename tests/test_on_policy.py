@@ -23,6 +23,7 @@ from common import builders
 from common import gin_config
 from common import constants
 from common import replay
+from common import session as session_lib
 from common import variables as variables_lib
 from common.config import LearnerConfig
 from common.config import ReplayConfig
@@ -232,7 +233,7 @@ def test_an_on_policy_actor_waits_for_weights_and_tags_items_with_their_version(
                                        configs=validated_configs()))
   client = reverb.Client(address)
   size = lambda: client.server_info()[constants.REPLAY_TABLE].current_size
-  pusher = variables_lib.VariableClient(address, built.variables)
+  pusher = variables_lib.VariableClient(session_lib.unchecked(address), built.variables)
   actor.start()
   try:
     # Without weights an on-policy actor writes nothing (no random-policy items).

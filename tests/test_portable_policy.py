@@ -27,6 +27,7 @@ from actor import evaluate
 from common import agents
 from common import builders
 from common import constants
+from common import session as session_lib
 from common import variables as variables_lib
 from common.config import LearnerConfig
 from common.config import EvalConfig
@@ -130,7 +131,8 @@ def _check_portable(gin_file, env_name, cartpole_server, root_dir, tmp_path):
   # The learner's final weights, as the actors and eval get them from the variable table.
   train_step = tf.Variable(0, dtype=tf.int64)
   agent, _ = builders.make_agent_and_specs(ReplayConfig(), train_step)
-  pulled = variables_lib.VariableClient(cartpole_server, agents.policy_variables(agent, train_step))
+  pulled = variables_lib.VariableClient(session_lib.unchecked(cartpole_server),
+                                        agents.policy_variables(agent, train_step))
   assert pulled.pull() == TRAIN_STEPS
   size = agent.time_step_spec.observation.shape[0]
   observations = np.random.RandomState(0).uniform(-2.5, 2.5, (2000, size)).astype(np.float32)

@@ -104,7 +104,7 @@ def test_restart_with_another_environment_is_refused_and_changes_nothing(tmp_pat
   with pytest.raises(UserError) as refused:
     _server(root, BINDINGS + ["make_environment.env_name = 'Acrobot-v1'"])
   message = str(refused.value)
-  assert "holds table 'uniform_table' of another environment or agent" in message
+  assert "holds table 'replay_table' of another environment or agent" in message
   assert 'float32[2, 4]' in message and 'float32[2, 6]' in message
   assert 'fresh --root_dir' in message
   assert sorted(glob.glob(os.path.join(root, '**'), recursive=True)) == before
@@ -152,3 +152,28 @@ def test_a_checkpoint_over_half_the_stop_grace_is_warned_about(tmp_path, caplog)
   assert len(warnings) == 1, caplog.text
   assert 'replay checkpoint of 20 items took' in warnings[0]
   assert 'smaller ReplayConfig.max_size' in warnings[0]
+
+
+def test_a_checkpoint_of_the_former_table_name_restores_under_the_current_one(
+    tmp_path, monkeypatch, caplog):
+  """Runs checkpointed before the replay table was renamed hold `uniform_table`: the server
+  restores their items, the rate limiter's counts and the priorities under `replay_table`."""
+  (old_name, new_name), = constants.FORMER_TABLE_NAMES.items()
+  root = str(tmp_path / 'run')
+  with monkeypatch.context() as patch:
+    patch.setattr(constants, 'REPLAY_TABLE', old_name)
+    [path] = _checkpointed(root, 30)
+  assert set(checkpoints_lib.read_tables(path)) >= {old_name}
+
+  with caplog.at_level('WARNING'):
+    server = _server(root)
+  try:
+    info = server.info()
+    assert old_name not in info
+    assert info[new_name].current_size == 30
+    assert info[new_name].rate_limiter_info.insert_stats.completed == 30
+    assert _first_values(server, 1000) == set(range(30))  # Each item drawn: P(miss) < 1e-13.
+  finally:
+    server.stop()
+  assert f'{new_name}.name: {old_name} -> {new_name}' in caplog.text
+  assert os.path.isdir(path)  # The old checkpoint stays as the fallback.

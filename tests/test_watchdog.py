@@ -38,7 +38,7 @@ def test_names_the_table_state_when_the_server_answers(cartpole_server, caplog):
   assert not exits  # The server answers: a blocked rate limiter is not a reason to exit.
   line = next(r.getMessage() for r in caplog.records
               if 'waiting on the replay table' in r.getMessage())
-  assert 'table uniform_table: size=0/100000' in line
+  assert 'table replay_table: size=0/100000' in line
 
 
 def test_beats_keep_it_quiet(cartpole_server, caplog):
