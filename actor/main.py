@@ -52,7 +52,7 @@ def main(_):
                         max_env_steps=FLAGS.max_env_steps,
                         server_timeout_s=FLAGS.server_timeout_s, stop_event=stop,
                         num_actors=FLAGS.num_actors)
-  main_utils.exit_on_user_error(_run)
+  main_utils.exit_on_error(_run)
 
 
 if __name__ == '__main__':

@@ -12,7 +12,6 @@ from absl import logging
 from common import constants
 from common import errors
 from common.errors import StopRequested
-from common.errors import UserError
 
 
 def define_common_flags(server_address: bool = True) -> None:
@@ -179,8 +178,9 @@ def exit_now(status: int = 0) -> None:
   os._exit(status)  # pylint: disable=protected-access
 
 
-def exit_on_user_error(fn: Callable[[], None]) -> None:
-  """Runs `fn`; a UserError becomes one line on stderr and exit status 2.
+def exit_on_error(fn: Callable[[], None]) -> None:
+  """Runs `fn`; an `errors.FleetError` becomes one line on stderr and its exit status
+  (the contract in `errors`: 2 bad input, 3 unavailable, 4 diverged).
 
   A stop requested while waiting for the replay server (`StopRequested`) is not an error: its
   line goes to stderr, and the exit status is 0.
@@ -191,7 +191,7 @@ def exit_on_user_error(fn: Callable[[], None]) -> None:
     logging.flush()
     print(str(e), file=sys.stderr, flush=True)
     sys.exit(0)
-  except UserError as e:
+  except errors.FleetError as e:
     logging.flush()
     print(f'error: {errors.one_line(e)}', file=sys.stderr, flush=True)
-    sys.exit(2)
+    sys.exit(e.exit_status)

@@ -16,7 +16,7 @@ from typing import Callable, Optional
 
 from absl import logging
 
-from common.errors import UserError
+from common.errors import UnavailableError
 
 # What a save raises on a storage fault: Python's OSError; Reverb's checkpoint raises
 # IndexError (RESOURCE_EXHAUSTED) or RuntimeError; TensorFlow raises tf.errors.OpError, which
@@ -25,7 +25,7 @@ _STORAGE_EXCEPTIONS = (OSError, IndexError, RuntimeError)
 _TF_ERROR_MODULE = 'tensorflow.python.framework.errors_impl'
 
 
-class StorageError(UserError):
+class StorageError(UnavailableError):
   """A save failed on every try before its deadline; the message names where and why."""
 
 

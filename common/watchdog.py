@@ -18,6 +18,7 @@ from absl import logging
 
 from common import connection
 from common import constants
+from common import errors
 from common import replay
 
 
@@ -41,7 +42,8 @@ class Watchdog:
       role: Prefix of the log lines.
       server_address: Probed to tell a blocked rate limiter from a missing server.
       quiet_s: Seconds without `beat()` before the first stall line, and between lines.
-      deadline_s: Seconds of stall with an unreachable server before `exit_fn(3)`; 0: never.
+      deadline_s: Seconds of stall with an unreachable server before
+        `exit_fn(errors.EXIT_UNAVAILABLE)` (3: restarted); 0: never.
       exit_fn: Called with the exit status at the deadline (tests pass a recorder).
       stop_event: The caller's stop request; if it stays unanswered (no `beat()` and no
         `stop()`) for `stop_grace_s`, `exit_fn(0)` ends the process.
@@ -115,7 +117,7 @@ class Watchdog:
           logging.error('%s: replay server %s unreachable for %.0f s; exiting', self._role,
                         self._address, unreachable)
           logging.flush()
-          self._exit_fn(3)
+          self._exit_fn(errors.EXIT_UNAVAILABLE)
           return
       else:
         self._unreachable_since = None

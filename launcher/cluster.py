@@ -15,8 +15,9 @@ signal handling, watchdog and exit codes. What Ray adds:
 * **Restarts.** When a main dies by a signal or a crash, its `RoleProcess` exits too, and Ray
   restarts the actor (`max_restarts=-1`), which starts the same main again: an actor keeps its
   task id, the learner resumes from its checkpoint, the server restores its replay checkpoint.
-  When a node is lost, Ray places its actors on the other nodes. A main that exits with status 2
-  (bad input) is not restarted: the run ends with its error line.
+  When a node is lost, Ray places its actors on the other nodes. A main that exits with a
+  status the error contract does not restart (`errors.restarted`: 2 bad input, 4 diverged) is
+  not restarted: the run ends with its error line.
 * **Files.** The gin files are read once by the launch command and shipped with the fleet's
   spec; each role writes them under its own directory (`<role dir>/launch/`), so no node needs
   the launch machine's disk.
@@ -53,6 +54,7 @@ from absl import logging
 import ray
 
 from common import constants
+from common import errors
 from launcher import processes
 from launcher import status as status_lib
 
@@ -250,8 +252,9 @@ class RoleProcess:
     self._process.close()
     if self._stopping or code == 0:
       return
-    if code == 2:
-      self._fatal = f'{self.name} exited with status 2 (bad input; not restarted)'
+    if not errors.restarted(code):
+      why = 'bad input' if code == errors.EXIT_BAD_INPUT else 'diverged'
+      self._fatal = f'{self.name} exited with status {code} ({why}; not restarted)'
       self._add(f'[ray] {self._fatal}')
       return
     # Dying with the child hands the restart to Ray (max_restarts), which reruns __init__.

@@ -248,7 +248,7 @@ def main(argv):
       print(f'error: {e}', file=sys.stderr)
       sys.exit(1)
     print(render(snapshot, FLAGS.root_dir))
-  main_utils.exit_on_user_error(_run)
+  main_utils.exit_on_error(_run)
 
 
 if __name__ == '__main__':

@@ -57,7 +57,7 @@ def main(_):
                              FLAGS.num_actors, budget_s=FLAGS.budget_s,
                              max_train_steps=FLAGS.max_train_steps,
                              server_timeout_s=FLAGS.server_timeout_s))
-  main_utils.exit_on_user_error(_run)
+  main_utils.exit_on_error(_run)
 
 
 if __name__ == '__main__':

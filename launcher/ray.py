@@ -184,7 +184,7 @@ def main(argv):
     print(f'[ray] fleet {FLAGS.name} stopped ({reason}); exit status {code}', flush=True)
     return 0
 
-  main_utils.exit_on_user_error(lambda: sys.exit(_run()))
+  main_utils.exit_on_error(lambda: sys.exit(_run()))
 
 
 if __name__ == '__main__':

@@ -16,10 +16,10 @@ from typing import Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
-from common.errors import UserError
+from common import errors
 
 
-class DivergedError(UserError):
+class DivergedError(errors.DivergedError):
   """The loss or a weight is not finite; nothing non-finite was saved, exported or pushed."""
 
 

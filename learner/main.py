@@ -28,7 +28,7 @@ def main(_):
                       max_train_steps=FLAGS.max_train_steps,
                       server_timeout_s=FLAGS.server_timeout_s, stop_event=stop)
     main_utils.exit_now(0)  # Everything is saved; see `train.RETIRED_ITERATORS`.
-  main_utils.exit_on_user_error(_run)
+  main_utils.exit_on_error(_run)
 
 
 if __name__ == '__main__':

@@ -35,7 +35,7 @@ def main(_):
     stop = main_utils.stop_event_on_signals()
     server.serve(FLAGS.root_dir, FLAGS.port, configs, FLAGS.checkpoint_interval_s,
                  FLAGS.keep_checkpoints, stop_event=stop, stop_grace_s=FLAGS.stop_grace_s)
-  main_utils.exit_on_user_error(_run)
+  main_utils.exit_on_error(_run)
 
 
 if __name__ == '__main__':

@@ -51,7 +51,7 @@ def main(argv):
     out = figure.plot_curves(FLAGS.out, runs, groups, axes=FLAGS.x, title=FLAGS.title,
                              target=FLAGS.target)
     print(f'wrote {out}')
-  main_utils.exit_on_user_error(_run)
+  main_utils.exit_on_error(_run)
 
 
 if __name__ == '__main__':

@@ -73,7 +73,7 @@ def main(_):
                           seed=FLAGS.seed, frame_stride=FLAGS.frame_stride,
                           max_frames=FLAGS.max_frames, gif_width=FLAGS.gif_width,
                           gif_stride=FLAGS.gif_stride, beside_random=FLAGS.beside_random)
-  main_utils.exit_on_user_error(_run)
+  main_utils.exit_on_error(_run)
 
 
 if __name__ == '__main__':
