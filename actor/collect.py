@@ -34,7 +34,6 @@ from common import connection
 from common import constants
 from common import environments
 from common import ownership
-from common import replay
 from common import storage
 from common import watchdog as watchdog_lib
 from common.config import ActorConfig

@@ -3,8 +3,10 @@
 import json
 import time
 
+from absl import logging
 import numpy as np
 import reverb
+import tensorflow as tf
 
 from common import constants
 

@@ -38,7 +38,6 @@ def bench_task(task: str, window_s: float):
   from tf_agents.replay_buffers import reverb_utils  # pylint: disable=g-import-not-at-top
   from common import constants  # pylint: disable=g-import-not-at-top
   from actor import writer as writer_lib  # pylint: disable=g-import-not-at-top
-  from common import replay  # pylint: disable=g-import-not-at-top
   from common.config import LearnerConfig  # pylint: disable=g-import-not-at-top
   from learner import dataset as learner_dataset  # pylint: disable=g-import-not-at-top
   server = harness.ReplayServer()

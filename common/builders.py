@@ -17,7 +17,6 @@ from common import agents
 from common.agents import families
 from common import environments
 from common import replay
-from common.config import LearnerConfig
 from common.config import ReplayConfig
 from common.errors import UserError
 

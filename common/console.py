@@ -9,10 +9,16 @@ gets, from `configure()`:
 - Python warnings only from the project's files.
 
 Each main calls `start()` before TensorFlow loads; in a quiet process that calls
-`filter_stderr()`: the process's stderr (fd 2, where C++ code writes too) then goes through a small forwarding process that drops the lines in
-`NOISE` (library chatter known to need nothing from the user, such as Reverb's "Started replay
-server" and TensorFlow's cuDNN-registration messages) and passes every other line at once. The
-forwarder outlives a crash of the process it serves, so a fatal message is never lost with it.
+`filter_stderr()`: the process's stderr (fd 2, where C++ code writes too) then goes through a
+small forwarding process that drops the lines in `NOISE` (library chatter known to need nothing
+from the user, such as Reverb's "Started replay server" and TensorFlow's cuDNN-registration
+messages) and passes every other line at once. The forwarder outlives a crash of the process it
+serves, so a fatal message is never lost with it. That is why it is a process and not one of the
+libraries that capture C-level output (wurlitzer, or a thread draining a pipe): those read the
+pipe from a thread of the same process, and an abort (a C++ CHECK failure, a heap corruption)
+ends that thread with the lines it has not yet written.
+`tests/test_console.py::test_stderr_filter_drops_noise_and_keeps_errors_of_a_process_that_aborts`
+checks that an aborting process's last line still reaches the console.
 
 Nothing that is not known to be noise is dropped: library errors, tracebacks and every line of
 unknown form still reach the console.

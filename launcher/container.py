@@ -29,13 +29,16 @@ Two container conveniences:
 """
 
 import os
-import random
 import re
 import socket
-import struct
 import sys
-import time
 from typing import List, Optional, Sequence
+
+import dns.exception
+import dns.message
+import dns.query
+import dns.rdatatype
+import dns.reversename
 
 from common import constants
 from launcher import processes
@@ -45,7 +48,6 @@ RESOLV_CONF = '/etc/resolv.conf'
 _DNS_PORT = 53
 _DNS_TIMEOUT_S = 2.0
 _DNS_ATTEMPTS = 3
-_PTR = 12
 _REPLICA = re.compile(r'^(?P<base>.+?)[_-](?P<number>[0-9]+)$')
 # gRPC method of Reverb's service that `reverb.Client.server_info` calls.
 _HEALTH_TIMEOUT_S = 3.0
@@ -81,61 +83,12 @@ def replica_number(name: str) -> int:
   return int(match.group('number'))
 
 
-def ptr_query(address: str, query_id: int) -> bytes:
-  """A DNS query packet asking for the PTR record of IPv4 `address`."""
-  name = '.'.join(reversed(address.split('.'))) + '.in-addr.arpa'
-  header = struct.pack('>HHHHHH', query_id, 0x0100, 1, 0, 0, 0)  # Recursion desired, 1 question.
-  question = b''.join(bytes([len(label)]) + label.encode('ascii') for label in name.split('.'))
-  return header + question + b'\0' + struct.pack('>HH', _PTR, 1)
-
-
-def _read_name(packet: bytes, offset: int):
-  """Decodes a (possibly compressed) DNS name; returns (name, offset after it)."""
-  labels, end, jumps = [], None, 0
-  while True:
-    if offset >= len(packet):
-      raise ValueError('truncated DNS name')
-    length = packet[offset]
-    if length & 0xC0 == 0xC0:  # Compression pointer.
-      if offset + 1 >= len(packet) or jumps > 32:
-        raise ValueError('bad DNS compression pointer')
-      end = offset + 2 if end is None else end
-      offset = ((length & 0x3F) << 8) | packet[offset + 1]
-      jumps += 1
-      continue
-    offset += 1
-    if length == 0:
-      return '.'.join(labels), (offset if end is None else end)
-    labels.append(packet[offset:offset + length].decode('ascii', 'replace'))
-    offset += length
-
-
-def parse_ptr_response(packet: bytes, query_id: int) -> Optional[str]:
-  """The first PTR name in a DNS response to query `query_id`, or None if it has none.
-
-  Raises:
-    ValueError: the packet is not a well-formed response to that query.
-  """
-  if len(packet) < 12:
-    raise ValueError('DNS response shorter than its header')
-  ident, flags, questions, answers = struct.unpack('>HHHH', packet[:8])
-  if ident != query_id or not flags & 0x8000:
-    raise ValueError('not a response to this query')
-  if flags & 0x000F:  # RCODE: NXDOMAIN, SERVFAIL, ...
-    return None
-  offset = 12
-  for _ in range(questions):
-    _, offset = _read_name(packet, offset)
-    offset += 4
-  for _ in range(answers):
-    _, offset = _read_name(packet, offset)
-    if offset + 10 > len(packet):
-      raise ValueError('truncated DNS answer')
-    rtype, _, _, rdlength = struct.unpack('>HHIH', packet[offset:offset + 10])
-    offset += 10
-    if rtype == _PTR:
-      return _read_name(packet, offset)[0]
-    offset += rdlength
+def ptr_name(response) -> Optional[str]:
+  """The first PTR name of a DNS response (`dns.message.Message`), without the root dot; None
+  when it has none (NXDOMAIN, no answer)."""
+  for rrset in response.answer:
+    if rrset.rdtype == dns.rdatatype.PTR and len(rrset):
+      return rrset[0].target.to_text(omit_final_dot=True)
   return None
 
 
@@ -157,25 +110,22 @@ def reverse_lookup(address: str, server: str, timeout_s: float = _DNS_TIMEOUT_S,
                    attempts: int = _DNS_ATTEMPTS, port: int = _DNS_PORT) -> Optional[str]:
   """Asks DNS `server` (UDP `port`) for the PTR name of `address`; None if it has none.
 
+  dnspython builds the query and reads the answer; a stray or malformed packet on the socket is
+  skipped while the attempt's `timeout_s` lasts.
+
   Raises:
     ContainerError: the server did not answer in `attempts` tries of `timeout_s` each.
   """
+  query = dns.message.make_query(dns.reversename.from_address(address), dns.rdatatype.PTR)
   for attempt in range(1, attempts + 1):
-    query_id = random.randrange(1 << 16)
-    deadline = time.monotonic() + timeout_s
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-      try:
-        sock.sendto(ptr_query(address, query_id), (server, port))
-        while True:
-          sock.settimeout(max(deadline - time.monotonic(), 0.001))
-          packet, _ = sock.recvfrom(4096)
-          try:
-            return parse_ptr_response(packet, query_id)
-          except ValueError:
-            continue  # A stray or malformed packet: keep waiting for ours.
-      except OSError as e:  # socket.timeout is an OSError.
-        print(f'container: DNS server {server} did not answer the reverse lookup of {address} '
-              f'(attempt {attempt}/{attempts}: {e})', file=sys.stderr, flush=True)
+    try:
+      response = dns.query.udp(query, server, timeout=timeout_s, port=port,
+                               ignore_unexpected=True, ignore_errors=True)
+    except (dns.exception.Timeout, OSError) as e:
+      print(f'container: DNS server {server} did not answer the reverse lookup of {address} '
+            f'(attempt {attempt}/{attempts}: {type(e).__name__})', file=sys.stderr, flush=True)
+      continue
+    return ptr_name(response)
   raise ContainerError(f'DNS server {server} did not answer in {attempts} tries of '
                        f'{timeout_s:g} s: cannot look up this container\'s name; pass --task=N')
 

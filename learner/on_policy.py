@@ -23,7 +23,7 @@ item taken from the queue is lost. The time spent waiting for items is measured
 
 import queue
 import time
-from typing import List, Optional
+from typing import List
 
 from absl import logging
 import numpy as np

@@ -30,7 +30,6 @@ from actor import writer as writer_lib
 from common import agents
 from common import builders
 from common import environments
-from common import replay
 from common.config import ReplayConfig
 from common.errors import ItemRejectedError
 from common.config import validated_configs

@@ -309,7 +309,6 @@ def test_actors_blocked_on_a_dead_server_still_stop_on_sigterm(run):
 def test_incomplete_replay_checkpoint_is_never_loaded_or_counted(tmp_path):
   """A checkpoint directory without Reverb's DONE marker (a write cut short) is ignored."""
   parse_gin(CARTPOLE_GIN, BINDINGS)
-  from common.config import ReplayConfig  # pylint: disable=g-import-not-at-top
   root = str(tmp_path / 'run')
   port = portpicker.pick_unused_port()
   server = server_lib.ReplayServer(root, port, validated_configs(), keep_checkpoints=1)

@@ -13,7 +13,6 @@ from actor import evaluate
 from actor import status as status_lib
 from common import agents
 from common import constants
-from common import replay
 from common.config import validated_configs
 from common import session as session_lib
 from launcher import fleet_status

@@ -24,7 +24,6 @@ from common import gin_config
 from common import constants
 from common import environments
 from common.agents import dqn
-from common import replay
 from common.config import LearnerConfig
 from common.config import ReplayConfig
 from replay_server import tables as tables_lib

@@ -11,7 +11,6 @@ import reverb
 import tensorflow as tf
 
 from common import constants
-from common.config import ReplayConfig
 from common.errors import UserError
 from common.config import validated_configs
 from replay_server import checkpoints as checkpoints_lib

@@ -21,7 +21,6 @@ from common import builders
 from common import gin_config
 from common import constants
 from common import environments
-from common import replay
 from common.config import LearnerConfig
 from common.config import ReplayConfig
 from learner import dataset as learner_dataset
