@@ -11,10 +11,9 @@ import signal
 import sys
 import threading
 import time
-from typing import List, Sequence, TextIO, Tuple
+from typing import List, Optional, Sequence, TextIO, Tuple
 
 from common import constants
-from common.config import EvalConfig
 from launcher import processes
 from launcher.status import StatusLine
 from launcher.status import outcome
@@ -43,18 +42,18 @@ def commands(gin_files: Sequence[str], gin_bindings: Sequence[str], root_dir: st
 
 
 def run_local(gin_files: Sequence[str], gin_bindings: Sequence[str], root_dir: str, port: int,
-              num_actors: int, budget_s: float = 0.0, max_train_steps: int = 0,
-              server_timeout_s: float = 300.0, out: TextIO = sys.stdout) -> int:
+              num_actors: int, target: Optional[float], budget_s: float = 0.0,
+              max_train_steps: int = 0, server_timeout_s: float = 300.0,
+              out: TextIO = sys.stdout) -> int:
   """Runs the whole system locally until the target return, the budget, or Ctrl-C.
 
-  The gin config must already be loaded (to read `EvalConfig.target_return`). The children
+  `target` is the task's `EvalConfig.target_return` (None: the task has none). The children
   stop with the launcher whatever ends it, kill -9 included (`die_with_parent`).
 
   Returns:
     0 when the target return was reached (or, with no target, the budget or the train-step
     budget ran out); 1 when a child failed or the budget ran out first; 130 on Ctrl-C.
   """
-  target = EvalConfig().target_return
   status = StatusLine(out, f'localhost:{port}', os.path.join(root_dir, constants.EVAL_CSV),
                       budget_s, max_train_steps)
   interrupted = threading.Event()

@@ -43,18 +43,19 @@ def main(_):
     from common import gin_config
     gin_files = gin_config.resolve_gin_files(FLAGS.gin_file)
     gin_config.load_gin(gin_files, FLAGS.gin_bindings)
-    replay_config = config.validated_configs()[0]
+    configs = config.validated_configs()
     # The environment (made, reset and stepped once), the agent's arguments and the item length,
     # as every child will check them: a bad value is one line here, before any child starts.
     environments.check_environment()
-    builders.make_agent_and_specs(replay_config)
+    builders.make_agent_and_specs(configs.replay)
     root_dir = os.path.abspath(FLAGS.root_dir)  # The children run in the project directory.
     files.check_writable_dir(root_dir)
     from common import ownership
     ownership.own(root_dir, 'local launcher')  # Before any child starts.
     port = FLAGS.port or portpicker.pick_unused_port()
     sys.exit(local.run_local(gin_files, FLAGS.gin_bindings, root_dir, port,
-                             FLAGS.num_actors, budget_s=FLAGS.budget_s,
+                             FLAGS.num_actors, configs.eval.target_return,
+                             budget_s=FLAGS.budget_s,
                              max_train_steps=FLAGS.max_train_steps,
                              server_timeout_s=FLAGS.server_timeout_s))
   main_utils.exit_on_error(_run)

@@ -27,7 +27,6 @@ from absl import flags
 from common import config
 from common import gin_config
 from common import main_utils
-from common.config import EvalConfig
 from common.errors import UserError
 
 _COMMANDS = ('run', 'attach', 'scale', 'status', 'stop')
@@ -60,16 +59,16 @@ flags.DEFINE_bool('detach', False, 'run: start the fleet and return at once.')
 FLAGS = flags.FLAGS
 
 
-def _spec(cluster, gin_files):
-  """The fleet's spec from the flags, the gin files' (name, text) and the gin config (loaded
-  and checked before)."""
+def _spec(cluster, gin_files, target_return):
+  """The fleet's spec from the flags, the gin files' (name, text) and the task's target return
+  (`EvalConfig.target_return` of the gin config, loaded and checked before)."""
   if FLAGS.num_actors < 0:
     raise UserError(f'--num_actors must be >= 0, not {FLAGS.num_actors}')
   return cluster.FleetSpec(
       name=FLAGS.name, gin_files=gin_files,
       gin_bindings=tuple(FLAGS.gin_bindings), root_dir=FLAGS.root_dir,
       num_actors=FLAGS.num_actors, budget_s=FLAGS.budget_s,
-      max_train_steps=FLAGS.max_train_steps, target_return=EvalConfig().target_return,
+      max_train_steps=FLAGS.max_train_steps, target_return=target_return,
       server_timeout_s=FLAGS.server_timeout_s, port=FLAGS.port,
       server_resource=FLAGS.server_resource, learner_resource=FLAGS.learner_resource,
       learner_gpus=FLAGS.learner_gpus, actor_cpus=FLAGS.actor_cpus,
@@ -109,7 +108,7 @@ def main(argv):
     # pylint: disable=g-import-not-at-top  (Ray only after the argument checks)
     import ray
     from launcher import cluster
-    py_modules, gin_files = (), ()
+    py_modules, gin_files, target_return = (), (), None
     if command == 'run':
       from common import builders
       from common import environments
@@ -117,7 +116,9 @@ def main(argv):
       # The environment (made, reset and stepped once), the agent's arguments and the item
       # length, as every role checks them.
       environments.check_environment()
-      builders.make_agent_and_specs(config.validated_configs()[0])
+      configs = config.validated_configs()
+      builders.make_agent_and_specs(configs.replay)
+      target_return = configs.eval.target_return
       gin_files = cluster.gin_texts(FLAGS.gin_file)  # Read once: shipped in the spec too.
       py_modules = cluster.user_modules(gin_files,
                                         environments.bound_parameter('entry_point'),
@@ -135,7 +136,7 @@ def main(argv):
       if FLAGS.address == 'local' and FLAGS.detach:
         raise UserError('--detach needs a cluster that outlives this command: start one with '
                         '`ray start --head` and pass its --address')
-      spec = _spec(cluster, gin_files)
+      spec = _spec(cluster, gin_files, target_return)
       missing = cluster.missing_resources(spec)
       if missing:
         raise UserError(f'no node of the cluster offers the resource {missing[0]!r}: start '
