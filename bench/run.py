@@ -27,6 +27,7 @@ import tempfile
 import time
 
 from bench import harness
+from common import files
 
 RESULTS_DIR = os.path.join(harness.REPO, 'bench', 'results')
 
@@ -138,11 +139,7 @@ def main(argv=None):
   if previous:
     with open(previous) as f:
       old = json.load(f)
-  tmp = out + '.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(result, f, indent=1, sort_keys=True)
-    f.write('\n')
-  os.replace(tmp, out)
+  files.atomic_write(out, json.dumps(result, indent=1, sort_keys=True) + '\n')
 
   print(f'\n## Results ({date}, {host["host"]}, {host["usable_cores"]} cores, '
         f'{host["cpu_model"]}, GPUs: {", ".join(host["gpus"]) or "none"})\n')

@@ -55,6 +55,7 @@ import ray
 
 from common import constants
 from common import errors
+from common import files
 from launcher import processes
 from launcher import status as status_lib
 
@@ -237,9 +238,7 @@ class RoleProcess:
         return int(f.read())
     import portpicker  # pylint: disable=g-import-not-at-top
     port = portpicker.pick_unused_port()
-    with open(path + '.tmp', 'w') as f:
-      f.write(str(port))
-    os.replace(path + '.tmp', path)
+    files.atomic_write(path, str(port))
     return port
 
   def _add(self, line: str) -> None:
