@@ -2,7 +2,7 @@
 
 import difflib
 import inspect
-from typing import Optional
+from typing import Dict, Optional
 
 import gin
 import gym
@@ -255,15 +255,47 @@ def frame_stack_size() -> int:
   return atari.FRAME_STACK if atari.game_of(env_name) is not None else 0
 
 
+# What a process derives from its environment, by the gin config it was derived under: each
+# role makes its environment once at start-up for these (`check_environment`), not once per use.
+_DERIVED: Dict[str, tuple] = {}
+
+
+def _derive(env) -> tuple:
+  """(time_step_spec, action_spec, observation layout or None) of `env`, remembered under the
+  current gin config."""
+  observation_spec = tensor_spec.from_spec(env.observation_spec())
+  action_spec = tensor_spec.from_spec(env.action_spec())
+  layout = None
+  if isinstance(env, observations.FlatObservation):
+    layout = observations.layout_json(env.wrapped_env().observation_spec())
+  derived = (ts.time_step_spec(observation_spec), action_spec, layout)
+  _DERIVED[gin.config_str()] = derived
+  return derived
+
+
+def _derived() -> tuple:
+  """`_derive` of the gin-configured environment, made once per gin config."""
+  derived = _DERIVED.get(gin.config_str())
+  if derived is not None:
+    return derived
+  env = make_environment()
+  try:
+    return _derive(env)
+  finally:
+    env.close()
+
+
 def check_environment() -> None:
   """Makes the gin-configured environment, resets it and takes one random step, so that a bad
-  source, space or observation is one line before anything starts.
+  source, space or observation is one line before anything starts. Its specs are kept for
+  `environment_specs` and `observation_layout`.
 
   Raises:
     UserError: naming the problem and the fix.
   """
   env = make_environment(seed=0)
   try:
+    _derive(env)
     gymnasium_env.check_observation(env.reset().observation, env.observation_spec())
     action = array_spec.sample_spec_nest(env.action_spec(), np.random.RandomState(0))
     gymnasium_env.check_observation(env.step(action).observation, env.observation_spec())
@@ -278,21 +310,10 @@ def observation_layout() -> Optional[str]:
   """The JSON layout of a flattened Dict or Tuple observation (`observations.layout_json`), or
   None when the gin-configured environment observes one array. `make_environment` puts
   `FlatObservation` outermost, so the environment it returns is that wrapper or not."""
-  env = make_environment()
-  try:
-    if isinstance(env, observations.FlatObservation):
-      return observations.layout_json(env.wrapped_env().observation_spec())
-    return None
-  finally:
-    env.close()
+  return _derived()[2]
 
 
 def environment_specs():
   """Returns (time_step_spec, action_spec) as TensorSpecs, for the gin-configured task."""
-  env = make_environment()
-  try:
-    observation_spec = tensor_spec.from_spec(env.observation_spec())
-    action_spec = tensor_spec.from_spec(env.action_spec())
-  finally:
-    env.close()
-  return ts.time_step_spec(observation_spec), action_spec
+  time_step_spec, action_spec, _ = _derived()
+  return time_step_spec, action_spec

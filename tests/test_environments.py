@@ -12,8 +12,8 @@ from tf_agents.trajectories import time_step as ts
 
 from actor import vector_env
 from common import builders
-from common import gin_config
 from common import environments
+from common import gin_config
 from common import gymnasium_env
 from common.config import ReplayConfig
 from common.errors import UserError
@@ -335,3 +335,21 @@ def test_a_renderer_that_cannot_start_is_one_line_with_the_fix():
   env = environments.make_environment(seed=0)
   env.reset()
   assert rollout.render_first(env).shape == (8, 40, 3)
+
+
+def test_a_process_makes_its_environment_once_for_what_it_derives(monkeypatch):
+  """The check at start-up, the specs, the observation layout and the agent's build share one
+  environment per gin config; another config makes a new one."""
+  _load()
+  made = []
+  checked = environments._checked  # pylint: disable=protected-access  (once per environment)
+  monkeypatch.setattr(environments, '_checked', lambda env, what: made.append(1) or checked(
+      env, what))
+  environments.check_environment()
+  environments.environment_specs()
+  assert environments.observation_layout() is None
+  builders.build(ReplayConfig())
+  assert len(made) == 1
+  gin.bind_parameter('make_environment.max_episode_steps', 50)
+  time_step_spec, _ = environments.environment_specs()
+  assert len(made) == 2 and time_step_spec.observation.shape == (4,)
