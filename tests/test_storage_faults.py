@@ -16,6 +16,7 @@ import threading
 import portpicker
 import pytest
 
+from common import errors
 from launcher import processes as processes_lib
 from replay_server import checkpoints as checkpoints_lib
 from tests.conftest import wait_until
@@ -145,7 +146,9 @@ def test_read_only_and_full_disk_are_survived_and_reported(disk, tmp_path):
     filler = _Filler(os.path.join(disk, 'filler'))
     server = run.processes['server']
     server.terminate()
-    assert server.wait(timeout_s=90) == 2
+    # The storage stayed away: the error contract's "unavailable" (restarted, resuming from the
+    # last complete save).
+    assert server.wait(timeout_s=90) == errors.EXIT_UNAVAILABLE
     lines = [l for l in run.log('server').splitlines() if l.startswith('error: ')]
     assert lines == [
         f'error: could not write the replay checkpoint to {checkpoint_dir} (No space left on '
