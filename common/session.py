@@ -26,8 +26,6 @@ from common import connection
 from common import constants
 from common import replay
 
-CONNECTION_ERRORS = connection.CONNECTION_ERRORS
-
 
 class ServerSession:
   """The replay server, as one process sees it.

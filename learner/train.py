@@ -22,7 +22,6 @@ from common.errors import ServerUnavailableError
 from learner import assembly
 
 CONNECTION_ERRORS = connection.CONNECTION_ERRORS
-make_strategy = assembly.make_strategy
 
 # Every replay iterator `run_learner` is done with (dropped on a reconnect, or left when its loop
 # ends) is kept here, never freed. Freeing one joins its Reverb worker threads, and a worker
@@ -49,7 +48,7 @@ def run_learner(root_dir: str, server_address: str, configs: config_lib.Configs,
     max_train_steps: Total train steps of the run (counting resumed ones); 0 for no limit.
     server_timeout_s: Deadline for reaching the server, at start and after it goes away.
     stop_event: Set to stop (SIGTERM/SIGINT in main).
-    strategy: Overrides `make_strategy()` (tests pass a MirroredStrategy on CPU devices).
+    strategy: Overrides `assembly.make_strategy()` (tests pass a MirroredStrategy on CPU devices).
 
   Returns:
     The final train step.
