@@ -47,6 +47,7 @@ class PolicyClient:
                                              lambda: not stop_event.is_set())
     self._client = None
     self._older_logged = None
+    self._loaded_inserts = None  # The variable table's insert count at the last load.
 
   @property
   def train_step(self) -> int:
@@ -70,20 +71,28 @@ class PolicyClient:
   def reconnect(self, error: BaseException) -> None:
     """After a CONNECTION_ERRORS `error`: logs it, waits for the server and checks it again."""
     self.session.reconnect(error)
+    self._loaded_inserts = None  # A new server counts its inserts anew.
 
   def pull(self) -> Optional[int]:
     """Loads the newest weights if any were pushed; returns their train step or None.
 
     An empty variable table (no push yet, or a restarted server before the learner's next
     push) is seen with a cheap probe and leaves the current weights in place, so a pull never
-    blocks on it. Weights older than those in use (a server restored from an old checkpoint)
-    are not loaded either: weights never go backwards.
+    blocks on it. So does a table whose insert count is the one of the weights in use: nothing
+    was pushed since they were loaded, and they are not read again (an actor that checks after
+    every item of 20 steps would otherwise read the whole network each time). Weights older
+    than those in use (a server restored from an old checkpoint) are not loaded either: weights
+    never go backwards.
     """
     info = self.session.probe()
     if info is None or not info[constants.VARIABLE_TABLE].current_size:
       return None
+    inserts = int(info[constants.VARIABLE_TABLE].rate_limiter_info.insert_stats.completed)
+    if inserts == self._loaded_inserts:
+      return None
     current = self.train_step
     step = self._client.pull(not_older_than=current if current >= 0 else None)
+    self._loaded_inserts = inserts
     if step is None and self._client.older_step is not None:
       if self._client.older_step != self._older_logged:
         logging.warning('%s: the variable table holds the weights of train step %d, older than '

@@ -24,7 +24,8 @@ class BatchedTrajectoryObserver:
   (LAST -> FIRST) ends the episode, so no item spans two episodes. With `span_episodes` the
   windows run on across episode ends (every step after the first `sequence_length` creates
   one), as TF-Agents' replay buffers sample sequences for recurrent agents; with `end_to_end`
-  consecutive items do not overlap (stride = length) and run on across episode ends. The
+  consecutive items run on across episode ends and share `overlap` steps (stride = length -
+  overlap: IMPALA's items start with the previous item's bootstrap step). The
   stock observer takes one unbatched trajectory per call, walks the trajectory nest several
   times per step and ends each episode with `end_episode()`, a blocking round trip to the
   server; this one takes the whole
@@ -56,7 +57,8 @@ class BatchedTrajectoryObserver:
   def __init__(self, py_client: reverb.Client, num_envs: int, sequence_length: int,
                table: str = constants.REPLAY_TABLE, max_pending_items: int = 32,
                is_running: Callable[[], bool] = lambda: True, step_spec=None,
-               end_to_end: bool = False, span_episodes: bool = False, frame_stack: int = 0):
+               end_to_end: bool = False, span_episodes: bool = False, frame_stack: int = 0,
+               overlap: int = 0):
     """
     Args:
       py_client: Client of the replay server.
@@ -71,7 +73,12 @@ class BatchedTrajectoryObserver:
       span_episodes: Write stride-1 windows across episode ends (recurrent off-policy agents).
       frame_stack: Store observations as single frames (`Specs.frame_stack`); needs
         `step_spec`, and neither `end_to_end` nor `span_episodes`.
+      overlap: With `end_to_end`, steps each item shares with the one before it (less than
+        `sequence_length`).
     """
+    if overlap and not (end_to_end and 0 <= overlap < sequence_length):
+      raise ValueError('overlap needs end_to_end and must be less than sequence_length')
+    self._overlap = overlap
     if frame_stack and (end_to_end or span_episodes or step_spec is None):
       raise ValueError('frame_stack needs step_spec and items within episodes')
     self._frame_stack = frame_stack
@@ -175,7 +182,7 @@ class BatchedTrajectoryObserver:
         writer.CreateItem(self._table, self.priority, columns, [False] * len(flat_columns))
         created += 1
         if self._end_to_end:
-          self._cached[i] = 0
+          self._cached[i] = self._overlap  # The last `overlap` steps begin the next item.
           self._wait_for_server(self._writers[i], pending=0)
           self._since_check[i] = 0
           continue

@@ -9,11 +9,12 @@ things it cannot do:
   sample info, and reduces every loss output over the batch, so no per-item TD error leaves it
   (tensorflow/agents#522).
 `CompiledLearner` keeps everything else of the stock Learner (checkpoints, restore, triggers,
-the summary writer). When `use_xla` or `prioritized_step` is set, `run` goes through its own
-loop of n train steps in one graph: each step is `prioritized_step(experience, sample_info)`
-(weighted loss, then priorities) or `agent.train(experience)`, XLA-compiled with `use_xla` and
-traced without a summary writer. The loop returns the sampled keys and their new priorities of
-all n steps, handed to `on_priorities`; the loss and its scalar parts are written to TensorBoard
+the summary writer). When `use_xla` or `item_step` is set, `run` goes through its own loop of
+n train steps in one graph: each step is `item_step(experience, sample_info)` (a train step
+that reads the sample info and returns one value per item: prioritized replay's new
+priorities, IMPALA's lags) or `agent.train(experience)`, XLA-compiled with `use_xla` and
+traced without a summary writer. The loop returns the sampled keys and the items' values of
+all n steps, handed to `on_items`; the loss and its scalar parts are written to TensorBoard
 from Python every `summary_interval` train steps. bench/learner_bench.py measures both.
 """
 
@@ -31,14 +32,15 @@ from common import storage
 
 
 class CompiledLearner(tfa_learner.Learner):
-  """`tf_agents.train.learner.Learner` with an optional XLA-compiled or prioritized train step.
+  """`tf_agents.train.learner.Learner` with an optional XLA-compiled or per-item train step.
 
   Takes the stock Learner's arguments plus:
     use_xla: Compile each train step with XLA.
-    prioritized_step: A `priorities.PrioritizedStep`; with it, each step trains on weighted
-      samples and returns new priorities.
-    on_priorities: Called after each `run` with (keys uint64 [n * batch], priorities float64)
-      when `prioritized_step` is set.
+    item_step: Called per replica as `item_step(experience, sample_info)`; trains and returns
+      (LossInfo, keys uint64 [B], values float64 [B]): a `priorities.PrioritizedStep` (new
+      priorities), or IMPALA's lag step.
+    on_items: Called after each `run` with (keys uint64 [n * batch], values float64) when
+      `item_step` is set.
     save_guard: Called with the train step before each checkpoint; raises to prevent it
       (`divergence.FiniteCheck`).
   Without either option, `run` is the stock one. In both, a checkpoint that fails on a storage
@@ -46,23 +48,23 @@ class CompiledLearner(tfa_learner.Learner):
   """
 
   def __init__(self, *args, use_xla: bool = False,
-               prioritized_step: Optional[Callable] = None,
-               on_priorities: Optional[Callable[[np.ndarray, np.ndarray], None]] = None,
+               item_step: Optional[Callable] = None,
+               on_items: Optional[Callable[[np.ndarray, np.ndarray], None]] = None,
                save_guard: Optional[Callable[[int], None]] = None,
                **kwargs):
     self._save_guard = save_guard  # Read by _get_checkpoint_trigger, inside super().__init__.
     super().__init__(*args, **kwargs)
     self._use_xla = use_xla
-    self._prioritized = prioritized_step is not None
-    self._on_priorities = on_priorities
+    self._per_item = item_step is not None
+    self._on_items = on_items
     self._summary_every = int(self.summary_interval.numpy())
     self._last_summary_step = int(self.train_step.numpy())
-    self._own_loop = use_xla or self._prioritized
-    if self._prioritized:
+    self._own_loop = use_xla or self._per_item
+    if self._per_item:
       # Like the stock Learner's `agent.train`: autograph must not rewrite the agent's Python
       # control flow, or a gradient all-reduce ends up inside a converted conditional, which
       # MirroredStrategy cannot run.
-      step_fn = tf.autograph.experimental.do_not_convert(prioritized_step)
+      step_fn = tf.autograph.experimental.do_not_convert(item_step)
     else:
       step_fn = lambda experience, _: self._agent.train(experience)  # pylint: disable=unnecessary-lambda
     self._step_fn = tf.function(step_fn, jit_compile=True) if use_xla else step_fn
@@ -70,8 +72,6 @@ class CompiledLearner(tfa_learner.Learner):
       self._compiled_loop = tf.function(self._loop)
     if use_xla:
       logging.info('learner: train step compiled with XLA')
-    if self._prioritized:
-      logging.info('learner: prioritized replay; importance-weighted loss, priority updates')
 
   def _get_checkpoint_trigger(self, checkpoint_interval):
     """The stock checkpoint trigger, made a `storage.IntervalSave` (logged retries)."""
@@ -98,33 +98,33 @@ class CompiledLearner(tfa_learner.Learner):
   def _one_step(self, iterator):
     experience, sample_info = next(iterator)
     outputs = self.strategy.run(self._step_fn, args=(experience, sample_info))
-    if not self._prioritized:
+    if not self._per_item:
       return outputs, None, None
-    loss_info, keys, priorities = outputs
-    return loss_info, self._gathered(keys), self._gathered(priorities)
+    loss_info, keys, values = outputs
+    return loss_info, self._gathered(keys), self._gathered(values)
 
   def _loop(self, iterations, iterator):
     """`iterations` train steps in one graph.
 
     Returns:
-      (last step's LossInfo reduced over replicas, keys, priorities); keys and priorities
-      are those of every step, concatenated ([0]-shaped without prioritized replay).
+      (last step's LossInfo reduced over replicas, keys, values); keys and values are those
+      of every step, concatenated ([0]-shaped without `item_step`).
     """
     keys_array = tf.TensorArray(tf.uint64, size=iterations, infer_shape=False)
-    priorities_array = tf.TensorArray(tf.float64, size=iterations, infer_shape=False)
-    loss_info, keys, priorities = self._one_step(iterator)
-    if self._prioritized:
+    values_array = tf.TensorArray(tf.float64, size=iterations, infer_shape=False)
+    loss_info, keys, values = self._one_step(iterator)
+    if self._per_item:
       keys_array = keys_array.write(0, keys)
-      priorities_array = priorities_array.write(0, priorities)
+      values_array = values_array.write(0, values)
     for i in tf.range(1, iterations):
-      loss_info, keys, priorities = self._one_step(iterator)
-      if self._prioritized:
+      loss_info, keys, values = self._one_step(iterator)
+      if self._per_item:
         keys_array = keys_array.write(i, keys)
-        priorities_array = priorities_array.write(i, priorities)
+        values_array = values_array.write(i, values)
     reduced = tf.nest.map_structure(self._reduce, loss_info)
-    if not self._prioritized:
+    if not self._per_item:
       return reduced, tf.zeros([0], tf.uint64), tf.zeros([0], tf.float64)
-    return reduced, keys_array.concat(), priorities_array.concat()
+    return reduced, keys_array.concat(), values_array.concat()
 
   def _reduce(self, loss):
     rank = loss.values[0].shape.rank if isinstance(
@@ -137,10 +137,10 @@ class CompiledLearner(tfa_learner.Learner):
     if not self._own_loop:
       return super().run(iterations, iterator, parallel_iterations)
     with self.strategy.scope():
-      loss_info, keys, priorities = self._compiled_loop(
+      loss_info, keys, values = self._compiled_loop(
           tf.constant(iterations), iterator or self._experience_iterator)
-    if self._prioritized and self._on_priorities is not None:
-      self._on_priorities(keys.numpy(), priorities.numpy())
+    if self._per_item and self._on_items is not None:
+      self._on_items(keys.numpy(), values.numpy())
     step = int(self.train_step.numpy())
     if self._summary_every > 0 and (step // self._summary_every
                                     > self._last_summary_step // self._summary_every):

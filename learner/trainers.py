@@ -18,6 +18,7 @@ import dataclasses
 from typing import Callable, Optional
 
 from absl import logging
+import numpy as np
 import tensorflow as tf
 
 from common import constants
@@ -71,7 +72,7 @@ class PrioritizedTrainer(OffPolicyTrainer):
 
   def __init__(self, *args, priority_writer: priorities_lib.PriorityWriter,
                max_priority: tf.Variable, **kwargs):
-    super().__init__(*args, on_priorities=priority_writer.submit, **kwargs)
+    super().__init__(*args, on_items=priority_writer.submit, **kwargs)
     self._priority_writer = priority_writer
     self._max_priority = max_priority
 
@@ -108,10 +109,80 @@ def prioritized_trainer(inputs: Inputs) -> PrioritizedTrainer:
   step = priorities_lib.PrioritizedStep(built.agent, built.td_errors, inputs.replay_config,
                                         inputs.train_step)
   writer = priorities_lib.PriorityWriter(inputs.session, constants.REPLAY_TABLE)
+  logging.info('learner: prioritized replay; importance-weighted loss, priority updates')
   return PrioritizedTrainer(inputs.learner_dir, inputs.train_step, built.agent,
-                            experience_dataset_fn=None, prioritized_step=step,
+                            experience_dataset_fn=None, item_step=step,
                             priority_writer=writer, max_priority=built.max_priority,
                             **_learner_kwargs(inputs))
+
+
+class LagStep:
+  """IMPALA's train step: each item's lag, the items beyond the limit weighted out, V-trace.
+
+  Called per replica with a batch of (experience, SampleInfo) from the queue. An item's lag is
+  the learner's train step minus its priority, the train step of the weights that wrote it
+  (`families.Impala.new_item_priority`). Returns (LossInfo, keys uint64 [B], lags float64 [B]).
+  """
+
+  def __init__(self, agent, train_step: tf.Variable, max_policy_lag: Optional[int]):
+    self._agent, self._train_step, self._max_lag = agent, train_step, max_policy_lag
+
+  def __call__(self, experience, sample_info):
+    lags = tf.cast(self._train_step, tf.float64) - tf.cast(sample_info.priority, tf.float64)
+    weights = None
+    if self._max_lag is not None:
+      weights = tf.cast(lags <= self._max_lag, tf.float32)
+    loss_info = self._agent.train(experience, weights=weights)
+    return loss_info, sample_info.key, lags
+
+
+class ImpalaTrainer(OffPolicyTrainer):
+  """V-trace train steps on the queue's batches; counts the items trained on and dropped, and
+  their lag, for the log (`interval_line`, and the totals at `close`)."""
+
+  def __init__(self, *args, max_policy_lag: Optional[int], **kwargs):
+    super().__init__(*args, on_items=self._count, **kwargs)
+    self._max_lag = max_policy_lag
+    self.items = self.dropped = 0
+    self.lag_sum = 0.0
+    self.lag_max = 0.0
+    self._last = (0, 0, 0.0)
+
+  def _count(self, keys: np.ndarray, lags: np.ndarray) -> None:
+    del keys
+    dropped = int(np.count_nonzero(lags > self._max_lag)) if self._max_lag is not None else 0
+    self.items += lags.size - dropped
+    self.dropped += dropped
+    self.lag_sum += float(lags.sum())
+    if lags.size:
+      self.lag_max = max(self.lag_max, float(lags.max()))
+
+  def interval_line(self) -> str:
+    items, dropped, lag_sum = self._last
+    seen = self.items + self.dropped - items - dropped
+    mean = (self.lag_sum - lag_sum) / seen if seen else 0.0
+    self._last = (self.items, self.dropped, self.lag_sum)
+    return (f'items={self.items - items} dropped_stale={self.dropped - dropped} '
+            f'lag_mean={mean:.1f}')
+
+  def close(self) -> None:
+    seen = self.items + self.dropped
+    logging.info('learner: impala: %d items trained on, %d dropped as stale; lag (train steps '
+                 'behind the learner) mean %.2f, max %.0f', self.items, self.dropped,
+                 self.lag_sum / seen if seen else 0.0, self.lag_max)
+
+
+def impala_trainer(inputs: Inputs) -> ImpalaTrainer:
+  """IMPALA: V-trace on the queue's items, whatever their lag, up to `max_policy_lag`."""
+  built = inputs.built
+  family = built.specs.family
+  step = LagStep(built.agent, inputs.train_step, family.max_policy_lag)
+  logging.info('learner: impala; V-trace on items of %d steps, %s', built.specs.sequence_length,
+               'none dropped for lag' if family.max_policy_lag is None else
+               f'items over {family.max_policy_lag} train steps behind dropped')
+  return ImpalaTrainer(inputs.learner_dir, inputs.train_step, built.agent,
+                       experience_dataset_fn=None, item_step=step,
+                       max_policy_lag=family.max_policy_lag, **_learner_kwargs(inputs))
 
 
 def on_policy_trainer(inputs: Inputs) -> on_policy_lib.OnPolicyTrainer:

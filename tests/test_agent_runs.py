@@ -41,8 +41,11 @@ TRAIN_STEPS = 200
 AGENTS = ['ddqn_cartpole.gin', 'c51_cartpole.gin', 'apex_dqn_cartpole.gin',
           'ddpg_inverted_pendulum.gin', 'td3_inverted_pendulum.gin', 'ppo_cartpole.gin',
           'ppo_inverted_pendulum.gin', 'dqn_rnn_cartpole_no_velocity.gin',
-          'ppo_rnn_cartpole_no_velocity.gin', 'dqn_pong.gin', 'ppo_pong.gin']
+          'ppo_rnn_cartpole_no_velocity.gin', 'dqn_pong.gin', 'ppo_pong.gin',
+          'impala_cartpole.gin', 'impala_pong.gin', 'q_learning_frozenlake.gin']
 BINDINGS = FAST_BINDINGS + ('EvalConfig.num_episodes = 1',)
+# Smaller batches where a gin file's own would make its train steps take seconds on 2 cores.
+SMALLER = {'impala_pong.gin': ('LearnerConfig.batch_size = 4', 'impala_agent.unroll_length = 5')}
 
 # Runs with nothing from this project: its top-level packages cannot even be imported.
 _FRESH_PROCESS = FRESH_PROCESS_HEADER + r'''import numpy as np
@@ -79,7 +82,8 @@ def _log(path):
 @pytest.mark.parametrize('gin_name', AGENTS)
 def test_agent_trains_through_the_real_processes_and_exports_a_portable_policy(
     gin_name, root_dir, port, tmp_path):
-  _train_and_check_export(os.path.join(GIN_DIR, gin_name), BINDINGS, root_dir, port, tmp_path)
+  _train_and_check_export(os.path.join(GIN_DIR, gin_name), BINDINGS + SMALLER.get(gin_name, ()),
+                          root_dir, port, tmp_path)
 
 
 CATCH_PACKAGE = os.path.join(REPO, 'examples', 'catch')

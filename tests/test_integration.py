@@ -139,6 +139,27 @@ def test_an_actor_never_loads_weights_older_than_its_own(cartpole_server, caplog
   assert client.pull() == 40 and first_weight() == 4.0
 
 
+def test_an_actor_reads_the_weights_only_when_a_push_came_since_its_last_load(
+    cartpole_server, monkeypatch):
+  parse_gin()
+  source = _fresh_variables()
+  pusher = variables_lib.VariableClient(session_lib.unchecked(cartpole_server), source)
+  client = policy_client_lib.PolicyClient(cartpole_server, ReplayConfig(), 'actor 0', 30)
+  client.connect()
+  reads = []
+  read = client._client.pull  # pylint: disable=protected-access
+  monkeypatch.setattr(client._client, 'pull',  # pylint: disable=protected-access
+                      lambda **kwargs: reads.append(1) or read(**kwargs))
+  source[constants.TRAIN_STEP_KEY].assign(5)
+  pusher.push()
+  assert client.pull() == 5 and len(reads) == 1
+  assert client.pull() is None and client.pull() is None  # Nothing new: nothing read.
+  assert len(reads) == 1 and client.train_step == 5
+  source[constants.TRAIN_STEP_KEY].assign(6)
+  pusher.push()
+  assert client.pull() == 6 and len(reads) == 2
+
+
 def test_push_watch_tells_another_learners_pushes_from_its_own(cartpole_server):
   parse_gin()
   own = variables_lib.VariableClient(session_lib.unchecked(cartpole_server), _fresh_variables())

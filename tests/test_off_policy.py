@@ -297,7 +297,7 @@ def _prioritized_learner(built, replay_config, address, tmp_path, on_priorities)
                                     built.agent.train_step_counter)
   learner = compiled_learner.CompiledLearner(
       str(tmp_path / 'learner'), built.agent.train_step_counter, built.agent,
-      checkpoint_interval=-1, prioritized_step=step, on_priorities=on_priorities)
+      checkpoint_interval=-1, item_step=step, on_items=on_priorities)
   iterator = iter(learner_dataset.make_dataset(address, built.specs.collect_data_spec, 16,
                                       built.specs.sequence_length, 5000))
   return learner, iterator

@@ -1,4 +1,5 @@
-"""Value-based agent builders for discrete actions: DQN, DDQN (double_q), C51 and DQN-RNN.
+"""Value-based agent builders for discrete actions: DQN, DDQN (double_q), C51, DQN-RNN and
+tabular Q-learning.
 
 Each is an agent builder of the seam in `agents` (select it with `make_agent.agent_fn`); all take
 n-step returns (`n_step_update`, so replay items are n + 1 steps), importance weights in
@@ -15,6 +16,7 @@ from tf_agents.agents.dqn import dqn_agent as dqn_lib
 from tf_agents.networks import categorical_q_network
 from tf_agents.networks import q_network
 from tf_agents.networks import q_rnn_network
+from tf_agents.networks import sequential
 from tf_agents.trajectories import trajectory
 from tf_agents.utils import common as tfa_common
 from tf_agents.utils import value_ops
@@ -69,13 +71,15 @@ def dqn_agent(time_step_spec, action_spec, train_step,
 
 def _dqn(time_step_spec, action_spec, network, train_step, actor, learning_rate,
          epsilon_greedy, gamma, target_update_period, target_update_tau, double_q,
-         n_step_update=1, td_errors_loss_fn=tfa_common.element_wise_squared_loss):
-  """DqnAgent (DdqnAgent with `double_q`) over `network`, with Adam and a squared TD loss."""
+         n_step_update=1, td_errors_loss_fn=tfa_common.element_wise_squared_loss,
+         optimizer=None):
+  """DqnAgent (DdqnAgent with `double_q`) over `network`, with Adam (or `optimizer`) and a
+  squared TD loss."""
   agent_class = dqn_lib.DdqnAgent if double_q else dqn_lib.DqnAgent
   return agent_class(
       time_step_spec, action_spec,
       q_network=network,
-      optimizer=tf.keras.optimizers.Adam(learning_rate=learning_rate),
+      optimizer=optimizer or tf.keras.optimizers.Adam(learning_rate=learning_rate),
       epsilon_greedy=exploration.collect_epsilon(epsilon_greedy, actor),
       gamma=gamma,
       n_step_update=n_step_update,
@@ -133,6 +137,65 @@ class WeightedCategoricalDqnAgent(c51_lib.CategoricalDqnAgent):
           step=self.train_step_counter, name_scope='Losses/')
     return tf_agent.LossInfo(aggregated.total_loss,
                              dqn_lib.DqnLossInfo(td_loss=aggregated.weighted, td_error=per_item))
+
+
+@gin.configurable(module='common')
+def q_learning_agent(time_step_spec, action_spec, train_step,
+                     actor: Optional[seam.ActorSlot] = None,
+                     learning_rate: float = 0.1,
+                     epsilon_greedy: float = 0.1,
+                     gamma: float = 0.99) -> seam.AgentBuild:
+  """Tabular Q-learning (Watkins, 1989) for a Discrete observation and Discrete actions.
+
+  The Q-table is a linear Q-network with no hidden layer and no bias over the one-hot encoding
+  of the observation (`networks.observation_preprocessing`): its kernel is the table, one row
+  per state, initialized to 0. Each train step applies Watkins' update to every transition of
+  the sampled batch, as plain SGD with step size `learning_rate` (alpha) on the loss
+  0.5 * (r + gamma * max_a' Q(s', a') - Q(s, a))^2 of each transition:
+  Q(s, a) += alpha * (r + gamma * max_a' Q(s', a') - Q(s, a)), with Q(s', .) = 0 at a
+  termination and bootstrapped at a truncation. The target is read from a copy of the table
+  made after every train step (DqnAgent's target network, updated every step with tau 1), so it
+  is the table before the step's update, as in Watkins' rule. Collection is epsilon-greedy.
+
+  Transitions come from the replay table like every off-policy agent's (uniform sampling);
+  the gin files say why replay is their default.
+
+  Args:
+    learning_rate: alpha, the step size of each transition's update.
+    epsilon_greedy: Collect exploration (per actor through `collect_epsilon`).
+    gamma: The discount.
+  """
+  seam.require_discrete(action_spec, 'q_learning_agent')
+  observation_spec = time_step_spec.observation
+  one_hot = networks.observation_preprocessing(observation_spec)
+  if not (observation_spec.dtype.is_integer and tuple(observation_spec.shape) == ()
+          and one_hot is not None):
+    raise UserError('q_learning_agent needs a Discrete observation (one integer state, as '
+                    'FrozenLake or Taxi observe), but the environment observes '
+                    f'{observation_spec.dtype.name}{list(observation_spec.shape)}: use '
+                    'make_agent.agent_fn = @dqn_agent, whose network generalizes over states')
+  num_actions = int(action_spec.maximum) - int(action_spec.minimum) + 1
+  table = sequential.Sequential(
+      [one_hot, tf.keras.layers.Dense(num_actions, use_bias=False,
+                                      kernel_initializer='zeros', name='q_table')],
+      input_spec=observation_spec, name='QTable')
+  agent = _dqn(time_step_spec, action_spec, table, train_step, actor, learning_rate,
+               epsilon_greedy, gamma, target_update_period=1, target_update_tau=1.0,
+               double_q=False, td_errors_loss_fn=_per_transition_sgd_loss,
+               optimizer=tf.keras.optimizers.SGD(learning_rate=learning_rate))
+  return seam.AgentBuild(agent, 2, seam.loss_info_td_error)
+
+
+def _per_transition_sgd_loss(td_targets, q_values):
+  """0.5 * (target - Q)^2 per transition, scaled so that SGD steps each transition by alpha.
+
+  DqnAgent averages the per-item losses over the global batch (the items of every replica),
+  and the strategy sums the replicas' gradients; multiplying by the global batch size undoes
+  the mean, so the gradient of each transition's Q(s, a) is -(target - Q).
+  """
+  replicas = tf.distribute.get_strategy().num_replicas_in_sync
+  global_batch = tf.cast(tf.size(td_targets) * replicas, tf.float32)
+  return 0.5 * tf.square(td_targets - q_values) * global_batch
 
 
 @gin.configurable(module='common')

@@ -15,7 +15,9 @@ The agent builder chooses its family: `AgentBuild.family`, or None for `OffPolic
 - `OffPolicy`: uniform replay of overlapping items (DQN, C51, SAC, TD3, DDPG, DQN-RNN);
 - `Prioritized`: the same items, sampled by priority, with importance weights and priority
   updates from the learner (Schaul et al., 2016);
-- `OnPolicy`: a queue, each item consumed once by the weights that produced it (PPO).
+- `OnPolicy`: a queue, each item consumed once by the weights that produced it (PPO);
+- `Impala`: a queue, each item consumed once by whatever weights the learner holds then, the
+  lag corrected by V-trace (IMPALA).
 
 A new algorithm that fits none of these is one new family class (its table, writer, dataset
 and trainer); docs/architecture.md walks through one.
@@ -210,6 +212,62 @@ class OnPolicy(OffPolicy):
   def make_trainer(self, inputs):
     from learner import trainers  # pylint: disable=g-import-not-at-top
     return trainers.on_policy_trainer(inputs)
+
+
+@dataclasses.dataclass(frozen=True)
+class Impala(OffPolicy):
+  """IMPALA's data: a queue of fixed-length trajectories, each trained on once, whatever its lag.
+
+  - the replay table is a queue (each item sampled once, inserts held while it is full) of
+    `queue_batches * LearnerConfig.batch_size` items;
+  - actors never collect with the random policy, write items of `sequence_length` steps end to
+    end across episode ends, each item starting with the previous one's last step (its
+    bootstrap), give each item the train step of the weights that produced it as its priority
+    (its policy version), and check for newer weights after every item;
+  - the learner samples batches under the distribution strategy like an off-policy learner,
+    measures each item's lag (its train step minus the item's version), drops and counts items
+    beyond `max_policy_lag` if that is set, and pushes every `LearnerConfig.push_interval`
+    train steps.
+
+  Attributes:
+    max_policy_lag: Train steps an item may be behind the learner; None: no limit.
+    queue_batches: Learner batches the queue holds.
+  """
+  max_policy_lag: Optional[int] = None
+  queue_batches: int = 2
+  items_span_episodes: bool = True
+
+  name = 'impala'
+  collects_before_weights = False
+  checks_weights_every_item = True
+  is_queue = True
+
+  def check(self, replay_config) -> None:
+    if replay_config.prioritized or replay_config.samples_per_insert is not None:
+      raise UserError(
+          'IMPALA consumes each item once from a queue, in the order written, so '
+          'ReplayConfig.prioritized and ReplayConfig.samples_per_insert cannot apply: remove '
+          'those bindings')
+
+  def replay_table(self, specs, replay_config, learner_config):
+    del replay_config
+    from replay_server import tables  # pylint: disable=g-import-not-at-top
+    return tables.make_queue_table(specs.collect_data_spec, specs.sequence_length,
+                                   self.queue_batches * learner_config.batch_size)
+
+  def make_writer(self, client, num_envs, specs, is_running):
+    from actor import writer  # pylint: disable=g-import-not-at-top
+    return writer.BatchedTrajectoryObserver(
+        client, num_envs, specs.sequence_length, is_running=is_running,
+        step_spec=specs.collect_data_spec, end_to_end=True, overlap=1)
+
+  def new_item_priority(self, weights_step, max_priority):
+    del max_priority
+    return float(weights_step)
+
+  def make_trainer(self, inputs):
+    from learner import trainers  # pylint: disable=g-import-not-at-top
+    return trainers.impala_trainer(inputs)
 
 
 def select(declared: Optional[OffPolicy], replay_config,

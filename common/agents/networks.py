@@ -7,6 +7,7 @@ import numpy as np
 import tensorflow as tf
 from tf_agents.agents.ddpg import critic_network
 from tf_agents.networks import network
+from tf_agents.utils import nest_utils
 
 
 # The convolutional torso of the Nature DQN (Mnih et al., 2015): (filters, kernel, stride).
@@ -86,9 +87,38 @@ class TorsoValueNetwork(network.Network):
     self._head.append(tf.keras.layers.Dense(
         1, kernel_initializer=tf.random_uniform_initializer(minval=-0.03, maxval=0.03)))
 
+  @property
+  def encoder(self) -> network.Network:
+    return self._encoder
+
+  def head(self, state, training=False):
+    """The value of the encoder's output `state`."""
+    for layer in self._head:
+      state = layer(state, training=training)
+    return tf.squeeze(state, -1)
+
   def call(self, observation, step_type=None, network_state=(), training=False):
     state, network_state = self._encoder(observation, step_type=step_type,
                                          network_state=network_state, training=training)
-    for layer in self._head:
-      state = layer(state, training=training)
-    return tf.squeeze(state, -1), network_state
+    return self.head(state, training=training), network_state
+
+
+def policy_and_value(actor_net, value_net, observation, step_type, training=False):
+  """The action distribution of a feed-forward `ActorDistributionNetwork` and the values of
+  `value_net` for the same observations (any outer dimensions).
+
+  When `value_net` is a `TorsoValueNetwork` on `actor_net`'s encoder, the encoder runs once for
+  both, where calling the two networks would run it twice (for a Nature torso on Atari frames,
+  most of a train step's work).
+  """
+  encoder = actor_net._encoder  # pylint: disable=protected-access
+  if not (isinstance(value_net, TorsoValueNetwork) and value_net.encoder is encoder):
+    distribution, _ = actor_net(observation, step_type=step_type, network_state=(),
+                                training=training)
+    values, _ = value_net(observation, step_type=step_type, network_state=(), training=training)
+    return distribution, values
+  state, _ = encoder(observation, step_type=step_type, network_state=(), training=training)
+  outer_rank = nest_utils.get_outer_rank(observation, actor_net.input_tensor_spec)
+  distribution, _ = actor_net._projection_networks(  # pylint: disable=protected-access
+      state, outer_rank, training=training)
+  return distribution, value_net.head(state, training=training)
