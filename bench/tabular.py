@@ -11,8 +11,8 @@ value iteration on the environment's own transition table (`env.unwrapped.P`), a
 its start states. Each record also keeps the run's eval curve (train step, env steps, seconds
 from the first eval, return).
 
-  python -m bench.tabular [--runs=1] [--episodes=5000] [--budget_s=600]
-      [--gin_files=gin/q_learning_frozenlake.gin,gin/q_learning_taxi.gin]
+  python -m bench.tabular [--runs=1] [--episodes=5000] [--budget_s=600] [--max_train_steps=0]
+      [--gin_bindings=B ...] [--gin_files=gin/q_learning_frozenlake.gin,gin/q_learning_taxi.gin]
 """
 
 import argparse
@@ -90,6 +90,10 @@ def main(argv=None):
   parser.add_argument('--runs', type=int, default=1)
   parser.add_argument('--episodes', type=int, default=5000)
   parser.add_argument('--budget_s', type=float, default=600.0)
+  parser.add_argument('--max_train_steps', type=int, default=0,
+                      help='Train steps of each run; 0: until the gin file\'s target.')
+  parser.add_argument('--gin_bindings', action='append', default=[],
+                      help='Extra gin bindings of every run.')
   parser.add_argument('--gin_files',
                       default='gin/q_learning_frozenlake.gin,gin/q_learning_taxi.gin')
   args = parser.parse_args(argv)
@@ -107,7 +111,9 @@ def main(argv=None):
         status = subprocess.call(
             [sys.executable, '-m', 'launcher.main', f'--gin_file={gin_file}',
              f'--root_dir={run_dir}', '--num_actors=1', f'--budget_s={args.budget_s:g}',
-             f'--gin_bindings=ActorConfig.seed={run}'], stdout=log, stderr=subprocess.STDOUT)
+             f'--gin_bindings=ActorConfig.seed={run}', f'--max_train_steps={args.max_train_steps}',
+             *[f'--gin_bindings={b}' for b in args.gin_bindings]],
+            stdout=log, stderr=subprocess.STDOUT)
       seconds = time.monotonic() - start
       table = policy_table(os.path.join(run_dir, constants.POLICY_DIR, 'greedy_policy'),
                            env.observation_space.n)
@@ -122,7 +128,7 @@ def main(argv=None):
           'return', name, stock=best, versus='optimum (value iteration)',
           standard_error=float(returns.std() / np.sqrt(returns.size)),
           launch_to_exit_s=round(seconds, 1), exit_status=status, run=run,
-          env_steps=curve[-1]['env_steps'] if curve else None,
+          env_steps=max((c['env_steps'] for c in curve), default=None),
           train_steps=curve[-1]['train_step'] if curve else None, curve=curve,
           gin_file=gin_file, logs=run_dir)))
   out = os.path.join('bench', 'results', f'{time.strftime("%Y-%m-%d")}-tabular.json')

@@ -1,6 +1,6 @@
 """Run as a script by test_mirrored_strategy.py, in a fresh process per check.
 
-  python -m tests.mirrored_check ROOT dqn|sac|learner|prioritized|td3|ppo
+  python -m tests.mirrored_check ROOT dqn|sac|impala|learner|prioritized|td3|ppo|impala_learner
 
 Splits the CPU into two logical devices (possible only before TensorFlow initializes them).
 `dqn`: one replicated train step gives the same loss as the default strategy on the same batch
@@ -11,7 +11,9 @@ server fed by a real actor. `prioritized`: the same with DDPG on a prioritized t
 the importance-weighted step, the per-replica TD errors and the priority updates run replicated.
 `td3`: run_learner refuses TD3 on two replicas with its one-line reason. `ppo`: run_learner
 trains PPO under a MirroredStrategy from a real actor's on-policy queue, its minibatches split
-over the two replicas.
+over the two replicas. `impala`: as `dqn`, for IMPALA's V-trace loss (its mean over the kept
+transitions, divided over the replicas). `impala_learner`: run_learner trains IMPALA from a
+real actor's queue, each replica on its share of the batch.
 Prints its result and exits non-zero on failure.
 """
 
@@ -55,7 +57,7 @@ def _batch(collect_data_spec, batch_size):
       step_type=mid, next_step_type=mid,
       observation=tf.nest.map_structure(normal, spec.observation),
       action=tensor_spec.sample_spec_nest(spec.action, seed=0),
-      policy_info=(),
+      policy_info=tf.nest.map_structure(normal, spec.policy_info),  # IMPALA's logits
       reward=normal(spec.reward),
       discount=tf.ones([batch_size, 2]))
 
@@ -135,6 +137,11 @@ def main(root, check):
         'ppo_agent.minibatch_size = 32', 'ppo_agent.num_epochs = 2',
         'LearnerConfig.foreign_push_window_s = 1.0', 'ActorConfig.num_envs = 2'], sample=False)
     return 0 if step == 20 else 1
+  if check == 'impala_learner':
+    step, _ = check_run_learner(root, 'gin/impala_cartpole.gin', [
+        'LearnerConfig.batch_size = 4', 'impala_agent.unroll_length = 5',
+        'LearnerConfig.foreign_push_window_s = 1.0', 'ActorConfig.num_envs = 2'], sample=False)
+    return 0 if step == 20 else 1
   if check == 'td3':
     try:
       check_run_learner(root, 'gin/td3_inverted_pendulum.gin')
@@ -142,12 +149,13 @@ def main(root, check):
       print(f'refused: {e}')
       return 0
     return 1
-  gin_file = {'dqn': 'gin/dqn_cartpole.gin', 'sac': 'gin/sac_inverted_pendulum.gin'}[check]
+  gin_file = {'dqn': 'gin/dqn_cartpole.gin', 'sac': 'gin/sac_inverted_pendulum.gin',
+              'impala': 'gin/impala_cartpole.gin'}[check]
   default_loss, mirrored_loss = check_loss(gin_file, root)
   if not (math.isfinite(default_loss) and math.isfinite(mirrored_loss)):
     print('NON-FINITE LOSS')
     return 1
-  tolerance = 1e-4 if check == 'dqn' else 4.0
+  tolerance = 4.0 if check == 'sac' else 1e-4
   if abs(default_loss - mirrored_loss) > tolerance * max(1.0, abs(default_loss)):
     print(f'MISMATCH for {gin_file}')
     return 1

@@ -149,7 +149,7 @@ def test_the_behaviour_policy_records_the_logits_it_sampled_from():
 @pytest.mark.parametrize('binding', ['ReplayConfig.prioritized = True',
                                      'ReplayConfig.samples_per_insert = 4.0'])
 def test_impala_refuses_replay_settings_it_cannot_honour(binding):
-  with pytest.raises(UserError, match='IMPALA consumes each item once'):
+  with pytest.raises(UserError, match=r'this agent \(impala\) consumes each item once'):
     builders.build(_load(binding))
 
 

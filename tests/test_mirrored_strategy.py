@@ -61,6 +61,16 @@ def test_ppo_learner_trains_under_mirrored_strategy(tmp_path):
   assert 'run_learner under MirroredStrategy reached train step 20' in stdout, stdout[-3000:]
 
 
+def test_impala_replicated_loss_equals_default_strategy_loss(tmp_path):
+  default, mirrored = _losses(_run(tmp_path, 'impala'))
+  assert math.isfinite(default) and mirrored == pytest.approx(default, rel=1e-4, abs=1e-5)
+
+
+def test_impala_learner_trains_under_mirrored_strategy(tmp_path):
+  stdout = _run(tmp_path, 'impala_learner')
+  assert 'run_learner under MirroredStrategy reached train step 20' in stdout, stdout[-3000:]
+
+
 def test_td3_is_refused_on_several_replicas_with_its_reason(tmp_path):
   stdout = _run(tmp_path, 'td3')
   assert 'refused: TD3 applies its delayed actor update inside a tf.cond' in stdout

@@ -119,7 +119,7 @@ def test_steps_per_iteration_follows_the_stock_learners_rules():
                                      'ReplayConfig.samples_per_insert = 4.0'])
 def test_an_on_policy_agent_refuses_replay_settings_it_cannot_honour(binding):
   replay_config = _load(binding)
-  with pytest.raises(UserError, match='this agent is on-policy'):
+  with pytest.raises(UserError, match=r'this agent \(on-policy\) consumes each item once'):
     builders.build(replay_config)
 
 

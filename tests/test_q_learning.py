@@ -64,6 +64,17 @@ def test_a_train_step_is_watkins_update_of_each_transition():
   np.testing.assert_allclose(table.numpy(), expected, rtol=1e-5, atol=1e-6)
 
 
+def test_alpha_decays_to_its_final_value():
+  gin_config.load_gin([FROZENLAKE_GIN], ['q_learning_agent.learning_rate = 0.1',
+                                         'q_learning_agent.final_learning_rate = 0.01',
+                                         'q_learning_agent.decay_steps = 100'])
+  agent = builders.build(ReplayConfig()).agent
+  table = _table(agent)
+  agent._optimizer.iterations.assign(100)  # pylint: disable=protected-access
+  agent.train(_transitions([3], [1], [1.0], [7], [ts.StepType.LAST]))
+  assert table.numpy()[3, 1] == pytest.approx(0.01 * 1.0)  # alpha (1 - 0) at its final value
+
+
 def test_the_greedy_policy_reads_the_table():
   gin_config.load_gin([FROZENLAKE_GIN], [])
   agent = builders.build(ReplayConfig()).agent

@@ -143,6 +143,8 @@ class WeightedCategoricalDqnAgent(c51_lib.CategoricalDqnAgent):
 def q_learning_agent(time_step_spec, action_spec, train_step,
                      actor: Optional[seam.ActorSlot] = None,
                      learning_rate: float = 0.1,
+                     final_learning_rate: Optional[float] = None,
+                     decay_steps: int = 0,
                      epsilon_greedy: float = 0.1,
                      gamma: float = 0.99) -> seam.AgentBuild:
   """Tabular Q-learning (Watkins, 1989) for a Discrete observation and Discrete actions.
@@ -160,8 +162,17 @@ def q_learning_agent(time_step_spec, action_spec, train_step,
   Transitions come from the replay table like every off-policy agent's (uniform sampling);
   the gin files say why replay is their default.
 
+  With a constant alpha the table keeps moving by about alpha times the TD errors' spread, and
+  on a stochastic task (the slippery FrozenLake) the greedy action flips between near-tied
+  actions from one train step to the next. Q-learning converges with step sizes that decay
+  (Watkins and Dayan, 1992): `final_learning_rate` and `decay_steps` make alpha fall
+  linearly from `learning_rate` to `final_learning_rate` over the first `decay_steps` train
+  steps, and stay there.
+
   Args:
-    learning_rate: alpha, the step size of each transition's update.
+    learning_rate: alpha, the step size of each transition's update (at the start).
+    final_learning_rate: alpha after `decay_steps` train steps; None keeps it constant.
+    decay_steps: Train steps over which alpha decays (with `final_learning_rate`).
     epsilon_greedy: Collect exploration (per actor through `collect_epsilon`).
     gamma: The discount.
   """
@@ -179,10 +190,17 @@ def q_learning_agent(time_step_spec, action_spec, train_step,
       [one_hot, tf.keras.layers.Dense(num_actions, use_bias=False,
                                       kernel_initializer='zeros', name='q_table')],
       input_spec=observation_spec, name='QTable')
+  if final_learning_rate is not None and decay_steps < 1:
+    raise UserError('q_learning_agent.final_learning_rate needs q_learning_agent.decay_steps '
+                    '>= 1, the train steps over which alpha decays: bind both, or neither')
+  alpha = learning_rate
+  if final_learning_rate is not None:
+    alpha = tf.keras.optimizers.schedules.PolynomialDecay(
+        learning_rate, decay_steps, end_learning_rate=final_learning_rate, power=1.0)
   agent = _dqn(time_step_spec, action_spec, table, train_step, actor, learning_rate,
                epsilon_greedy, gamma, target_update_period=1, target_update_tau=1.0,
                double_q=False, td_errors_loss_fn=_per_transition_sgd_loss,
-               optimizer=tf.keras.optimizers.SGD(learning_rate=learning_rate))
+               optimizer=tf.keras.optimizers.SGD(learning_rate=alpha))
   return seam.AgentBuild(agent, 2, seam.loss_info_td_error)
 
 

@@ -11,7 +11,7 @@ assemble and loop, and never ask which family they hold:
 | learner | `make_iterator_fn` (the dataset), `make_trainer`, `push_interval`        |
 
 The agent builder chooses its family: `AgentBuild.family`, or None for `OffPolicy`, which
-`select` makes `Prioritized` when `ReplayConfig.prioritized` says so. Three families exist:
+`select` makes `Prioritized` when `ReplayConfig.prioritized` says so. Four families exist:
 - `OffPolicy`: uniform replay of overlapping items (DQN, C51, SAC, TD3, DDPG, DQN-RNN);
 - `Prioritized`: the same items, sampled by priority, with importance weights and priority
   updates from the learner (Schaul et al., 2016);
@@ -147,7 +147,30 @@ class Prioritized(OffPolicy):
 
 
 @dataclasses.dataclass(frozen=True)
-class OnPolicy(OffPolicy):
+class _Queue(OffPolicy):
+  """What the queue families share: items end to end across episode ends, consumed once from
+  a queue in the order written; actors that never collect with the random policy, tag each
+  item with its weights' train step and check for new weights after every item."""
+  items_span_episodes: bool = True
+
+  collects_before_weights = False
+  checks_weights_every_item = True
+  is_queue = True
+
+  def check(self, replay_config) -> None:
+    if replay_config.prioritized or replay_config.samples_per_insert is not None:
+      raise UserError(
+          f'this agent ({self.name}) consumes each item once from a queue, in the order '
+          'written, so ReplayConfig.prioritized and ReplayConfig.samples_per_insert cannot '
+          'apply: remove those bindings')
+
+  def new_item_priority(self, weights_step, max_priority):
+    del max_priority
+    return float(weights_step)
+
+
+@dataclasses.dataclass(frozen=True)
+class OnPolicy(_Queue):
   """On-policy data: a queue whose items are consumed once, by the weights that produced them.
 
   - the replay table is a queue (Fifo sampler and remover, each item sampled once, inserts held
@@ -169,19 +192,8 @@ class OnPolicy(OffPolicy):
   num_epochs: int = 1
   minibatch_size: Optional[int] = None
   max_policy_lag: int = 0
-  items_span_episodes: bool = True
 
   name = 'on-policy'
-  collects_before_weights = False
-  checks_weights_every_item = True
-  is_queue = True
-
-  def check(self, replay_config) -> None:
-    if replay_config.prioritized or replay_config.samples_per_insert is not None:
-      raise UserError(
-          'this agent is on-policy: it consumes each item once from a queue, in the order '
-          'written, so ReplayConfig.prioritized and ReplayConfig.samples_per_insert cannot '
-          'apply: remove those bindings')
 
   @staticmethod
   def capacity(batch_size: int) -> int:
@@ -197,10 +209,6 @@ class OnPolicy(OffPolicy):
     return tables.make_queue_table(specs.collect_data_spec, specs.sequence_length,
                                    self.capacity(learner_config.batch_size))
 
-  def new_item_priority(self, weights_step, max_priority):
-    del max_priority
-    return float(weights_step)
-
   def make_iterator_fn(self, strategy, server_address, specs, learner_config):
     from learner import dataset  # pylint: disable=g-import-not-at-top
     return dataset.item_iterator_fn(server_address, specs, learner_config)
@@ -215,7 +223,7 @@ class OnPolicy(OffPolicy):
 
 
 @dataclasses.dataclass(frozen=True)
-class Impala(OffPolicy):
+class Impala(_Queue):
   """IMPALA's data: a queue of fixed-length trajectories, each trained on once, whatever its lag.
 
   - the replay table is a queue (each item sampled once, inserts held while it is full) of
@@ -235,19 +243,8 @@ class Impala(OffPolicy):
   """
   max_policy_lag: Optional[int] = None
   queue_batches: int = 2
-  items_span_episodes: bool = True
 
   name = 'impala'
-  collects_before_weights = False
-  checks_weights_every_item = True
-  is_queue = True
-
-  def check(self, replay_config) -> None:
-    if replay_config.prioritized or replay_config.samples_per_insert is not None:
-      raise UserError(
-          'IMPALA consumes each item once from a queue, in the order written, so '
-          'ReplayConfig.prioritized and ReplayConfig.samples_per_insert cannot apply: remove '
-          'those bindings')
 
   def replay_table(self, specs, replay_config, learner_config):
     del replay_config
@@ -260,10 +257,6 @@ class Impala(OffPolicy):
     return writer.BatchedTrajectoryObserver(
         client, num_envs, specs.sequence_length, is_running=is_running,
         step_spec=specs.collect_data_spec, end_to_end=True, overlap=1)
-
-  def new_item_priority(self, weights_step, max_priority):
-    del max_priority
-    return float(weights_step)
 
   def make_trainer(self, inputs):
     from learner import trainers  # pylint: disable=g-import-not-at-top

@@ -20,8 +20,6 @@ import gin
 import tensorflow as tf
 import tensorflow_probability as tfp
 from tf_agents.agents import tf_agent
-from tf_agents.networks import actor_distribution_network
-from tf_agents.networks import value_network
 from tf_agents.policies import actor_policy
 from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import policy_step
@@ -30,13 +28,9 @@ from common.agents import families
 from common.agents import networks
 from common.agents import seam
 from common.agents import vtrace as vtrace_lib
-from common.errors import UserError
 
 # The key of the behaviour policy's logits in each step's policy info.
 LOGITS_KEY = 'logits'
-
-_ACTIVATIONS = {'tanh': tf.keras.activations.tanh, 'relu': tf.keras.activations.relu}
-
 
 class ImpalaLossInfo(NamedTuple):
   """The parts of the loss, and the mean importance ratio pi / mu of the batch's transitions."""
@@ -198,23 +192,9 @@ def impala_agent(time_step_spec, action_spec, train_step,
   """
   del actor  # Every actor samples the same stochastic policy.
   seam.require_discrete(action_spec, 'impala_agent')
-  if activation not in _ACTIVATIONS:
-    raise UserError(f'impala_agent.activation={activation!r} must be one of '
-                    f'{sorted(_ACTIVATIONS)}: fix it in the gin file')
-  actor_net = actor_distribution_network.ActorDistributionNetwork(
-      time_step_spec.observation, action_spec, fc_layer_params=tuple(actor_fc_layer_params),
-      activation_fn=_ACTIVATIONS[activation],
-      **networks.encoder_kwargs(time_step_spec.observation, conv_layer_params))
-  if shared_torso:
-    value_net = networks.TorsoValueNetwork(
-        time_step_spec.observation,
-        actor_net._encoder,  # pylint: disable=protected-access
-        fc_layer_params=tuple(value_fc_layer_params), activation_fn=_ACTIVATIONS[activation])
-  else:
-    value_net = value_network.ValueNetwork(
-        time_step_spec.observation, fc_layer_params=tuple(value_fc_layer_params),
-        activation_fn=_ACTIVATIONS[activation],
-        **networks.encoder_kwargs(time_step_spec.observation, conv_layer_params))
+  actor_net, value_net = networks.actor_and_value_networks(
+      time_step_spec.observation, action_spec, actor_fc_layer_params, value_fc_layer_params,
+      conv_layer_params, activation, shared_torso, 'impala_agent')
   agent = ImpalaAgent(
       time_step_spec, tensor_spec.from_spec(action_spec), actor_net, value_net,
       optimizer=tf.keras.optimizers.Adam(learning_rate=learning_rate),

@@ -6,8 +6,12 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 from tf_agents.agents.ddpg import critic_network
+from tf_agents.networks import actor_distribution_network
 from tf_agents.networks import network
+from tf_agents.networks import value_network
 from tf_agents.utils import nest_utils
+
+from common.errors import UserError
 
 
 # The convolutional torso of the Nature DQN (Mnih et al., 2015): (filters, kernel, stride).
@@ -101,6 +105,41 @@ class TorsoValueNetwork(network.Network):
     state, network_state = self._encoder(observation, step_type=step_type,
                                          network_state=network_state, training=training)
     return self.head(state, training=training), network_state
+
+
+# Hidden-layer activations by name (the actor-critic builders' `activation`).
+ACTIVATIONS = {'tanh': tf.keras.activations.tanh, 'relu': tf.keras.activations.relu}
+
+
+def actor_and_value_networks(observation_spec, action_spec, actor_fc_layer_params,
+                             value_fc_layer_params, conv_layer_params, activation: str,
+                             shared_torso: bool, builder: str):
+  """An `ActorDistributionNetwork` and a value network over `observation_spec`.
+
+  Each network gets its own encoder (a Keras layer belongs to one network), unless
+  `shared_torso`: then the value network is a `TorsoValueNetwork` on the actor network's
+  encoder (its convolutions and `actor_fc_layer_params` layers), with `value_fc_layer_params`
+  layers and one output on it.
+
+  Raises:
+    UserError: `activation` is not a name of `ACTIVATIONS` (said as `<builder>.activation`).
+  """
+  if activation not in ACTIVATIONS:
+    raise UserError(f'{builder}.activation={activation!r} must be one of '
+                    f'{sorted(ACTIVATIONS)}: fix it in the gin file')
+  activation_fn = ACTIVATIONS[activation]
+  actor_net = actor_distribution_network.ActorDistributionNetwork(
+      observation_spec, action_spec, fc_layer_params=tuple(actor_fc_layer_params),
+      activation_fn=activation_fn, **encoder_kwargs(observation_spec, conv_layer_params))
+  if shared_torso:
+    value_net = TorsoValueNetwork(
+        observation_spec, actor_net._encoder,  # pylint: disable=protected-access
+        fc_layer_params=tuple(value_fc_layer_params), activation_fn=activation_fn)
+  else:
+    value_net = value_network.ValueNetwork(
+        observation_spec, fc_layer_params=tuple(value_fc_layer_params),
+        activation_fn=activation_fn, **encoder_kwargs(observation_spec, conv_layer_params))
+  return actor_net, value_net
 
 
 def policy_and_value(actor_net, value_net, observation, step_type, training=False):

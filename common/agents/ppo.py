@@ -13,19 +13,13 @@ from typing import Optional, Sequence
 import gin
 import tensorflow as tf
 from tf_agents.agents.ppo import ppo_clip_agent
-from tf_agents.networks import actor_distribution_network
 from tf_agents.networks import actor_distribution_rnn_network
-from tf_agents.networks import value_network
 from tf_agents.networks import value_rnn_network
 
 from common.agents import families
 from common.agents import networks
 from common.agents import seam
 from common.errors import UserError
-
-# Hidden-layer activations by name (`ppo_agent.activation`).
-_ACTIVATIONS = {'tanh': tf.keras.activations.tanh, 'relu': tf.keras.activations.relu}
-
 
 @gin.configurable(module='common')
 def ppo_agent(time_step_spec, action_spec, train_step,
@@ -76,9 +70,6 @@ def ppo_agent(time_step_spec, action_spec, train_step,
   """
   del actor  # Every actor explores by sampling the same stochastic policy.
   # The ranges of these arguments are checked before the builder runs (registry._RANGES).
-  if activation not in _ACTIVATIONS:
-    raise UserError(f'ppo_agent.activation={activation!r} must be one of '
-                    f'{sorted(_ACTIVATIONS)}: fix it in the gin file')
   if normalize_observations and time_step_spec.observation.dtype == tf.uint8:
     raise UserError('ppo_agent.normalize_observations = True cannot apply to uint8 image '
                     'observations (the networks scale them to [0, 1] themselves): bind '
@@ -87,21 +78,9 @@ def ppo_agent(time_step_spec, action_spec, train_step,
     raise UserError('ppo_agent.normalize_observations = True cannot apply to '
                     f'{time_step_spec.observation.dtype.name} observations (the networks one-hot '
                     'or cast them themselves): bind ppo_agent.normalize_observations = False')
-  # Each network gets its own encoder layers (a Keras layer belongs to one network).
-  actor_net = actor_distribution_network.ActorDistributionNetwork(
-      time_step_spec.observation, action_spec, fc_layer_params=tuple(actor_fc_layer_params),
-      activation_fn=_ACTIVATIONS[activation],
-      **networks.encoder_kwargs(time_step_spec.observation, conv_layer_params))
-  if shared_torso:
-    value_net = networks.TorsoValueNetwork(
-        time_step_spec.observation,
-        actor_net._encoder,  # pylint: disable=protected-access
-        fc_layer_params=tuple(value_fc_layer_params), activation_fn=_ACTIVATIONS[activation])
-  else:
-    value_net = value_network.ValueNetwork(
-        time_step_spec.observation, fc_layer_params=tuple(value_fc_layer_params),
-        activation_fn=_ACTIVATIONS[activation],
-        **networks.encoder_kwargs(time_step_spec.observation, conv_layer_params))
+  actor_net, value_net = networks.actor_and_value_networks(
+      time_step_spec.observation, action_spec, actor_fc_layer_params, value_fc_layer_params,
+      conv_layer_params, activation, shared_torso, 'ppo_agent')
   return _ppo(time_step_spec, action_spec, actor_net, value_net, train_step, learning_rate,
               collect_sequence_length, num_epochs, minibatch_size, max_policy_lag,
               importance_ratio_clipping, lambda_value, discount_factor, entropy_regularization,

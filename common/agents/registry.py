@@ -42,6 +42,7 @@ _RANGES = (
      'must be >= 2 (advantages need a next step to bootstrap from)'),
     (lambda n: n == 'max_policy_lag', lambda v: v >= 0, 'must be >= 0 (0: strictly on-policy)'),
     (lambda n: n in ('unroll_length', 'queue_batches'), lambda v: v >= 1, 'must be >= 1'),
+    (lambda n: n == 'decay_steps', lambda v: v >= 0, 'must be >= 0'),
     (lambda n: n.endswith('_cost'), lambda v: 0 <= v < math.inf, 'must be >= 0'),
 )
 
