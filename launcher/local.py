@@ -2,8 +2,11 @@
 
 Children are started with exactly the flags a user would type (see `commands`). Their output is
 prefixed with their role. The run stops on Ctrl-C, at the time budget, or when eval reaches the
-task's target return (`EvalConfig.target_return`), and every child gets SIGTERM first, so the
-learner and the replay server write their final checkpoints.
+task's target return (`EvalConfig.target_return`). Every child then gets SIGTERM, so that each
+writes its final checkpoint: the server's clients (learner, actors, eval) first, while the
+server still answers the learner's final weight push and the actors' last items, and the
+replay server last, as docker-compose stops services before those they depend on. A client
+that lost its server mid-sample would wait out its own deadline and exit without its saves.
 """
 
 import os
@@ -92,7 +95,10 @@ def run_local(gin_files: Sequence[str], gin_bindings: Sequence[str], root_dir: s
   finally:
     status.close()
     status.print_child_line(f'[local] stopping: {reason or "error"}')
-    processes.stop_all(children, grace_s=STOP_GRACE_S)
+    server = children[0]
+    processes.stop_all([child for child in children if child is not server],
+                       grace_s=STOP_GRACE_S)
+    server.stop(STOP_GRACE_S)
     signal.signal(signal.SIGINT, previous)
   status.print_child_line(f'[local] done ({reason}); exit status {code}')
   return code

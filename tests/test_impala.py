@@ -296,3 +296,45 @@ def test_impala_learns_cartpole_from_actors_many_learner_steps_behind():
   # A random policy averages about 22 on CartPole-v0.
   assert max(averages) >= 170, averages
   assert averages[-1] >= 120, averages
+
+
+def _on_policy_batch(agent, specs, batch=4, seed=0):
+  """Real CartPole-shaped steps whose behaviour logits are `agent`'s own (mu = pi)."""
+  rng = np.random.RandomState(seed)
+  length = specs.sequence_length
+  observation = tf.constant(rng.uniform(-1, 1, (batch, length, 4)), tf.float32)
+  distribution, _ = agent._actor_net(observation, step_type=None, network_state=())  # pylint: disable=protected-access
+  mid = tf.fill([batch, length], ts.StepType.MID)
+  return trajectory_lib.Trajectory(
+      step_type=mid, observation=observation,
+      action=tf.constant(rng.randint(0, 2, (batch, length)), tf.int64),
+      policy_info={impala.LOGITS_KEY: distribution.logits_parameter()},
+      next_step_type=mid, reward=tf.constant(rng.randn(batch, length), tf.float32),
+      discount=tf.ones([batch, length]))
+
+
+def _pg_gradients(agent, experience):
+  variables = agent._actor_net.trainable_variables  # pylint: disable=protected-access
+  with tf.GradientTape() as tape:
+    loss = agent._loss(experience).extra.policy_gradient_loss  # pylint: disable=protected-access
+  return [g.numpy() for g in tape.gradient(loss, variables)]
+
+
+def test_appo_has_the_policy_gradient_of_impala_on_policy():
+  """With mu = pi every ratio is 1, inside the clip range, where the clipped surrogate's
+  gradient, ratio * grad log pi * A, is the policy gradient's, grad log pi * A."""
+  plain = builders.build(_load('impala_agent.unroll_length = 5'))
+  experience = _on_policy_batch(plain.agent, plain.specs)
+  clipped = builders.build(_load('impala_agent.unroll_length = 5', 'impala_agent.ppo_clip = 0.2'))
+  for source, target in zip(plain.agent._actor_net.variables, clipped.agent._actor_net.variables):  # pylint: disable=protected-access
+    target.assign(source)
+  for source, target in zip(plain.agent._value_net.variables, clipped.agent._value_net.variables):  # pylint: disable=protected-access
+    target.assign(source)
+  assert float(plain.agent._loss(experience).extra.mean_rho) == pytest.approx(1.0)  # pylint: disable=protected-access
+  for a, b in zip(_pg_gradients(plain.agent, experience),
+                  _pg_gradients(clipped.agent, experience)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+  # ... while the objectives themselves differ: -log pi * A against -ratio * A.
+  plain_loss = float(plain.agent._loss(experience).extra.policy_gradient_loss)  # pylint: disable=protected-access
+  clipped_loss = float(clipped.agent._loss(experience).extra.policy_gradient_loss)  # pylint: disable=protected-access
+  assert abs(plain_loss - clipped_loss) > 1e-3

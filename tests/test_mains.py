@@ -15,12 +15,14 @@ from actor import evaluate
 from common import constants
 from launcher import local
 from replay_server import checkpoints as checkpoints_lib
-from replay_server import server as server_lib
 from tests.conftest import CARTPOLE_GIN
 from tests.conftest import FAST_BINDINGS
+from tests.conftest import GIN_DIR
 from tests.conftest import REPO
 from tests.conftest import start_role
 from tests.conftest import wait_until
+
+IMPALA_GIN = os.path.join(GIN_DIR, 'impala_cartpole.gin')
 
 pytestmark = pytest.mark.slow
 
@@ -103,6 +105,23 @@ def test_local_launcher_runs_every_role_and_stops_at_the_train_budget(root_dir, 
   # The server knows the grace the launcher gives it (its checkpoints are checked against it).
   with open(os.path.join(root_dir, constants.REPLAY_DIR, 'flags.json')) as f:
     assert json.load(f)['stop_grace_s'] == local.STOP_GRACE_S
+
+
+def test_local_launcher_stops_the_servers_clients_before_the_server(root_dir, port):
+  # Stopped at its target while the learner samples its queue: the learner still makes its
+  # final saves, the actor still reaches the server, and the server stops last.
+  args = [sys.executable, '-m', 'launcher.main', f'--root_dir={root_dir}', f'--port={port}',
+          '--num_actors=1', '--budget_s=300', f'--gin_file={IMPALA_GIN}']
+  result = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, CUDA_VISIBLE_DEVICES=''))
+  output = result.stdout
+  assert result.returncode == 0, output[-4000:] + result.stderr[-2000:]
+  assert '[local] stopping: eval return' in output, output[-3000:]
+  learner_stopped = output.index(f'{constants.LEARNER_STOPPED_LINE} at train step')
+  assert 'exiting without flushing' not in output, output[-3000:]
+  assert 'the replay server is not answering' not in output, output[-3000:]
+  assert learner_stopped < output.index(constants.SERVER_STOPPED_LINE)
+  assert output.index(constants.ACTOR_STOPPED_LINE) < output.index(constants.SERVER_STOPPED_LINE)
 
 
 def test_local_launcher_exits_non_zero_when_a_child_fails(root_dir, port):
