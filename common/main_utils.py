@@ -93,15 +93,30 @@ _PARENT_PID_ENV = 'REVERB_FLEET_PARENT_PID'  # Set by launcher.processes (die_wi
 _PR_SET_PDEATHSIG = 1
 
 
-def start_process() -> None:
+def start_process(uses_gpu: bool = False) -> None:
   """What every role's main does first, before TensorFlow or Reverb start threads.
 
   Applies --verbosity to the console (`console.start`: quiet by default, stderr through the
-  noise filter), then blocks the stop signals (`block_stop_signals`).
+  noise filter), then blocks the stop signals (`block_stop_signals`). A role that does not
+  compute on a GPU (`uses_gpu` False: the replay server, the actors, eval) hides every GPU from
+  itself however it was started: TensorFlow takes most of a GPU's memory in each process that
+  touches it, and the learner is the one that needs it.
   """
   from common import console  # pylint: disable=g-import-not-at-top
+  if not uses_gpu:
+    hide_gpus()
   console.start(flags.FLAGS['verbosity'].present)
   block_stop_signals()
+
+
+def hide_gpus() -> None:
+  """Hides every GPU from this process: `CUDA_VISIBLE_DEVICES=''` before TensorFlow loads, or
+  TensorFlow's own device list where it already has (the GPUs it found stay unused)."""
+  if 'tensorflow' in sys.modules:
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    tf.config.set_visible_devices([], 'GPU')
+  else:
+    os.environ['CUDA_VISIBLE_DEVICES'] = ''
 
 
 def block_stop_signals() -> None:

@@ -10,6 +10,7 @@ that lost its server mid-sample would wait out its own deadline and exit without
 """
 
 import os
+import re
 import signal
 import sys
 import threading
@@ -17,6 +18,7 @@ import time
 from typing import List, Optional, Sequence, TextIO, Tuple
 
 from common import constants
+from common.errors import UserError
 from launcher import processes
 from launcher.status import StatusLine
 from launcher.status import outcome
@@ -24,6 +26,44 @@ from launcher.status import outcome
 # Seconds each child may take to stop after SIGTERM before it is killed: the learner's saves on
 # stop (checkpoint, export, a last push) after the step it is in, as in docker-compose.yml.
 STOP_GRACE_S = 180.0
+
+
+def learner_devices(learner_gpus: str, inherited: Optional[str]) -> Optional[str]:
+  """The learner's `CUDA_VISIBLE_DEVICES` for `--learner_gpus`, given the launcher's own
+  (`inherited`, None when unset): None to inherit it ('all': every GPU this shell sees), ''
+  for none ('none' or '0'), or the first N of the GPUs this shell sees (a count N, as the Ray
+  launcher's `--learner_gpus`).
+
+  The replay server, the actors and eval never see a GPU: TensorFlow would take most of each
+  GPU's memory in every process that touched it, and only the learner computes on one.
+
+  Raises:
+    UserError: a value that is none of these, or more GPUs than `inherited` names.
+  """
+  value = learner_gpus.strip().lower()
+  if value == 'all':
+    return None
+  if value == 'none':
+    return ''
+  if not re.fullmatch(r'\d+', value):
+    raise UserError(f'--learner_gpus={learner_gpus!r} must be all, none or a number of GPUs: '
+                    'fix the flag (CUDA_VISIBLE_DEVICES picks which ones)')
+  count = int(value)
+  if inherited is None:
+    return ','.join(str(i) for i in range(count))
+  visible = [device.strip() for device in inherited.split(',') if device.strip()]
+  if count > len(visible):
+    raise UserError(f'--learner_gpus={count} but CUDA_VISIBLE_DEVICES={inherited!r} names '
+                    f'{len(visible)} GPU(s): ask for at most {len(visible)}, or unset it')
+  return ','.join(visible[:count])
+
+
+def describe_devices(devices: Optional[str], inherited: Optional[str]) -> str:
+  """What the learner sees, for the launcher's first lines."""
+  if devices is None:
+    return ('every GPU (CUDA_VISIBLE_DEVICES unset)' if inherited is None else
+            f'CUDA_VISIBLE_DEVICES={inherited!r}, inherited')
+  return 'no GPU' if devices == '' else f'GPUs {devices}'
 
 
 def commands(gin_files: Sequence[str], gin_bindings: Sequence[str], root_dir: str, port: int,
@@ -47,11 +87,13 @@ def commands(gin_files: Sequence[str], gin_bindings: Sequence[str], root_dir: st
 def run_local(gin_files: Sequence[str], gin_bindings: Sequence[str], root_dir: str, port: int,
               num_actors: int, target: Optional[float], budget_s: float = 0.0,
               max_train_steps: int = 0, server_timeout_s: float = 300.0,
-              out: TextIO = sys.stdout) -> int:
+              learner_gpus: Optional[str] = None, out: TextIO = sys.stdout) -> int:
   """Runs the whole system locally until the target return, the budget, or Ctrl-C.
 
   `target` is the task's `EvalConfig.target_return` (None: the task has none). The children
   stop with the launcher whatever ends it, kill -9 included (`die_with_parent`).
+  `learner_gpus` is the learner's `CUDA_VISIBLE_DEVICES` (`learner_devices`: None inherits this
+  process's environment); every other child gets `CUDA_VISIBLE_DEVICES=''`.
 
   Returns:
     0 when the target return was reached (or, with no target, the budget or the train-step
@@ -67,6 +109,8 @@ def run_local(gin_files: Sequence[str], gin_bindings: Sequence[str], root_dir: s
                           f'target_return={target} budget_s={budget_s or "none"}')
   status.print_child_line(f'[local] fleet status view: reverb-fleet status localhost:{port} '
                           f'--root_dir={root_dir} --watch')
+  status.print_child_line('[local] learner: ' + describe_devices(
+      learner_gpus, os.environ.get('CUDA_VISIBLE_DEVICES')) + '; the other roles: no GPU')
 
   def _printer(name):
     def _print(line):
@@ -74,7 +118,14 @@ def run_local(gin_files: Sequence[str], gin_bindings: Sequence[str], root_dir: s
       status.print_child_line(f'[{name}] {line}')
     return _print
 
-  children = [processes.Process(argv, name, on_line=_printer(name), die_with_parent=True)
+  def _start(name, argv):
+    if name != 'learner':
+      return processes.Process(argv, name, on_line=_printer(name), die_with_parent=True)
+    return processes.Process(
+        argv, name, on_line=_printer(name), die_with_parent=True, cpu_only=learner_gpus == '',
+        env=None if learner_gpus is None else {'CUDA_VISIBLE_DEVICES': learner_gpus})
+
+  children = [_start(name, argv)
               for name, argv in commands(gin_files, gin_bindings, root_dir, port, num_actors,
                                          max_train_steps, server_timeout_s)]
   learner = children[1]

@@ -28,6 +28,10 @@ flags.DEFINE_integer('port', 0, 'Replay server port (0: a free one).')
 flags.DEFINE_float('budget_s', 1800.0, 'Wall-clock budget in seconds (0: none).')
 flags.DEFINE_integer('max_train_steps', 0, 'Learner train-step budget (0: none).')
 flags.DEFINE_float('server_timeout_s', 300.0, 'Passed to every child (see actor.main).')
+flags.DEFINE_string('learner_gpus', 'all', 'GPUs the learner runs MirroredStrategy over: all '
+                    '(every GPU this shell sees), none, or a number N (the first N of them; '
+                    'CUDA_VISIBLE_DEVICES picks which). The replay server, the actors and eval '
+                    'see no GPU.')
 FLAGS = flags.FLAGS
 
 
@@ -35,7 +39,14 @@ def main(_):
   console.start(FLAGS['verbosity'].present)
 
   def _run():
+    learner_gpus = local.learner_devices(FLAGS.learner_gpus,
+                                         os.environ.get('CUDA_VISIBLE_DEVICES'))
     # pylint: disable=g-import-not-at-top  (TensorFlow loads behind the console's filter)
+    import tensorflow as tf
+    # This process builds the agent once to check the config: on a GPU, TensorFlow would keep
+    # most of the learner's GPU memory for the whole run. The children's environments are
+    # untouched (`local.run_local` gives each its GPUs).
+    tf.config.set_visible_devices([], 'GPU')
     from common import builders
     from common import config
     from common import environments
@@ -57,7 +68,8 @@ def main(_):
                              FLAGS.num_actors, configs.eval.target_return,
                              budget_s=FLAGS.budget_s,
                              max_train_steps=FLAGS.max_train_steps,
-                             server_timeout_s=FLAGS.server_timeout_s))
+                             server_timeout_s=FLAGS.server_timeout_s,
+                             learner_gpus=learner_gpus))
   main_utils.exit_on_error(_run)
 
 

@@ -17,7 +17,7 @@ FLAGS = flags.FLAGS
 
 
 def main(_):
-  main_utils.start_process()
+  main_utils.start_process(uses_gpu=True)
 
   def _run():
     main_utils.preflight()

@@ -5,9 +5,11 @@ Marked `slow`: each starts several TensorFlow processes.
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
+import psutil
 import pytest
 import reverb
 
@@ -122,6 +124,47 @@ def test_local_launcher_stops_the_servers_clients_before_the_server(root_dir, po
   assert 'the replay server is not answering' not in output, output[-3000:]
   assert learner_stopped < output.index(constants.SERVER_STOPPED_LINE)
   assert output.index(constants.ACTOR_STOPPED_LINE) < output.index(constants.SERVER_STOPPED_LINE)
+
+
+def _child_environments(launcher_pid):
+  """{child name: CUDA_VISIBLE_DEVICES or None} of a local launcher's four kinds of child."""
+  names = {}
+  for child in psutil.Process(launcher_pid).children():
+    try:
+      command = ' '.join(child.cmdline())
+    except psutil.NoSuchProcess:
+      continue
+    name = next((n for n, m in (('replay_server', 'replay_server.main'),
+                                ('learner', 'learner.main'), ('eval', '--mode=eval'),
+                                ('actor', '--mode=collect')) if m in command), None)
+    if name:
+      try:
+        names[name] = child.environ().get('CUDA_VISIBLE_DEVICES')
+      except psutil.NoSuchProcess:
+        pass
+  return names
+
+
+@pytest.mark.parametrize('flag,learner_sees', [('all', None), ('2', '0,1'), ('none', '')])
+def test_local_launcher_gives_gpus_to_the_learner_only(flag, learner_sees, root_dir, port):
+  # The launcher's environment has no CUDA_VISIBLE_DEVICES: 'all' leaves the learner's unset
+  # (every GPU), a count N gives it the first N, and every other child gets ''.
+  env = {k: v for k, v in os.environ.items() if k != 'CUDA_VISIBLE_DEVICES'}
+  args = [sys.executable, '-m', 'launcher.main', f'--root_dir={root_dir}', f'--port={port}',
+          '--num_actors=1', '--budget_s=120', f'--learner_gpus={flag}',
+          f'--gin_file={CARTPOLE_GIN}'] + [f'--gin_bindings={b}' for b in FAST_BINDINGS]
+  launcher = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+  try:
+    seen = wait_until(lambda: (lambda e: e if len(e) == 4 else None)(
+        _child_environments(launcher.pid)), 120, 'the four kinds of child')
+  finally:
+    launcher.send_signal(signal.SIGINT)
+    output, _ = launcher.communicate(timeout=300)
+  assert seen == {'replay_server': '', 'learner': learner_sees, 'actor': '', 'eval': ''}, seen
+  line = {'all': 'learner: every GPU (CUDA_VISIBLE_DEVICES unset)', '2': 'learner: GPUs 0,1',
+          'none': 'learner: no GPU'}[flag]
+  assert line in output, output[-3000:]
 
 
 def test_local_launcher_exits_non_zero_when_a_child_fails(root_dir, port):

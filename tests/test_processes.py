@@ -2,12 +2,15 @@
 real child processes, the parent-death signal, and when a run is over."""
 
 import os
+import re
 import signal
 import sys
 import time
 
 import pytest
 
+from common.errors import UserError
+from launcher import local
 from launcher import processes
 from launcher import status
 from tests.conftest import wait_until
@@ -109,3 +112,18 @@ def _alive(pid):
 def test_outcome_rules(args, expected):
   result = status.outcome(*args)
   assert (result and result[0]) == expected if expected is not None else result is None
+
+
+@pytest.mark.parametrize('flag,inherited,devices', [
+    ('all', None, None), ('all', '2,3', None), ('none', '1', ''), ('0', None, ''),
+    ('2', None, '0,1'), ('1', '3, 5', '3'), ('2', '3,5', '3,5')])
+def test_learner_gpus_give_the_learner_the_first_n_visible_gpus(flag, inherited, devices):
+  assert local.learner_devices(flag, inherited) == devices
+
+
+@pytest.mark.parametrize('flag,inherited,problem', [
+    ('0,1', None, 'must be all, none or a number'), ('gpu', None, 'must be all'),
+    ('1.5', None, 'must be all'), ('3', '0,1', 'names 2 GPU(s)'), ('1', '', 'names 0 GPU(s)')])
+def test_learner_gpus_that_cannot_work_are_refused_in_one_line(flag, inherited, problem):
+  with pytest.raises(UserError, match=re.escape(problem)):
+    local.learner_devices(flag, inherited)
