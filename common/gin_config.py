@@ -13,20 +13,41 @@ from common import files
 from common.errors import UserError
 
 
+# The package whose data the gin files are in an installed copy (setup.py).
+GIN_PACKAGE = 'reverb_fleet_gin'
+
+
+def installed_gin_dir():
+  """The directory of the installed gin files (`pip install .` or a wheel), or None."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  spec = importlib.util.find_spec(GIN_PACKAGE)
+  if spec is None or not spec.submodule_search_locations:
+    return None
+  return list(spec.submodule_search_locations)[0]
+
+
 def resolve_gin_files(gin_files: Sequence[str]) -> List[str]:
   """Absolute paths of `gin_files`: as given from the working directory, else the project's.
 
-  So `reverb-fleet run --gin_file=gin/sac_inverted_pendulum.gin` works from any directory, and
-  a launcher's children (which run in the project directory) read the files the user meant.
-  A path found in neither place is returned as given, for the one-line error of `load_gin`.
+  The project's files are the checkout's (`gin/...` next to the packages) or, in an installed
+  copy, those of `GIN_PACKAGE`. So `reverb-fleet run --gin_file=gin/sac_inverted_pendulum.gin`
+  works from any directory, and a launcher's children read the files the user meant. A path
+  found nowhere is returned as given, for the one-line error of `load_gin`.
   """
   from common import console  # pylint: disable=g-import-not-at-top
   resolved = []
   for path in gin_files:
+    installed = None
+    if not os.path.isabs(path) and os.path.normpath(path).startswith('gin' + os.sep):
+      directory = installed_gin_dir()
+      if directory:
+        installed = os.path.join(directory, os.path.normpath(path)[len('gin' + os.sep):])
     if os.path.isfile(path):
       resolved.append(os.path.abspath(path))
     elif not os.path.isabs(path) and os.path.isfile(os.path.join(console.REPO, path)):
       resolved.append(os.path.join(console.REPO, path))
+    elif installed and os.path.isfile(installed):
+      resolved.append(installed)
     else:
       resolved.append(path)
   return resolved

@@ -253,11 +253,23 @@ def test_image_runs_as_non_root_with_exec_entrypoint_and_no_build_secrets(stack)
   for text in (history, inspect):
     assert BUILD_ARG_MARKER not in text
     assert 'PIP_TRUSTED_HOST' not in text
-  # The stack precedes the source: editing the source reuses the TensorFlow layer.
+  # The stack precedes the project: editing the source reuses the TensorFlow layer.
   layers = history.splitlines()[::-1]  # Oldest first.
   venv = next(i for i, line in enumerate(layers) if '/opt/venv' in line and 'COPY' in line)
-  source = next(i for i, line in enumerate(layers) if '/app/common' in line)
-  assert venv < source
+  package = next(i for i, line in enumerate(layers)
+                 if 'COPY' in line and line.rstrip().endswith(' /opt/venv/bin/reverb-fleet'))
+  assert venv < package
+  # The project is installed, with its command and its gin files.
+  result = subprocess.run(['docker', 'run', '--rm', '--entrypoint', 'reverb-fleet', TEST_IMAGE,
+                           'run', '--gin_file=gin/not_a_file.gin'],
+                          capture_output=True, text=True, timeout=300, check=False)
+  assert result.returncode == 2 and 'does not exist' in result.stderr, result.stderr[-2000:]
+  result = subprocess.run(['docker', 'run', '--rm', '--entrypoint', 'python', TEST_IMAGE, '-c',
+                           'from common import gin_config; print(gin_config.resolve_gin_files('
+                           '["gin/dqn_cartpole.gin"])[0])'],
+                          capture_output=True, text=True, timeout=300, check=False)
+  assert result.stdout.strip().endswith('/site-packages/reverb_fleet_gin/dqn_cartpole.gin'), (
+      result.stdout + result.stderr[-2000:])
   # Nothing from the build stage (CA bundle, requirements) is in the image.
   result = subprocess.run(['docker', 'run', '--rm', '--entrypoint', 'ls', TEST_IMAGE,
                            '/tmp/stack'], capture_output=True, timeout=120, check=False)
