@@ -85,6 +85,9 @@ class FleetSpec:
     port: The server's gRPC port; 0 picks a free one on its node at the first start.
     server_resource, learner_resource: Custom Ray resource that pins the role to the node
       offering it; '' pins it to the head node.
+    actor_resource: Custom Ray resource that the actors and eval may run only where it is
+      offered (a group of actor nodes, not the head or a GPU node); '' lets them go wherever
+      `actor_cpus` fit.
     learner_gpus: GPUs the learner asks for (MirroredStrategy over them).
     actor_cpus: Logical CPUs each actor and eval ask for.
     checkpoint_interval_s: The replay server's checkpoint interval.
@@ -101,6 +104,7 @@ class FleetSpec:
   port: int = 0
   server_resource: str = ''
   learner_resource: str = ''
+  actor_resource: str = ''
   learner_gpus: float = 0.0
   actor_cpus: float = 1.0
   checkpoint_interval_s: float = 60.0
@@ -178,7 +182,10 @@ def placement_options(spec: FleetSpec, role: str) -> Dict[str, object]:
     options = dict(num_cpus=1, num_gpus=spec.learner_gpus if role == 'learner' else 0)
     options['resources'] = {resource: 1} if resource else {HEAD_RESOURCE: 0.001}
     return options
-  return dict(num_cpus=spec.actor_cpus, num_gpus=0, scheduling_strategy='SPREAD')
+  options = dict(num_cpus=spec.actor_cpus, num_gpus=0, scheduling_strategy='SPREAD')
+  if spec.actor_resource:
+    options['resources'] = {spec.actor_resource: 0.001}  # A thousand actors per unit.
+  return options
 
 
 @ray.remote(max_restarts=-1, max_task_retries=0)
@@ -601,7 +608,8 @@ def start_fleet(spec: FleetSpec):
 def missing_resources(spec: FleetSpec) -> List[str]:
   """The custom resources the spec pins roles with that no node of the cluster offers."""
   offered = ray.cluster_resources()
-  return [r for r in (spec.server_resource, spec.learner_resource) if r and r not in offered]
+  return [r for r in (spec.server_resource, spec.learner_resource, spec.actor_resource)
+          if r and r not in offered]
 
 
 def watch(handle, budget_s: float, max_train_steps: int, out, stop_on_interrupt: bool = True,

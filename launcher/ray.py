@@ -1,7 +1,8 @@
 r"""Runs the fleet on a Ray cluster: the replay server, the learner, N actors and eval.
 
   python -m launcher.ray --address=HEAD:6379 --gin_file=gin/dqn_cartpole.gin --num_actors=16 \
-      --root_dir=/data/runs/cp [--server_resource=reverb_server --learner_resource=reverb_learner]
+      --root_dir=/data/runs/cp [--server_resource=reverb_server --learner_resource=reverb_learner
+      --actor_resource=reverb_actor]
   python -m launcher.ray --address=local ...        # a throwaway one-machine cluster, to try it
   python -m launcher.ray attach --address=HEAD:6379 # the status view of a running fleet again
   python -m launcher.ray scale  --address=HEAD:6379 --num_actors=32
@@ -54,6 +55,8 @@ flags.DEFINE_string('server_resource', '', 'Custom Ray resource of the node that
                     'server (empty: the head node).')
 flags.DEFINE_string('learner_resource', '', 'Custom Ray resource of the node that runs the '
                     'learner (empty: the head node).')
+flags.DEFINE_string('actor_resource', '', 'Custom Ray resource of the nodes the actors and eval '
+                    'may run on (empty: any node with room for --actor_cpus).')
 flags.DEFINE_float('checkpoint_interval_s', 60.0, 'Seconds between replay checkpoints.')
 flags.DEFINE_bool('detach', False, 'run: start the fleet and return at once.')
 FLAGS = flags.FLAGS
@@ -71,7 +74,7 @@ def _spec(cluster, gin_files, target_return):
       max_train_steps=FLAGS.max_train_steps, target_return=target_return,
       server_timeout_s=FLAGS.server_timeout_s, port=FLAGS.port,
       server_resource=FLAGS.server_resource, learner_resource=FLAGS.learner_resource,
-      learner_gpus=FLAGS.learner_gpus, actor_cpus=FLAGS.actor_cpus,
+      actor_resource=FLAGS.actor_resource, learner_gpus=FLAGS.learner_gpus, actor_cpus=FLAGS.actor_cpus,
       checkpoint_interval_s=FLAGS.checkpoint_interval_s)
 
 
@@ -141,7 +144,8 @@ def main(argv):
       if missing:
         raise UserError(f'no node of the cluster offers the resource {missing[0]!r}: start '
                         f'that node with `ray start --resources=\'{{"{missing[0]}": 1}}\'`, or '
-                        'leave the flag empty to use the head node')
+                        'leave the flag empty (the server and the learner then run on the head '
+                        'node, the actors wherever they fit)')
       try:
         previous = cluster.controller(FLAGS.name)
       except ValueError:

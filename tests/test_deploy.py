@@ -1,5 +1,6 @@
 """Deployment files, checked offline: the pinned stack installs together, and the KubeRay
-manifest is valid Kubernetes with the placement and the network policy the README describes."""
+manifest is valid Kubernetes with the placement and the network policy that docs/kubernetes.md
+describes."""
 
 import configparser
 import importlib.metadata
@@ -109,6 +110,23 @@ def test_manifest_places_server_learner_and_actors_as_the_launcher_expects():
   assert learner['rayStartParams']['num-gpus'] == '1'
   assert actors['rayStartParams']['num-gpus'] == '0'
   assert actors['maxReplicas'] >= actors['replicas'] >= actors['minReplicas'] >= 1
+  # Only the CPU group offers the actors' resource: none lands on the head or the GPU pod.
+  assert 'reverb_actor' in actors['rayStartParams']['resources']
+  assert all('reverb_actor' not in g['rayStartParams'].get('resources', '')
+             for name, g in groups.items() if name != 'actors-cpu')
+  # The header's commands fit the pods: each actor and eval take one of a pod's CPUs.
+  with open(MANIFEST) as f:
+    header = f.read().split('apiVersion:')[0]
+  slots = actors['replicas'] * int(actors['rayStartParams']['num-cpus'])
+  first = re.search(r'cluster --address=auto .*--num_actors=(\d+)', header.replace('\\\n', ' '))
+  assert first and int(first.group(1)) + 1 <= slots, (first, slots)
+  patched = int(re.search(r'"value": (\d+)', header).group(1))
+  scaled = int(re.search(r'scale --address=auto --num_actors=(\d+)', header).group(1))
+  assert patched <= actors['maxReplicas']
+  assert scaled + 1 <= patched * int(actors['rayStartParams']['num-cpus'])
+  assert '--actor_resource=reverb_actor' in header
+  if raycluster['spec'].get('enableInTreeAutoscaling') is False:
+    assert 'autoscaler adds' not in header
   for name, group in groups.items():
     pod = group['template']['spec']
     assert pod['securityContext']['runAsNonRoot'] is True, name

@@ -3,11 +3,12 @@
 The cluster (`bench.netns_cluster`) is a Ray head in this network namespace and three worker
 nodes, each in a network namespace of its own with its own IP address and its own private disk
 at the same path. `node1` offers the `reverb_server` resource and `node2` the `reverb_learner`
-resource; actors and eval spread over the three. One fleet (`python -m launcher.ray`, DQN
+resource; actors and eval spread over node1 and node3, which offer `reverb_actor` (node2 stands
+for a GPU node, whose CPUs the actors must leave to the learner). One fleet (`python -m launcher.ray`, DQN
 on the worked example's Catch, a user's own Gymnasium environment, tiny budgets) is shared by the
 tests of this module, in file order: each breaks one
 thing, checks that Ray put it back and that the run carried on, and leaves the run whole for
-the next (node3, once lost, stays lost: the later tests run on node1 and node2). Every wait is a bounded poll; each recovery time is printed.
+the next (node3, once lost, stays lost: the later tests run on node1 and node2, their actors on node1). Every wait is a bounded poll; each recovery time is printed.
 
 The example's package exists only on the launch machine: a copy in a temporary directory on the
 launch command's PYTHONPATH, which no node has (they started without it, and the project
@@ -78,7 +79,8 @@ class Fleet:
     argv = [sys.executable, '-m', 'launcher.ray', f'--address={cluster.address}',
             f'--name={FLEET}', f'--gin_file={CATCH_GIN}', f'--root_dir={self.root_dir}',
             f'--num_actors={NUM_ACTORS}', '--server_resource=reverb_server',
-            '--learner_resource=reverb_learner', '--budget_s=1800',
+            '--learner_resource=reverb_learner', '--actor_resource=reverb_actor',
+            '--budget_s=1800',
             '--checkpoint_interval_s=5'] + [f'--gin_bindings={b}' for b in BINDINGS]
     self.launcher = processes.Process(argv, 'launcher.ray', log_path=self.log_path,
                                       new_session=False,
@@ -124,7 +126,8 @@ def _try(fn):
 def cluster(tmp_path_factory):
   tmp = tmp_path_factory.mktemp('cluster')
   the_cluster = netns_cluster.NetnsCluster(
-      [(4, {'reverb_server': 1}), (4, {'reverb_learner': 1}), (4, {})],
+      [(8, {'reverb_server': 1, 'reverb_actor': 1}), (4, {'reverb_learner': 1}),
+       (4, {'reverb_actor': 1})],
       disk=f'/tmp/rf-node-disk-{os.getpid()}', log_dir=str(tmp / 'ray'), subnet=7,
       token_path=TOKEN_PATH)
   try:
@@ -167,7 +170,8 @@ def test_roles_run_on_their_nodes_and_reach_the_server_by_node_ip(fleet, cluster
   assert _node_of(roles, 'replay_server') == node1
   assert _node_of(roles, 'learner') == node2
   actor_nodes = {_node_of(roles, f'actor/{t}') for t in range(NUM_ACTORS)}
-  assert len(actor_nodes) >= 2 and node3 in actor_nodes, roles
+  assert actor_nodes == {node1, node3}, roles  # Never on the learner's node.
+  assert _node_of(roles, 'eval') in (node1, node3)
   recorded = wait_until(lambda: (f := ray.get(fleet.controller().recorded_flags.remote(),
                                               timeout=60)) and all(f.values()) and f,
                         START_S, 'every role to record its flags')
