@@ -30,8 +30,8 @@ class ReplayConfig:
       actors to this many sampled items per inserted item; if None, MinSize(min_size).
     samples_per_insert_tolerance: Allowed drift of that ratio, as a fraction of
       `min_size * samples_per_insert` (the error buffer; TF-Agents uses 0.1).
-    sequence_length: Env steps per item. The agent builder derives it (n_step_update + 1 for
-      the DQN family, 2 otherwise); None takes that, and a different value is refused.
+    sequence_length: Env steps per item. The agent builder derives it (`AgentBuild`; the
+      table in docs/configuration.md); None takes that, and a different value is refused.
     prioritized: Sample items by priority (Reverb's Prioritized selector) instead of uniformly;
       the learner weights the loss by importance and writes back |TD error| + priority_epsilon
       as each sampled item's new priority.
