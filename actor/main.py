@@ -19,11 +19,14 @@ from common import main_utils
 main_utils.define_common_flags()
 flags.DEFINE_enum('mode', 'collect', ['collect', 'eval'],
                   'collect: write trajectories; eval: run the greedy policy periodically.')
-flags.DEFINE_integer('task', 0, 'Actor id; seeds its environments and exploration.')
+flags.DEFINE_integer('task', 0, 'Actor id; seeds its environments and exploration.', lower_bound=0)
 flags.DEFINE_integer('num_actors', 0, 'Actors in the fleet, for per-actor exploration such as '
-                     'Ape-X\'s epsilon ladder (0: unknown; the gin file\'s ladder size is used).')
-flags.DEFINE_integer('max_env_steps', 0, 'Stop after this many env steps (0: never).')
-flags.DEFINE_integer('max_evals', 0, 'Eval mode: stop after this many evaluations (0: never).')
+                     'Ape-X\'s epsilon ladder (0: unknown; the gin file\'s ladder size is used).',
+                     lower_bound=0)
+flags.DEFINE_integer('max_env_steps', 0, 'Stop after this many env steps (0: never).',
+                     lower_bound=0)
+flags.DEFINE_integer('max_evals', 0, 'Eval mode: stop after this many evaluations (0: never).',
+                     lower_bound=0)
 FLAGS = flags.FLAGS
 
 

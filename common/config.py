@@ -10,10 +10,15 @@ checks are `typecheck`'s.
 
 import dataclasses
 import typing
-from typing import Optional
+from typing import ClassVar, Dict, Optional
 
 import gin
 
+from common.typecheck import NON_NEGATIVE
+from common.typecheck import POSITIVE
+from common.typecheck import Range
+from common.typecheck import UNIT_INTERVAL
+from common.typecheck import check_ranges
 from common.typecheck import check_types
 from common.errors import UserError
 
@@ -61,38 +66,23 @@ class ReplayConfig:
   priority_epsilon: float = 1e-6
   store_frames_once: Optional[bool] = None
 
+  # Every numeric field's range (`typecheck.check_ranges`; tests/test_config_ranges.py checks
+  # that none is missing).
+  RANGES: ClassVar[Dict[str, Range]] = {
+      'max_size': Range(1), 'min_size': Range(1), 'samples_per_insert': POSITIVE,
+      'samples_per_insert_tolerance': POSITIVE, 'sequence_length': Range(2),
+      'priority_exponent': NON_NEGATIVE, 'importance_exponent': UNIT_INTERVAL,
+      'importance_exponent_final': UNIT_INTERVAL, 'importance_anneal_steps': NON_NEGATIVE,
+      'priority_epsilon': POSITIVE,
+  }
+
   def validate(self) -> None:
     check_types(self)
-    if self.max_size < 1:
-      raise UserError(f'ReplayConfig.max_size={self.max_size} must be >= 1: bind a positive '
-                      'table size in the gin file')
-    if self.min_size < 1:
-      raise UserError(f'ReplayConfig.min_size={self.min_size} must be >= 1: bind a positive '
-                      'minimum size in the gin file')
+    check_ranges(self)
     if self.min_size > self.max_size:
       raise UserError(f'ReplayConfig.min_size={self.min_size} exceeds ReplayConfig.max_size='
                       f'{self.max_size}, so the learner could never sample: make min_size <= '
                       'max_size')
-    if self.samples_per_insert is not None and self.samples_per_insert <= 0:
-      raise UserError(f'ReplayConfig.samples_per_insert={self.samples_per_insert} must be > 0 '
-                      '(or None to disable the ratio limiter)')
-    if self.samples_per_insert_tolerance <= 0:
-      raise UserError('ReplayConfig.samples_per_insert_tolerance must be > 0')
-    if self.sequence_length is not None and self.sequence_length < 2:
-      raise UserError(f'ReplayConfig.sequence_length={self.sequence_length} must be >= 2 for '
-                      'TD targets (or None: the agent\'s own)')
-    if self.priority_exponent < 0:
-      raise UserError(f'ReplayConfig.priority_exponent={self.priority_exponent} must be >= 0 '
-                      '(0 samples uniformly)')
-    for name in ('importance_exponent', 'importance_exponent_final'):
-      value = getattr(self, name)
-      if not 0 <= value <= 1:
-        raise UserError(f'ReplayConfig.{name}={value} must be in [0, 1]')
-    if self.importance_anneal_steps < 0:
-      raise UserError('ReplayConfig.importance_anneal_steps must be >= 0 (0: no annealing)')
-    if self.priority_epsilon <= 0:
-      raise UserError('ReplayConfig.priority_epsilon must be > 0, or items of zero TD error '
-                      'are never sampled again')
 
 
 @gin.configurable
@@ -128,19 +118,16 @@ class LearnerConfig:
   use_xla: bool = False
   foreign_push_window_s: float = 10.0
 
+  RANGES: ClassVar[Dict[str, Range]] = {
+      'batch_size': POSITIVE, 'iterations_per_call': POSITIVE, 'push_interval': POSITIVE,
+      'checkpoint_interval': POSITIVE, 'max_checkpoints_to_keep': POSITIVE,
+      'policy_export_interval': POSITIVE, 'summary_interval': POSITIVE, 'log_interval': POSITIVE,
+      'rate_limiter_timeout_s': POSITIVE, 'foreign_push_window_s': NON_NEGATIVE,
+  }
+
   def validate(self) -> None:
     check_types(self)
-    for name in ('batch_size', 'iterations_per_call', 'push_interval', 'checkpoint_interval',
-                 'max_checkpoints_to_keep', 'policy_export_interval', 'summary_interval',
-                 'log_interval'):
-      value = getattr(self, name)
-      if value <= 0:
-        raise UserError(f'LearnerConfig.{name}={value} must be > 0: bind a positive value in '
-                        'the gin file')
-    if self.rate_limiter_timeout_s <= 0:
-      raise UserError('LearnerConfig.rate_limiter_timeout_s must be > 0 seconds')
-    if self.foreign_push_window_s < 0:
-      raise UserError('LearnerConfig.foreign_push_window_s must be >= 0 seconds')
+    check_ranges(self)
 
 
 INFERENCE_MODES = ('auto', 'tf', 'numpy')
@@ -170,18 +157,17 @@ class ActorConfig:
   seed: int = 0
   inference: str = 'auto'
 
+  RANGES: ClassVar[Dict[str, Range]] = {
+      'num_envs': POSITIVE, 'steps_per_run': POSITIVE, 'variable_update_interval': POSITIVE,
+      'log_interval_s': POSITIVE, 'seed': Range(0, 2 ** 32 - 1),
+  }
+
   def validate(self) -> None:
     check_types(self)
+    check_ranges(self)
     if self.inference not in INFERENCE_MODES:
       raise UserError(f'ActorConfig.inference={self.inference!r} is not one of '
                       f'{", ".join(map(repr, INFERENCE_MODES))}: bind one of them in the gin file')
-    for name in ('num_envs', 'steps_per_run', 'variable_update_interval'):
-      value = getattr(self, name)
-      if value <= 0:
-        raise UserError(f'ActorConfig.{name}={value} must be > 0: bind a positive value in '
-                        'the gin file')
-    if self.seed < 0:
-      raise UserError(f'ActorConfig.seed={self.seed} must be >= 0: bind a non-negative seed')
 
   def check_task(self, task: int) -> int:
     """Returns the seed of actor `task` (seed + 1000 * task); its environments take the next
@@ -214,10 +200,14 @@ class EvalConfig:
   target_return: Optional[float] = None
   seed: int = 12345
 
+  RANGES: ClassVar[Dict[str, Range]] = {
+      'num_episodes': POSITIVE, 'interval': POSITIVE, 'target_return': Range(),
+      'seed': Range(0, 2 ** 32 - 1),
+  }
+
   def validate(self) -> None:
     check_types(self)
-    if self.num_episodes <= 0 or self.interval <= 0:
-      raise UserError('EvalConfig.num_episodes and EvalConfig.interval must be > 0')
+    check_ranges(self)
 
 
 class Configs(typing.NamedTuple):

@@ -26,7 +26,7 @@ def define_common_flags(server_address: bool = True) -> None:
                         'host:port of the replay server.')
     flags.DEFINE_float('server_timeout_s', 300.0,
                        'Seconds to wait for the replay server, at start and after it goes '
-                       'away, before exiting with an error (0: wait for ever).')
+                       'away, before exiting with an error (0: wait for ever).', lower_bound=0.0)
 
 
 def parse_flags(argv):

@@ -7,7 +7,9 @@ once its whole configuration (gin bindings, environment id, numbers, table signa
 been checked.
 """
 
+import ipaddress
 import os
+import re
 import socket
 from typing import Sequence
 
@@ -69,9 +71,34 @@ def check_port_free(port: int) -> None:
                       'another --port') from None
 
 
+# A DNS name: RFC 1123 labels, with the underscores of Docker's service names (replay_server).
+_LABEL = r'[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?'
+_HOSTNAME = re.compile(rf'(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*\.?')
+
+
 def check_address(address: str) -> None:
-  """Raises UserError unless `address` is host:port."""
+  """Raises UserError unless `address` is host:port with a host that can be one: a DNS name,
+  an IPv4 address or a bracketed IPv6 address. (A well-formed name that does not resolve yet
+  is accepted: a compose service or a node may appear later, within the deadline.)"""
+  fix = 'pass host:port, e.g. localhost:8008 or 10.0.0.5:8008'
+  if '://' in address:
+    raise UserError(f'--replay_server_address={address!r} is a URL, not host:port: {fix}')
   host, sep, port = address.rpartition(':')
   if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-    raise UserError(f'--replay_server_address={address!r} is not host:port: pass e.g. '
-                    'localhost:8008')
+    raise UserError(f'--replay_server_address={address!r} is not host:port: {fix}')
+  if host.startswith('[') and host.endswith(']'):
+    try:
+      ipaddress.IPv6Address(host[1:-1])
+      return
+    except ValueError:
+      pass
+  elif re.fullmatch(r'[\d.]+', host):
+    try:
+      ipaddress.IPv4Address(host)
+      return
+    except ValueError:
+      pass
+  elif _HOSTNAME.fullmatch(host):
+    return
+  raise UserError(f'--replay_server_address={address!r}: {host!r} is not a host name or an '
+                  f'IP address: {fix}')

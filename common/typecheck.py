@@ -78,3 +78,56 @@ def check_types(config) -> None:
     default = field.default if field.default is not dataclasses.MISSING else None
     check_type(f'{type(config).__name__}.{field.name}', getattr(config, field.name),
                hints[field.name], default)
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+  """The values a numeric config field may take: `low` and `high` (None: unbounded), `low`
+  exclusive when `open_low`. `Range()` declares that any number is valid. None, where the
+  field's annotation admits it, is checked by the type, not the range."""
+  low: typing.Optional[float] = None
+  high: typing.Optional[float] = None
+  open_low: bool = False
+
+  def holds(self, value) -> bool:
+    if self.low is not None and (value <= self.low if self.open_low else value < self.low):
+      return False
+    return self.high is None or value <= self.high
+
+  def __str__(self) -> str:
+    if self.low is not None and self.high is not None:
+      return f'in {"(" if self.open_low else "["}{self.low:g}, {self.high:g}]'
+    if self.low is not None:
+      return f'{">" if self.open_low else ">="} {self.low:g}'
+    return f'<= {self.high:g}' if self.high is not None else 'any number'
+
+
+POSITIVE = Range(0, open_low=True)
+NON_NEGATIVE = Range(0)
+UNIT_INTERVAL = Range(0, 1)
+
+
+def numeric_fields(config_type) -> typing.List[str]:
+  """The fields of a config dataclass annotated int or float (Optional included, bool not)."""
+  hints = typing.get_type_hints(config_type)
+  names = []
+  for field in dataclasses.fields(config_type):
+    hint = hints[field.name]
+    args = typing.get_args(hint) if typing.get_origin(hint) is typing.Union else (hint,)
+    if any(a in (int, float) for a in args):
+      names.append(field.name)
+  return names
+
+
+def check_ranges(config) -> None:
+  """Checks every numeric field of a config dataclass against its declared range
+  (`RANGES`, a class attribute {field: Range}), after `check_types`.
+
+  Raises:
+    UserError: naming the field, its value and its range.
+  """
+  for name, allowed in type(config).RANGES.items():
+    value = getattr(config, name)
+    if value is not None and not allowed.holds(value):
+      raise UserError(f'{type(config).__name__}.{name}={value} must be {allowed}: bind a value '
+                      'in that range in the gin file')

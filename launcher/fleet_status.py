@@ -39,9 +39,10 @@ from common.errors import UserError
 flags.DEFINE_string('root_dir', None, 'Run directory of the fleet, for the last eval return '
                     '(root_dir/eval/eval.csv); optional.')
 flags.DEFINE_bool('watch', False, 'Refresh the view in place until Ctrl-C.')
-flags.DEFINE_float('interval_s', 2.0, '--watch: seconds between refreshes.')
-flags.DEFINE_float('window_s', 0.5, 'Seconds between the two reads that give the rates.')
-flags.DEFINE_float('timeout_s', 1.5, 'Deadline of each call to the server.')
+flags.DEFINE_float('interval_s', 2.0, '--watch: seconds between refreshes.', lower_bound=0.1)
+flags.DEFINE_float('window_s', 0.5, 'Seconds between the two reads that give the rates.',
+                   lower_bound=0.0)
+flags.DEFINE_float('timeout_s', 1.5, 'Deadline of each call to the server.', lower_bound=0.1)
 FLAGS = flags.FLAGS
 
 _STATUS_SAMPLES = 4 * constants.STATUS_TABLE_SIZE  # Sampled with replacement: see _actors.
@@ -252,4 +253,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=main_utils.parse_flags)

@@ -23,11 +23,13 @@ flags.DEFINE_multi_string('gin_file', ['gin/dqn_cartpole_fast.gin'], 'Gin files 
 flags.DEFINE_multi_string('gin_bindings', [], 'Extra gin bindings, passed to every process.')
 flags.DEFINE_string('root_dir', 'runs/dqn_cartpole', 'Run directory (resumed if it exists).')
 flags.DEFINE_integer('num_actors', 1, 'Collect actors to start (one actor of 8 environments is the '
-                     'fastest measured CartPole default on 2 cores).')
-flags.DEFINE_integer('port', 0, 'Replay server port (0: a free one).')
-flags.DEFINE_float('budget_s', 1800.0, 'Wall-clock budget in seconds (0: none).')
-flags.DEFINE_integer('max_train_steps', 0, 'Learner train-step budget (0: none).')
-flags.DEFINE_float('server_timeout_s', 300.0, 'Passed to every child (see actor.main).')
+                     'fastest measured CartPole default on 2 cores).', lower_bound=1)
+flags.DEFINE_integer('port', 0, 'Replay server port (0: a free one).',
+                     lower_bound=0, upper_bound=65535)
+flags.DEFINE_float('budget_s', 1800.0, 'Wall-clock budget in seconds (0: none).', lower_bound=0.0)
+flags.DEFINE_integer('max_train_steps', 0, 'Learner train-step budget (0: none).', lower_bound=0)
+flags.DEFINE_float('server_timeout_s', 300.0, 'Passed to every child (see actor.main).',
+                   lower_bound=0.0)
 flags.DEFINE_string('learner_gpus', 'all', 'GPUs the learner runs MirroredStrategy over: all '
                     '(every GPU this shell sees), none, or a number N (the first N of them; '
                     'CUDA_VISIBLE_DEVICES picks which). The replay server, the actors and eval '

@@ -36,28 +36,31 @@ flags.DEFINE_string('address', 'local', 'Ray cluster address (HEAD:PORT, or auto
                     'throwaway cluster on this machine that lives as long as this command.')
 flags.DEFINE_string('name', 'fleet', 'Name of the fleet on the cluster.')
 flags.DEFINE_float('connect_timeout_s', 60.0, 'Deadline for reaching the Ray cluster at '
-                   '--address.')
+                   '--address.', lower_bound=1.0)
 flags.DEFINE_multi_string('gin_file', ['gin/dqn_cartpole.gin'], 'Gin files (see gin/); read '
                           'here and shipped to the nodes.')
 flags.DEFINE_multi_string('gin_bindings', [], 'Extra gin bindings, passed to every process.')
 flags.DEFINE_string('root_dir', 'runs/dqn_cartpole', 'Run directory, on each node\'s own disk '
                     '(or a shared filesystem).')
-flags.DEFINE_integer('num_actors', 2, 'Collect actors (run), or the new count (scale).')
-flags.DEFINE_float('budget_s', 1800.0, 'Wall-clock budget in seconds (0: none).')
-flags.DEFINE_integer('max_train_steps', 0, 'Learner train-step budget (0: none).')
-flags.DEFINE_float('server_timeout_s', 300.0, 'Passed to every client role.')
+flags.DEFINE_integer('num_actors', 2, 'Collect actors (run), or the new count (scale).',
+                     lower_bound=0)
+flags.DEFINE_float('budget_s', 1800.0, 'Wall-clock budget in seconds (0: none).', lower_bound=0.0)
+flags.DEFINE_integer('max_train_steps', 0, 'Learner train-step budget (0: none).', lower_bound=0)
+flags.DEFINE_float('server_timeout_s', 300.0, 'Passed to every client role.', lower_bound=0.0)
 flags.DEFINE_integer('port', 0, 'Replay server port (0: a free one on its node, kept across '
-                     'its restarts).')
+                     'its restarts).', lower_bound=0, upper_bound=65535)
 flags.DEFINE_float('learner_gpus', 0, 'GPUs the learner asks Ray for; MirroredStrategy runs '
-                   'over them.')
-flags.DEFINE_float('actor_cpus', 1, 'Logical CPUs each actor and eval ask Ray for.')
+                   'over them.', lower_bound=0.0)
+flags.DEFINE_float('actor_cpus', 1, 'Logical CPUs each actor and eval ask Ray for.',
+                   lower_bound=0.0)
 flags.DEFINE_string('server_resource', '', 'Custom Ray resource of the node that runs the replay '
                     'server (empty: the head node).')
 flags.DEFINE_string('learner_resource', '', 'Custom Ray resource of the node that runs the '
                     'learner (empty: the head node).')
 flags.DEFINE_string('actor_resource', '', 'Custom Ray resource of the nodes the actors and eval '
                     'may run on (empty: any node with room for --actor_cpus).')
-flags.DEFINE_float('checkpoint_interval_s', 60.0, 'Seconds between replay checkpoints.')
+flags.DEFINE_float('checkpoint_interval_s', 60.0, 'Seconds between replay checkpoints.',
+                   lower_bound=0.0)
 flags.DEFINE_bool('detach', False, 'run: start the fleet and return at once.')
 FLAGS = flags.FLAGS
 
@@ -65,8 +68,6 @@ FLAGS = flags.FLAGS
 def _spec(cluster, gin_files, target_return):
   """The fleet's spec from the flags, the gin files' (name, text) and the task's target return
   (`EvalConfig.target_return` of the gin config, loaded and checked before)."""
-  if FLAGS.num_actors < 0:
-    raise UserError(f'--num_actors must be >= 0, not {FLAGS.num_actors}')
   return cluster.FleetSpec(
       name=FLAGS.name, gin_files=gin_files,
       gin_bindings=tuple(FLAGS.gin_bindings), root_dir=FLAGS.root_dir,
@@ -74,7 +75,8 @@ def _spec(cluster, gin_files, target_return):
       max_train_steps=FLAGS.max_train_steps, target_return=target_return,
       server_timeout_s=FLAGS.server_timeout_s, port=FLAGS.port,
       server_resource=FLAGS.server_resource, learner_resource=FLAGS.learner_resource,
-      actor_resource=FLAGS.actor_resource, learner_gpus=FLAGS.learner_gpus, actor_cpus=FLAGS.actor_cpus,
+      actor_resource=FLAGS.actor_resource, learner_gpus=FLAGS.learner_gpus,
+      actor_cpus=FLAGS.actor_cpus,
       checkpoint_interval_s=FLAGS.checkpoint_interval_s)
 
 
@@ -193,4 +195,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=main_utils.parse_flags)

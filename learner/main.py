@@ -12,7 +12,7 @@ from absl import flags
 from common import main_utils
 
 main_utils.define_common_flags()
-flags.DEFINE_integer('max_train_steps', 0, 'Stop at this train step (0: never).')
+flags.DEFINE_integer('max_train_steps', 0, 'Stop at this train step (0: never).', lower_bound=0)
 FLAGS = flags.FLAGS
 
 

@@ -12,9 +12,10 @@ from common import constants
 from common import main_utils
 
 main_utils.define_common_flags(server_address=False)
-flags.DEFINE_integer('port', constants.DEFAULT_PORT, 'gRPC port to serve on.')
+flags.DEFINE_integer('port', constants.DEFAULT_PORT, 'gRPC port to serve on.',
+                     lower_bound=1, upper_bound=65535)
 flags.DEFINE_float('checkpoint_interval_s', 300.0,
-                   'Seconds between replay checkpoints (0: only on stop).')
+                   'Seconds between replay checkpoints (0: only on stop).', lower_bound=0.0)
 flags.DEFINE_integer('keep_checkpoints', 2, 'Complete replay checkpoints kept on disk: the '
                      'newest, and the ones before it to fall back on if it is unreadable.',
                      lower_bound=1)

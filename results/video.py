@@ -37,13 +37,13 @@ flags.DEFINE_multi_string('gin_file', [], 'Gin files naming the task (default: t
 flags.DEFINE_multi_string('gin_bindings', [], 'Extra gin bindings.')
 flags.DEFINE_string('out', None, 'Output path without extension; .mp4 and .gif are added.')
 flags.DEFINE_multi_enum('format', ['mp4', 'gif'], ['mp4', 'gif'], 'Formats to write.')
-flags.DEFINE_integer('num_episodes', 1, 'Episodes to record (K).')
-flags.DEFINE_integer('seed', 0, 'Environment seed.')
-flags.DEFINE_integer('frame_stride', 1, 'Keep every n-th frame.')
+flags.DEFINE_integer('num_episodes', 1, 'Episodes to record (K).', lower_bound=1)
+flags.DEFINE_integer('seed', 0, 'Environment seed.', lower_bound=0)
+flags.DEFINE_integer('frame_stride', 1, 'Keep every n-th frame.', lower_bound=1)
 flags.DEFINE_integer('max_frames', 0, 'Frames kept per episode (0: all); returns are always '
-                     'of the full episode.')
-flags.DEFINE_integer('gif_width', 240, 'GIF width in pixels.')
-flags.DEFINE_integer('gif_stride', 2, 'The GIF keeps every n-th kept frame.')
+                     'of the full episode.', lower_bound=0)
+flags.DEFINE_integer('gif_width', 240, 'GIF width in pixels.', lower_bound=16)
+flags.DEFINE_integer('gif_stride', 2, 'The GIF keeps every n-th kept frame.', lower_bound=1)
 flags.mark_flag_as_required('out')
 FLAGS = flags.FLAGS
 
@@ -77,4 +77,4 @@ def main(_):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=main_utils.parse_flags)

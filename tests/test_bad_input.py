@@ -9,6 +9,7 @@ caught before the heavy imports always get 15 s.
 
 from http import server as http_server
 import importlib.util
+import json
 import os
 import shutil
 import socket
@@ -361,8 +362,10 @@ BAD_VALUES = [
     ('actor.main', [], ['ActorConfig.num_envs = -2'], ['ActorConfig.num_envs=-2 must be > 0']),
     ('actor.main', [], ['ActorConfig.log_interval_s = "often"'],
      ["ActorConfig.log_interval_s='often' is not a number"]),
-    ('actor.main', ['--task=-1'], [], ['--task=-1 cannot seed its environments',
-                                       'pass a task id in 0..']),
+    ('actor.main', ['--task=-1'], [], ['flag --task=-1: -1 is not a non-negative integer',
+                                       'fix the flag']),
+    ('actor.main', ['--task=99999999'], [], ['--task=99999999 cannot seed its environments',
+                                             'pass a task id in 0..']),
     ('actor.main', ['--task=abc'], [], ["flag --task=abc: invalid literal for int()",
                                         'fix the flag']),
     ('replay_server.main', ['--keep_checkpoints=0'], [],
@@ -391,3 +394,70 @@ def test_bad_values_are_refused_before_anything_starts(module, args, bindings, e
     args = args + [f'--port={portpicker.pick_unused_port()}']
   _assert_refused(module, GIN + args + [f'--gin_bindings={b}' for b in bindings], fresh_root,
                   tf_budget_s, *expected)
+
+
+@pytest.mark.parametrize('address, expected', [
+    ('http://localhost:8008', 'is a URL, not host:port'),
+    ('bad host:8008', "'bad host' is not a host name or an IP address"),
+    ('300.1.2.3:8008', "'300.1.2.3' is not a host name or an IP address"),
+])
+def test_an_address_that_can_never_work_is_refused_at_once(address, expected, fresh_root):
+  # A deadline of an hour: waiting it out would fail the budget.
+  _assert_refused('actor.main', GIN + [f'--replay_server_address={address}',
+                                       '--server_timeout_s=3600'], fresh_root, BUDGET_S,
+                  expected, 'pass host:port')
+
+
+# Every main that takes flags, with what it needs besides the flag under test. A numeric flag
+# without bounds must be listed here with the reason any value works.
+MAINS = {
+    'actor.main': ['--root_dir=/nonexistent/run'], 'learner.main': ['--root_dir=/nonexistent/run'],
+    'replay_server.main': ['--root_dir=/nonexistent/run'], 'launcher.main': [],
+    'launcher.ray': [], 'launcher.fleet_status': [], 'results.video': [], 'results.plot': [],
+}
+UNBOUNDED = {('results.plot', 'target'): 'a return to draw a line at: any number'}
+_LIST_NUMERIC_FLAGS = """
+import importlib, json, sys
+from absl import flags
+importlib.import_module(sys.argv[1])
+found = {}
+for name, flag in flags.FLAGS._flags().items():
+  module = flags.FLAGS.find_module_defining_flag(name) or ''
+  if module.split('.')[0] in ('actor', 'learner', 'replay_server', 'launcher', 'common',
+                              'results') and flag.parser.flag_type() in ('int', 'float'):
+    found[name] = (flag.parser.flag_type(), getattr(flag.parser, 'lower_bound', None),
+                   getattr(flag.parser, 'upper_bound', None))
+print(json.dumps(found))
+"""
+
+
+def _numeric_flags(module):
+  result = subprocess.run([sys.executable, '-c', _LIST_NUMERIC_FLAGS, module], cwd=REPO,
+                          capture_output=True, text=True, timeout=120, env=_env(), check=True)
+  return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize('module', sorted(MAINS))
+def test_every_numeric_flag_is_bounded_and_refuses_a_value_out_of_its_range(module, tmp_path):
+  """Generated from the flags' declarations: each int or float flag of each main declares its
+  range (absl's lower_bound/upper_bound), and a value just outside it ends the main at flag
+  parsing, in one line that names the flag, with exit status 2 and nothing written."""
+  declared = _numeric_flags(module)
+  assert declared, f'{module} declares no numeric flag: the listing is broken'
+  unbounded = sorted(name for name, (_, low, high) in declared.items()
+                     if low is None and high is None and (module, name) not in UNBOUNDED)
+  assert not unbounded, f'{module}: numeric flags without a declared range: {unbounded}'
+  for name, (kind, low, high) in sorted(declared.items()):
+    bad = [b for b in ((low - 1 if low is not None else None),
+                       (high + 1 if high is not None else None)) if b is not None]
+    for value in bad:
+      text = f'{int(value)}' if kind == 'int' else f'{value:g}'
+      start = time.monotonic()
+      result = subprocess.run([sys.executable, '-m', module, *MAINS[module], f'--{name}={text}'],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                              env=dict(_env(), PYTHONPATH=REPO))
+      errors = [line for line in result.stderr.splitlines() if line.startswith('error: ')]
+      assert result.returncode == 2, (module, name, text, result.stderr[-2000:])
+      assert len(errors) == 1 and f'--{name}={text}' in errors[0], (module, name, errors)
+      assert time.monotonic() - start < BUDGET_S
+      assert not os.listdir(tmp_path), os.listdir(tmp_path)
