@@ -129,7 +129,7 @@ class Fleet:
     return int(steps[-1]) if steps else 0
 
   def stop(self) -> Dict[str, int]:
-    return processes.stop_all(self.children.values(), grace_s=local.STOP_GRACE_S)
+    return processes.stop_in_stages(self.children.values())
 
 
 def _role(name: str) -> str:

@@ -65,7 +65,6 @@ _POLL_S = 1.0  # Seconds between the controller's polls of its roles (and the wa
 _SAMPLE_S = 5.0  # Seconds between reads of the replay table and the eval CSV.
 _CALL_TIMEOUT_S = 10.0
 _LINGER_S = 300.0  # How long a finished controller waits for a launch command to read it.
-STOP_GRACE_S = 60.0  # Seconds a role gets after SIGTERM for its final saves, then SIGKILL.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -220,7 +219,7 @@ class RoleProcess:
       self.address = f'{self._node_ip}:{self._port}'
       argv = processes.role_argv(role, port=self._port, **flags, extra=[
           f'--checkpoint_interval_s={spec.checkpoint_interval_s:g}',
-          f'--stop_grace_s={STOP_GRACE_S:g}'])
+          f'--stop_grace_s={processes.stop_of("replay_server")[1]:g}'])
     else:
       self.address = address
       extra = {'learner': [f'--max_train_steps={spec.max_train_steps}'],
@@ -293,10 +292,11 @@ class RoleProcess:
     rows = eval_log.read_csv(os.path.join(self._spec.root_dir, constants.EVAL_CSV))
     return rows[-1] if rows else None
 
-  def stop(self, grace_s: float = STOP_GRACE_S) -> Optional[int]:
-    """SIGTERM to the main, a bounded wait, then SIGKILL; returns its exit status."""
+  def stop(self) -> Optional[int]:
+    """SIGTERM to the main, a wait of its role's grace (`processes.STOPS`), then SIGKILL;
+    returns its exit status."""
     self._stopping = True
-    return self._process.stop(grace_s)
+    return self._process.stop(processes.stop_of(self._role)[1])
 
 
 @ray.remote(num_cpus=0, max_restarts=0, max_concurrency=16)
@@ -454,7 +454,12 @@ class FleetController:
     self._say('ray', f'stopping: {reason}')
     with self._lock:
       roles = dict(self._roles)
-    codes = self._call_all('stop', timeout_s=90)
+    codes = {}
+    for stage in sorted({processes.stop_of(name)[0] for name in roles}):
+      # The server's clients first, the server last (`processes.STOPS`).
+      names = [name for name in roles if processes.stop_of(name)[0] == stage]
+      grace = max(processes.stop_of(name)[1] for name in names)
+      codes.update(self._call_all('stop', timeout_s=grace + 30, names=names))
     self._poll_roles()  # The last lines (final checkpoints, stop lines).
     for handle in roles.values():
       ray.kill(handle, no_restart=True)
@@ -483,10 +488,12 @@ class FleetController:
                 elapsed_s=time.monotonic() - self._start, started_at=self._started_at,
                 spec=dataclasses.asdict(self._spec))
 
-  def _call_all(self, method: str, timeout_s: float) -> Dict[str, object]:
-    """Calls `method` on every role at once; name -> its result, or the error's type name."""
+  def _call_all(self, method: str, timeout_s: float,
+                names: Optional[Sequence[str]] = None) -> Dict[str, object]:
+    """Calls `method` on every role (or those `names`) at once; name -> its result, or the
+    error's type name."""
     with self._lock:
-      roles = dict(self._roles)
+      roles = {n: h for n, h in self._roles.items() if names is None or n in names}
     refs = {name: getattr(handle, method).remote() for name, handle in roles.items()}
     deadline = time.monotonic() + timeout_s
     results = {}

@@ -3,10 +3,10 @@
 Children are started with exactly the flags a user would type (see `commands`). Their output is
 prefixed with their role. The run stops on Ctrl-C, at the time budget, or when eval reaches the
 task's target return (`EvalConfig.target_return`). Every child then gets SIGTERM, so that each
-writes its final checkpoint: the server's clients (learner, actors, eval) first, while the
-server still answers the learner's final weight push and the actors' last items, and the
-replay server last, as docker-compose stops services before those they depend on. A client
-that lost its server mid-sample would wait out its own deadline and exit without its saves.
+writes its final checkpoint, in the stages and with the graces of `processes.STOPS`: the
+server's clients (learner, actors, eval) first, while the server still answers the learner's
+final weight push and the actors' last items, and the replay server last. A client that lost
+its server mid-sample would wait out its own deadline and exit without its saves.
 """
 
 import os
@@ -23,9 +23,6 @@ from launcher import processes
 from launcher.status import StatusLine
 from launcher.status import outcome
 
-# Seconds each child may take to stop after SIGTERM before it is killed: the learner's saves on
-# stop (checkpoint, export, a last push) after the step it is in, as in docker-compose.yml.
-STOP_GRACE_S = 180.0
 
 
 def learner_devices(learner_gpus: str, inherited: Optional[str]) -> Optional[str]:
@@ -74,7 +71,7 @@ def commands(gin_files: Sequence[str], gin_bindings: Sequence[str], root_dir: st
   client = dict(shared, address=f'localhost:{port}', server_timeout_s=server_timeout_s)
   children = [('replay_server', processes.role_argv(
                   'replay_server', port=port, **shared,
-                  extra=[f'--stop_grace_s={STOP_GRACE_S:g}'])),
+                  extra=[f'--stop_grace_s={processes.stop_of("replay_server")[1]:g}'])),
               ('learner', processes.role_argv('learner', **client,
                                               extra=[f'--max_train_steps={max_train_steps}']))]
   for task in range(num_actors):
@@ -146,10 +143,7 @@ def run_local(gin_files: Sequence[str], gin_bindings: Sequence[str], root_dir: s
   finally:
     status.close()
     status.print_child_line(f'[local] stopping: {reason or "error"}')
-    server = children[0]
-    processes.stop_all([child for child in children if child is not server],
-                       grace_s=STOP_GRACE_S)
-    server.stop(STOP_GRACE_S)
+    processes.stop_in_stages(children)
     signal.signal(signal.SIGINT, previous)
   status.print_child_line(f'[local] done ({reason}); exit status {code}')
   return code

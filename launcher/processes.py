@@ -38,6 +38,27 @@ ROLES: Dict[str, tuple] = {
 }
 
 
+# How each role stops, under every launcher: (stage, seconds after SIGTERM before SIGKILL).
+# Stage 0, the server's clients, stops before stage 1, the replay server, so that the learner's
+# last weight push and checkpoint and the actors' last items still reach the server. The graces
+# cover each role's final saves: the learner's checkpoint, export and push; the server's replay
+# checkpoint; an actor's unconfirmed items. `stop_in_stages` (the local launcher), the Ray
+# controller and docker-compose.yml (stop_grace_period, and depends_on for the order; checked by
+# tests/test_processes.py) all follow it.
+STOPS: Dict[str, tuple] = {
+    'learner': (0, 180.0),
+    'actor': (0, 60.0),
+    'eval': (0, 60.0),
+    'tensorboard': (0, 60.0),
+    'replay_server': (1, 120.0),
+}
+
+
+def stop_of(name: str) -> tuple:
+  """(stage, grace in seconds) of a process named by its role (`learner`, `actor/3`)."""
+  return STOPS[name.split('/')[0]]
+
+
 class RoleError(ValueError):
   """An unknown role, or flags that do not fit the role."""
 
@@ -240,3 +261,21 @@ def stop_all(processes: Iterable[Process], grace_s: float = 60.0) -> Dict[str, i
   deadline = time.monotonic() + grace_s
   return {process.name: process.stop(max(deadline - time.monotonic(), 0.1))
           for process in processes}
+
+
+def stop_in_stages(processes: Iterable[Process]) -> Dict[str, int]:
+  """Stops the project's processes (named by role) stage by stage (`STOPS`): SIGTERM to every
+  process of a stage, then each waited for up to its own grace; returns exit statuses."""
+  by_stage: Dict[int, List[Process]] = {}
+  for process in processes:
+    by_stage.setdefault(stop_of(process.name)[0], []).append(process)
+  codes = {}
+  for stage in sorted(by_stage):
+    group = by_stage[stage]
+    for process in group:
+      process.terminate()
+    start = time.monotonic()
+    for process in group:
+      left = stop_of(process.name)[1] - (time.monotonic() - start)
+      codes[process.name] = process.stop(max(left, 0.1))
+  return codes

@@ -15,7 +15,7 @@ import reverb
 
 from actor import evaluate
 from common import constants
-from launcher import local
+from launcher import processes
 from replay_server import checkpoints as checkpoints_lib
 from tests.conftest import CARTPOLE_GIN
 from tests.conftest import FAST_BINDINGS
@@ -106,7 +106,7 @@ def test_local_launcher_runs_every_role_and_stops_at_the_train_budget(root_dir, 
   assert '[learner] ' in output and 'learner stopped at train step 60' in output
   # The server knows the grace the launcher gives it (its checkpoints are checked against it).
   with open(os.path.join(root_dir, constants.REPLAY_DIR, 'flags.json')) as f:
-    assert json.load(f)['stop_grace_s'] == local.STOP_GRACE_S
+    assert json.load(f)['stop_grace_s'] == processes.stop_of('replay_server')[1]
 
 
 def test_local_launcher_stops_the_servers_clients_before_the_server(root_dir, port):
@@ -122,6 +122,7 @@ def test_local_launcher_stops_the_servers_clients_before_the_server(root_dir, po
   learner_stopped = output.index(f'{constants.LEARNER_STOPPED_LINE} at train step')
   assert 'exiting without flushing' not in output, output[-3000:]
   assert 'the replay server is not answering' not in output, output[-3000:]
+  assert 'did not confirm the last items' not in output, output[-3000:]  # Nothing lost.
   assert learner_stopped < output.index(constants.SERVER_STOPPED_LINE)
   assert output.index(constants.ACTOR_STOPPED_LINE) < output.index(constants.SERVER_STOPPED_LINE)
 

@@ -8,6 +8,7 @@ import sys
 import time
 
 import pytest
+import yaml
 
 from common.errors import UserError
 from launcher import local
@@ -127,3 +128,43 @@ def test_learner_gpus_give_the_learner_the_first_n_visible_gpus(flag, inherited,
 def test_learner_gpus_that_cannot_work_are_refused_in_one_line(flag, inherited, problem):
   with pytest.raises(UserError, match=re.escape(problem)):
     local.learner_devices(flag, inherited)
+
+
+_RECORDS_SIGTERM = ('import signal, sys, time\n'
+                    'def stop(*_):\n'
+                    '  time.sleep(0.5)  # Final saves.\n'
+                    '  open(sys.argv[1], "a").write(f"{sys.argv[2]} {time.monotonic()}\\n")\n'
+                    '  sys.exit(0)\n'
+                    'signal.signal(signal.SIGTERM, stop)\n'
+                    'print("ready", flush=True)\n'
+                    'time.sleep(600)\n')
+
+
+def test_stop_in_stages_stops_the_servers_clients_before_the_server(tmp_path):
+  record = str(tmp_path / 'stops')
+  children, ready = [], []
+  for name in ('replay_server', 'learner', 'actor/0', 'eval'):
+    lines = []
+    ready.append(lines)
+    children.append(processes.Process([sys.executable, '-c', _RECORDS_SIGTERM, record, name],
+                                      name, on_line=lines.append))
+  wait_until(lambda: all('ready' in lines for lines in ready), 60, 'the children to start')
+  assert processes.stop_in_stages(children) == {name: 0 for name in
+                                                 ('replay_server', 'learner', 'actor/0', 'eval')}
+  with open(record) as f:
+    stopped = {name: float(at) for name, at in (line.split() for line in f)}
+  assert max(stopped[n] for n in ('learner', 'actor/0', 'eval')) < stopped['replay_server']
+
+
+def test_docker_compose_stops_each_service_as_the_table_says():
+  with open(os.path.join(processes.REPO, 'docker-compose.yml')) as f:
+    compose = yaml.safe_load(f)
+  default = compose['x-fleet']['stop_grace_period']
+  for service, spec in compose['services'].items():
+    stage, grace = processes.STOPS[service]
+    assert spec.get('stop_grace_period', default) == f'{grace:g}s', service
+    if stage == 0 and service != 'tensorboard':  # Compose stops a service before its deps.
+      assert 'replay_server' in spec['depends_on'], service
+  assert compose['services']['tensorboard']['depends_on'] == ['learner']
+  server_flags = compose['services']['replay_server']['command']
+  assert f'--stop_grace_s={processes.STOPS["replay_server"][1]:g}' in server_flags

@@ -183,9 +183,8 @@ def test_roles_run_on_their_nodes_and_reach_the_server_by_node_ip(fleet, cluster
       assert flags['replay_server_address'] == address, (name, flags)
     if name.startswith('actor/'):
       assert flags['task'] == int(name.split('/')[1])
-  from launcher import cluster as cluster_lib  # pylint: disable=g-import-not-at-top
   # The server knows the grace its controller gives it (its checkpoints are checked against it).
-  assert recorded['replay_server']['stop_grace_s'] == cluster_lib.STOP_GRACE_S
+  assert recorded['replay_server']['stop_grace_s'] == processes.stop_of('replay_server')[1]
   # Each node wrote to its own disk: nothing of the run is on this namespace's disk, and the
   # learner's directory exists on node2 only.
   assert not os.path.exists(os.path.join(fleet.root_dir, 'learner'))
