@@ -242,7 +242,9 @@ def main(argv):
       try:
         watch(argv[1], FLAGS.root_dir, FLAGS.interval_s, FLAGS.window_s, FLAGS.timeout_s)
       except KeyboardInterrupt:
-        return
+        # Ctrl-C may land inside a gRPC call; tearing its channel down at interpreter exit can
+        # then wait for ever, so the view ends without the teardown.
+        main_utils.exit_now(0)
     try:
       snapshot = look(argv[1], window_s=FLAGS.window_s, timeout_s=FLAGS.timeout_s)
     except reverb_rpc.RpcError as e:
