@@ -197,7 +197,9 @@ def test_kill_learner(run):
   wait_until(lambda: 'learner: resumed at train step' in run.log('learner'), START_S,
              'the learner to resume')
   resumed = _last_int(r'resumed at train step (\d+)', run.log('learner'))
-  assert resumed == latest > 0
+  # The newest checkpoint, or the one before it when the kill fell while the newest was being
+  # written (its index listed, its data incomplete: the learner skips an unreadable one).
+  assert resumed in checkpoints[-2:] and resumed > 0, (resumed, checkpoints)
   # Past every push of the killed learner (at most `latest + 100`, asserted above).
   wait_until(lambda: all((run.weights_step(a) or 0) > latest + 100 for a in env), RECOVER_S,
              'the actors to pick up weights from the restarted learner')
@@ -235,9 +237,14 @@ def test_kill_replay_server(run):
   # The learner's next push refills the variable table; actors and learner carry on.
   wait_until(lambda: run.info()[constants.VARIABLE_TABLE].current_size == 1, RECOVER_S,
              'the learner to refill the variable table')
-  wait_until(lambda: run.info()[constants.REPLAY_TABLE].current_size > restored + 200
-             and run.train_step() > step + 50, RECOVER_S,
-             'the actors to insert and the learner to train again')
+  # Inserts, not the size: a table that was full at the kill comes back full.
+  inserts = run.inserts()
+  wait_until(lambda: run.inserts() > inserts + 200 and run.train_step() > step + 50, RECOVER_S,
+             'the actors to insert and the learner to train again',
+             detail=lambda: (f'inserts {run.inserts()} (after the restart {inserts}), train step '
+                             f'{run.train_step()} (was {step})'
+                             + ''.join(f'\n--- {r}:\n' + run.log(r)[-1500:]
+                                       for r in ('learner', 'actor0', 'server'))))
   _recovered(killed_at, f'kill -9 replay server -> restored {restored} items '
              f'(checkpoint had {checkpoint_items}), inserting and training')
   assert run.alive('learner', 'actor0', 'actor1')
