@@ -39,8 +39,11 @@ from common import watchdog as watchdog_lib
 from common.config import ActorConfig
 
 CONNECTION_ERRORS = connection.CONNECTION_ERRORS
-# How long a stopping actor waits for the server to confirm its last items.
+# How long a stopping actor waits for the server to confirm its last items, at most.
 _FINAL_FLUSH_TIMEOUT_S = 10.0
+# A stopping actor stops waiting once nobody sampled the replay for this long: a rate limiter
+# that holds inserts only lets them through when the learner samples.
+_FINAL_FLUSH_SLICE_S = 0.5
 
 
 class EpisodeMetrics:
@@ -287,16 +290,47 @@ def _collect(actor: _Collecting, max_env_steps: int, stop_event: threading.Event
       last_log = time.monotonic()
 
 
+def _replay_samples(info) -> int:
+  """Samples completed over the server's replay tables (not the variable or status table)."""
+  return sum(int(table.rate_limiter_info.sample_stats.completed) for name, table in info.items()
+             if name not in (constants.VARIABLE_TABLE, constants.STATUS_TABLE))
+
+
+def final_flush(observer, probe, timeout_s: float = _FINAL_FLUSH_TIMEOUT_S,
+                slice_s: float = _FINAL_FLUSH_SLICE_S, clock=time.monotonic) -> Optional[str]:
+  """Waits for the server to confirm the observer's last items; None once it has, else why not.
+
+  Waits at most `timeout_s`, and gives up as soon as a `slice_s` passes in which nobody sampled
+  the replay tables: the items are then held by the table's rate limiter, and only a sampling
+  learner would let them in (at the end of a run the learner stops beside the actors). `probe`
+  returns the server's table infos or None (`session.ServerSession.probe`).
+  """
+  info = probe()
+  if info is None:
+    return 'the replay server is not answering'
+  samples = _replay_samples(info)
+  deadline = clock() + timeout_s
+  while True:
+    if observer.flush(timeout_s=min(slice_s, max(deadline - clock(), 0.001))):
+      return None
+    if clock() >= deadline:
+      return f'the replay server did not confirm them within {timeout_s:g} s'
+    info = probe()
+    if info is None:
+      return 'the replay server stopped answering'
+    latest = _replay_samples(info)
+    if latest == samples:
+      return (f'nobody sampled the replay for {slice_s:g} s, so its rate limiter holds them '
+              '(the learner has stopped)')
+    samples = latest
+
+
 def _stop(actor: _Collecting) -> None:
   """Flushes the last items (bounded), closes the writers and the environments, logs."""
   try:
-    if actor.policy_client.session.probe() is None:
-      logging.warning('%s: the replay server is not answering; stopping without flushing the '
-                      'last items', actor.role)
-    elif not actor.observer.flush(timeout_s=_FINAL_FLUSH_TIMEOUT_S):
-      logging.warning('%s: the replay server did not confirm the last items within %g s (its '
-                      'rate limiter holds inserts); stopping without them', actor.role,
-                      _FINAL_FLUSH_TIMEOUT_S)
+    why = final_flush(actor.observer, actor.policy_client.session.probe)
+    if why is not None:
+      logging.info('%s: stopping without its last unconfirmed items: %s', actor.role, why)
   except CONNECTION_ERRORS:
     pass
   actor.observer.close()

@@ -41,3 +41,5 @@ SERVER_STOPPED_LINE = 'replay_server stopped'
 LEARNER_STOPPED_LINE = 'learner stopped'
 ACTOR_STOPPED_LINE = 'actor stopped'
 EVAL_STOPPED_LINE = 'eval stopped'
+# The learner's line after its first train call: the end of a run's start-up.
+FIRST_TRAIN_STEPS_LINE = 'learner: first train steps done'

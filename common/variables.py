@@ -140,8 +140,16 @@ class PushWatch:
         'replay server (--port) and --root_dir')
 
   def check_start(self) -> None:
-    """Waits out the rest of `window_s` since construction; raises if anything was pushed."""
+    """Waits out the rest of `window_s` since construction; raises if anything was pushed.
+
+    A variable table that nothing was ever inserted into (a new server, or one restored from
+    a checkpoint without pushes) has no running learner behind it, and is not waited on: two
+    learners that start together both push, and the later one finds the other's push in
+    `before_push` before its second push.
+    """
     remaining = self._window_s - (self._clock() - self._started)
+    if self._baseline == 0:
+      remaining = 0
     if remaining > 0:
       logging.info('learner: watching the variable table for %.0f s for another learner',
                    remaining)

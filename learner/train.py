@@ -144,9 +144,13 @@ class _StepLog:
 
   def __init__(self, start_step: int, interval: int):
     self._step, self._time, self._interval = start_step, time.monotonic(), interval
+    self._first = True
 
   def __call__(self, learning: assembly.Learning, loss: float) -> None:
     step = learning.step
+    if self._first:  # The start-up's end (bench.sb3 times launches to it).
+      logging.info('%s (train step %d)', constants.FIRST_TRAIN_STEPS_LINE, step)
+      self._first = False
     if step - self._step < self._interval:
       return
     now = time.monotonic()

@@ -36,6 +36,7 @@ def main(_):
     stop = main_utils.stop_event_on_signals()
     server.serve(FLAGS.root_dir, FLAGS.port, configs, FLAGS.checkpoint_interval_s,
                  FLAGS.keep_checkpoints, stop_event=stop, stop_grace_s=FLAGS.stop_grace_s)
+    main_utils.exit_now(0)  # The final checkpoint is written and the server stopped.
   main_utils.exit_on_error(_run)
 
 

@@ -9,6 +9,7 @@ environments and real agents throughout.
 import collections
 import re
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -207,6 +208,48 @@ def test_observer_follows_a_rate_limiter_with_few_items_pending(port, capfd):
     running.clear()
     sampling.set()
     writer.join(timeout=30)
+    if sampler.is_alive():
+      sampler.join(timeout=30)
+    server.stop()
+
+
+def test_final_flush_gives_up_at_once_when_nobody_samples_and_waits_while_somebody_does(port):
+  """A stopping actor's last items: held by a limiter that nobody releases, it stops after one
+  slice, not the whole timeout; while a learner still samples, it waits until they are in."""
+  parse_gin()
+  _, specs = builders.make_agent_and_specs(ReplayConfig())
+  held = reverb.Table('held', sampler=reverb.selectors.Uniform(), remover=reverb.selectors.Fifo(),
+                      max_size=10_000, signature=specs.replay_signature,
+                      rate_limiter=reverb.rate_limiters.SampleToInsertRatio(
+                          samples_per_insert=1.0, min_size_to_sample=1, error_buffer=4.0))
+  server = reverb.Server([held], port=port)
+  client = reverb.Client(f'localhost:{port}')
+  probe = lambda: client.server_info(timeout=2)
+  stop_sampling = threading.Event()
+
+  def sample_slowly():
+    while not stop_sampling.wait(0.02):
+      next(client.sample('held', num_samples=1, emit_timesteps=False))
+
+  sampler = threading.Thread(target=sample_slowly)
+  try:
+    observer = writer_lib.BatchedTrajectoryObserver(client, 1, 2, table='held',
+                                                    max_pending_items=64)
+    for t in _trajectories(1, 30):
+      observer.write(tf.nest.flatten(t), t.is_boundary())
+    start = time.monotonic()
+    why = collect.final_flush(observer, probe, timeout_s=30, slice_s=0.5)
+    assert why is not None and why.startswith('nobody sampled the replay for 0.5 s'), why
+    assert time.monotonic() - start < 5
+    inserted = lambda: client.server_info()['held'].rate_limiter_info.insert_stats.completed
+    held_back = inserted()
+    assert not observer.flush(timeout_s=0.1)  # Some items really were held.
+    sampler.start()
+    assert collect.final_flush(observer, probe, timeout_s=60, slice_s=0.5) is None
+    assert observer.flush(timeout_s=0.1) and inserted() > held_back
+    observer.close()
+  finally:
+    stop_sampling.set()
     if sampler.is_alive():
       sampler.join(timeout=30)
     server.stop()

@@ -167,8 +167,8 @@ def test_push_watch_tells_another_learners_pushes_from_its_own(cartpole_server):
   slept = []
   watch = variables_lib.PushWatch(session_lib.unchecked(cartpole_server),
                                   window_s=10, sleep=slept.append)
-  watch.check_start()  # Nothing pushed: the rest of the window is waited out.
-  assert len(slept) == 1 and 9 < slept[0] <= 10
+  watch.check_start()  # Nothing ever pushed to this server: no learner to wait for.
+  assert slept == []
   for _ in range(3):
     watch.before_push()
     own.push()
@@ -178,10 +178,31 @@ def test_push_watch_tells_another_learners_pushes_from_its_own(cartpole_server):
                      match=r'^another learner pushes weights to the replay server at '
                            r'localhost:\d+ \(1 push\(es\) since its previous push'):
     watch.before_push()
+  # A server that has seen pushes may have a running learner: the rest of the window is
+  # waited out, and a push in it refuses the start.
+  waited = variables_lib.PushWatch(session_lib.unchecked(cartpole_server),
+                                   window_s=10, sleep=slept.append)
+  waited.check_start()
+  assert len(slept) == 1 and 9 < slept[0] <= 10
   starting = variables_lib.PushWatch(session_lib.unchecked(cartpole_server),
                                      window_s=10, sleep=lambda _: other.push())
   with pytest.raises(variables_lib.SecondLearnerError, match='before its first'):
     starting.check_start()
+
+
+def test_two_learners_starting_on_a_new_server_the_later_first_push_is_refused(cartpole_server):
+  parse_gin()
+  first, second = (variables_lib.PushWatch(session_lib.unchecked(cartpole_server), window_s=10,
+                                           sleep=lambda _: pytest.fail('waited'))
+                   for _ in range(2))
+  first.check_start()
+  second.check_start()
+  first.before_push()
+  variables_lib.VariableClient(session_lib.unchecked(cartpole_server),
+                               _fresh_variables()).push()
+  first.after_push()
+  with pytest.raises(variables_lib.SecondLearnerError, match='since its previous push'):
+    second.before_push()
 
 
 def test_pull_from_an_empty_variable_table_returns_none_within_its_timeout(cartpole_server):
