@@ -43,7 +43,7 @@ CONNECTION_ERRORS = connection.CONNECTION_ERRORS
 _FINAL_FLUSH_TIMEOUT_S = 10.0
 # A stopping actor stops waiting once nobody sampled the replay for this long: a rate limiter
 # that holds inserts only lets them through when the learner samples.
-_FINAL_FLUSH_SLICE_S = 0.5
+_FINAL_FLUSH_SLICE_S = 0.25
 
 
 class EpisodeMetrics:

@@ -48,6 +48,8 @@ def _suite(args):
   opt_in = [
       ('replay_capacity', ['bench.replay_capacity']),
       ('cluster', ['bench.cluster_bench']),
+      # Creates its own 1 GB virtual environment for Stable-Baselines3 on first use.
+      ('sb3', ['bench.sb3', f'--runs={args.solve_runs}']),
   ]
   if args.only:
     wanted = set(args.only.split(','))

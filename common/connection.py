@@ -79,6 +79,16 @@ def foreign_reply(address: str, timeout_s: float = _PROBE_TIMEOUT_S) -> Optional
   return repr(text[0][:60]) if text else repr(data[:20])
 
 
+def _accepts(address: str, timeout_s: float = _PROBE_TIMEOUT_S) -> bool:
+  """Whether a TCP connection to `address` opens (refused or unreachable: False)."""
+  host, _, port = address.rpartition(':')
+  try:
+    with socket.create_connection((host.strip('[]'), int(port)), timeout=timeout_s):
+      return True
+  except (OSError, ValueError):
+    return False
+
+
 def wait_for_server(address: str, timeout_s: float, role: str,
                     is_running: Callable[[], bool] = lambda: True,
                     log_every_s: float = 10.0) -> Dict[str, object]:
@@ -103,13 +113,16 @@ def wait_for_server(address: str, timeout_s: float, role: str,
   last_log = -float('inf')
   delay = 0.1
   while True:
-    info = probe(address)
+    # Nothing listening yet (a refused connection returns at once) is not worth a gRPC probe,
+    # which would wait out its whole timeout: the first answer comes within one poll.
+    accepts = _accepts(address)
+    info = probe(address) if accepts else None
     if info is not None:
       waited = time.monotonic() - start
       if waited > 1:
         logging.info('%s: replay server %s answered after %.1f s', role, address, waited)
       return info
-    reply = foreign_reply(address)
+    reply = foreign_reply(address) if accepts else None
     if reply is not None:
       raise NotReplayServerError(
           f'{address} is not a replay server: it answers, but not as a gRPC server (it replied '
@@ -127,7 +140,7 @@ def wait_for_server(address: str, timeout_s: float, role: str,
                       role, address, elapsed, f'{timeout_s:g} s' if timeout_s else 'none')
       last_log = time.monotonic()
     time.sleep(delay)
-    delay = min(delay * 2, 2.0)
+    delay = min(delay * 2, 0.5)
 
 
 def _describe(signature) -> str:

@@ -4,7 +4,7 @@ import os
 import signal
 import sys
 import threading
-from typing import Callable
+from typing import Callable, Optional
 
 from absl import flags
 from absl import logging
@@ -64,10 +64,11 @@ def preflight(port: int = 0) -> None:
     checks.check_address(values.replay_server_address)
 
 
-def load_and_check_config():
+def load_and_check_config(gate: bool = True):
   """Parses the gin config (after the heavy imports registered every configurable) and checks
   its numbers and its environment (made, reset and stepped once: `check_environment`), before
-  anything is written.
+  anything is written; then, with `gate`, waits at the launcher's start gate
+  (`wait_for_start_gate`; a main with checks of its own calls that itself).
 
   Returns:
     The validated `config.Configs`, which the main passes down to its role.
@@ -83,7 +84,58 @@ def load_and_check_config():
   gin_config.load_gin(values.gin_file, values.gin_bindings)
   configs = config.validated_configs()
   environments.check_environment()
+  if gate:
+    wait_for_start_gate(configs)
   return configs
+
+
+# The local launcher starts its children at once and names a directory here: each child reports
+# there that its checks passed, then waits for the launcher's go before it writes anything
+# (`wait_for_start_gate`).
+START_GATE_ENV = 'REVERB_FLEET_START_GATE'
+GATE_OPEN = 'open'  # The launcher's go: a file in the gate directory.
+GATE_CHECKED = 'checked.'  # A child's report: 'checked.<pid>', its target return as JSON.
+
+
+def wait_for_start_gate(configs, report: Optional[dict] = None, timeout_s: float = 600.0,
+                        poll_s: float = 0.02) -> None:
+  """Under a launcher's start gate ($REVERB_FLEET_START_GATE, a directory), reports this
+  process's checks passed and waits for the launcher's go; without one, returns at once.
+
+  The report is JSON: the task's target return, and `report`'s entries (what only this role
+  knows, for the launcher's status line).
+
+  The local launcher imports no TensorFlow: its children check the config while they start,
+  and it claims the run directory and opens the gate once every child has reported, or kills
+  them all at the first one that refused the config, before anything was written. A stop
+  signal, or the launcher's end, ends the wait.
+
+  Raises:
+    StopRequested: SIGTERM or SIGINT came (they are blocked until `stop_event_on_signals`), or
+      the launcher is gone.
+    UserError: the launcher did not open the gate within `timeout_s`.
+  """
+  # pylint: disable=g-import-not-at-top
+  import json
+  import time
+  from common import files
+  gate_dir = os.environ.get(START_GATE_ENV)
+  if not gate_dir:
+    return
+  files.atomic_write(os.path.join(gate_dir, f'{GATE_CHECKED}{os.getpid()}'),
+                     json.dumps(dict(report or {}, target_return=configs.eval.target_return)))
+  parent = os.environ.get(_PARENT_PID_ENV)
+  deadline = time.monotonic() + timeout_s
+  while not os.path.exists(os.path.join(gate_dir, GATE_OPEN)):
+    if signal.sigpending() & _STOP_SIGNALS:
+      raise StopRequested('stopped before the launcher started the run')
+    if parent and str(os.getppid()) != parent:
+      raise StopRequested(f'the launcher (pid {parent}) is gone: stopping')
+    if time.monotonic() >= deadline:
+      raise errors.UserError(
+          f'the launcher did not start the run within {timeout_s:g} s (nothing in {gate_dir}): '
+          f'unset {START_GATE_ENV} when starting a process by hand')
+    time.sleep(poll_s)
 
 
 _STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}

@@ -45,6 +45,16 @@ def table_state(info) -> str:
           f'{rl.min_size_to_sample} allowed_error=[{rl.min_diff:g}, {rl.max_diff:g}]')
 
 
+def env_steps_per_item(specs) -> int:
+  """Env steps that one replay insert stands for, from the agent's `builders.Specs`: an item's
+  length for the on-policy queue (items end to end), else 1 (items overlap, stride 1); as
+  `inserted_env_steps` counts them."""
+  if not specs.family.is_queue:
+    return 1
+  shape = tf.nest.flatten(specs.replay_signature)[0].shape
+  return int(shape[0]) if shape.rank else 1
+
+
 def inserted_env_steps(info) -> int:
   """Env steps ever written to the replay table, from its info (`server_info()`).
 

@@ -1,7 +1,8 @@
 """The local run: the replay server, N actors, the learner and eval as child processes.
 
-Children are started with exactly the flags a user would type (see `commands`). Their output is
-prefixed with their role. The run stops on Ctrl-C, at the time budget, or when eval reaches the
+Children are started with exactly the flags a user would type (see `commands`), all at once:
+each checks the config while the others import TensorFlow, and waits at the start gate until
+every one has passed (`run_local`). Their output is prefixed with their role. The run stops on Ctrl-C, at the time budget, or when eval reaches the
 task's target return (`EvalConfig.target_return`). Every child then gets SIGTERM, so that each
 writes its final checkpoint, in the stages and with the graces of `processes.STOPS`: the
 server's clients (learner, actors, eval) first, while the server still answers the learner's
@@ -9,15 +10,22 @@ final weight push and the actors' last items, and the replay server last. A clie
 its server mid-sample would wait out its own deadline and exit without its saves.
 """
 
+import json
 import os
 import re
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
-from typing import List, Optional, Sequence, TextIO, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, TextIO, Tuple
 
 from common import constants
+from common import errors
+from common.main_utils import GATE_CHECKED
+from common.main_utils import GATE_OPEN
+from common.main_utils import START_GATE_ENV
 from common.errors import UserError
 from launcher import processes
 from launcher.status import StatusLine
@@ -81,14 +89,104 @@ def commands(gin_files: Sequence[str], gin_bindings: Sequence[str], root_dir: st
   return children
 
 
+class _ChildRefused(errors.FleetError):
+  """A child refused the run at its start (its one error line), before anything was written."""
+
+  def __init__(self, line: str, exit_status: int):
+    super().__init__(line)
+    self.exit_status = exit_status
+
+
+class _Gate:
+  """The start gate of a local run (`main_utils.START_GATE_ENV`): a directory where each child
+  reports that its checks passed and then waits for the go, and the children's lines, held
+  until the go."""
+
+  def __init__(self):
+    self.dir = tempfile.mkdtemp(prefix='reverb_fleet_gate_')
+    self._lock = threading.Lock()
+    self._held: Optional[List[Tuple[Callable[[str], None], str]]] = []
+    self.errors: Dict[str, str] = {}  # Each child's newest "error: " line.
+
+  def hold(self, name: str, show: Callable[[str], None]) -> Callable[[str], None]:
+    """`show`, called at once after the go, and for the lines before it at the go."""
+    def _line(line):
+      if line.startswith('error: '):
+        self.errors[name] = line[len('error: '):]
+      with self._lock:
+        if self._held is not None:
+          self._held.append((show, line))
+          return
+      show(line)
+    return _line
+
+  def reports(self) -> List[str]:
+    """The reports of the children whose checks passed (`main_utils.wait_for_start_gate`)."""
+    return [os.path.join(self.dir, name) for name in os.listdir(self.dir)
+            if name.startswith(GATE_CHECKED)]
+
+  def wait_for_checks(self, children, interrupted: threading.Event,
+                      timeout_s: float = 600.0) -> dict:
+    """Waits until every child reported its checks passed; returns their reports, merged
+    (`main_utils.wait_for_start_gate`: the target return, and the replay server's
+    `env_steps_per_item`).
+
+    Raises:
+      _ChildRefused: a child exited first (its error line and exit status).
+      StopRequested: Ctrl-C or SIGTERM came first.
+      UserError: no report from every child within `timeout_s`.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+      for child in children:
+        if child.poll() is not None:
+          child.close()  # Its last lines are read.
+          raise _ChildRefused(
+              self.errors.get(child.name) or
+              f'{child.name} exited with status {child.returncode} at its start: see its lines '
+              'with --verbosity=1', child.returncode or 1)
+      reports = self.reports()
+      if len(reports) == len(children):
+        merged = {}
+        for path in reports:
+          with open(path) as f:
+            merged.update(json.load(f))
+        return merged
+      if interrupted.is_set():
+        raise errors.StopRequested('interrupted before the run started')
+      if time.monotonic() >= deadline:
+        raise errors.UserError(
+            f'{len(children) - len(reports)} of the {len(children)} processes did not finish '
+            f'their start-up checks within {timeout_s:g} s: see their lines with --verbosity=1')
+      time.sleep(0.05)
+
+  def open(self) -> None:
+    with open(os.path.join(self.dir, GATE_OPEN), 'w'):
+      pass
+    with self._lock:
+      held, self._held = self._held, None
+    for show, line in held:
+      show(line)
+
+  def remove(self) -> None:
+    shutil.rmtree(self.dir, ignore_errors=True)
+
+
 def run_local(gin_files: Sequence[str], gin_bindings: Sequence[str], root_dir: str, port: int,
-              num_actors: int, target: Optional[float], budget_s: float = 0.0,
+              num_actors: int, claim: Callable[[], None], budget_s: float = 0.0,
               max_train_steps: int = 0, server_timeout_s: float = 300.0,
               learner_gpus: Optional[str] = None, out: TextIO = sys.stdout) -> int:
   """Runs the whole system locally until the target return, the budget, or Ctrl-C.
 
-  `target` is the task's `EvalConfig.target_return` (None: the task has none). The children
-  stop with the launcher whatever ends it, kill -9 included (`die_with_parent`).
+  Every child starts at once and checks the config itself (the gin files, the config's
+  values, the environment; the replay server also builds the agent), then waits at the start
+  gate before it writes anything (`main_utils.wait_for_start_gate`); their lines are held
+  meanwhile. Once every child passed, `claim()` claims `root_dir` (`ownership`) and the gate
+  opens. If a child refuses the config, or `claim()` raises, every child is killed, their lines
+  are dropped, and the error is this process's one line (with the child's exit status):
+  nothing was written. The target return is the task's `EvalConfig.target_return`, as the
+  children report it (None: the task has none).
+  The children stop with the launcher whatever ends it, kill -9 included (`die_with_parent`).
   `learner_gpus` is the learner's `CUDA_VISIBLE_DEVICES` (`learner_devices`: None inherits this
   process's environment); every other child gets `CUDA_VISIBLE_DEVICES=''`.
 
@@ -99,37 +197,61 @@ def run_local(gin_files: Sequence[str], gin_bindings: Sequence[str], root_dir: s
   status = StatusLine(out, f'localhost:{port}', os.path.join(root_dir, constants.EVAL_CSV),
                       budget_s, max_train_steps)
   interrupted = threading.Event()
-  previous = signal.signal(signal.SIGINT, lambda *_: interrupted.set())
-  signal.signal(signal.SIGTERM, lambda *_: interrupted.set())
+  news = threading.Event()  # An eval result or a stop request: the loop looks at once.
+
+  def _interrupt(*_):
+    interrupted.set()
+    news.set()
+
+  previous = signal.signal(signal.SIGINT, _interrupt)
+  signal.signal(signal.SIGTERM, _interrupt)
   start = time.monotonic()
+  gate = _Gate()
+
+  def _printer(name):
+    def _print(line):
+      status.observe_line(name, line)
+      status.print_child_line(f'[{name}] {line}')
+      if name == 'eval':
+        news.set()
+    return gate.hold(name, _print)
+
+  def _start(name, argv):
+    env = {START_GATE_ENV: gate.dir}
+    if name == 'learner' and learner_gpus is not None:
+      env['CUDA_VISIBLE_DEVICES'] = learner_gpus
+    return processes.Process(argv, name, on_line=_printer(name), die_with_parent=True,
+                             cpu_only=name != 'learner' or learner_gpus == '', env=env)
+
+  children = []
+  try:
+    children = [_start(name, argv)
+                for name, argv in commands(gin_files, gin_bindings, root_dir, port, num_actors,
+                                           max_train_steps, server_timeout_s)]
+    report = gate.wait_for_checks(children, interrupted)
+    claim()
+  except BaseException:
+    for child in children:
+      child.kill()
+      child.close()
+    gate.remove()
+    signal.signal(signal.SIGINT, previous)
+    raise  # Before any status line: the error is the run's only line.
+  target = report['target_return']
+  status.env_steps_per_item = report.get('env_steps_per_item', 1)
   status.print_child_line(f'[local] root_dir={root_dir} port={port} actors={num_actors} '
                           f'target_return={target} budget_s={budget_s or "none"}')
   status.print_child_line(f'[local] fleet status view: reverb-fleet status localhost:{port} '
                           f'--root_dir={root_dir} --watch')
   status.print_child_line('[local] learner: ' + describe_devices(
       learner_gpus, os.environ.get('CUDA_VISIBLE_DEVICES')) + '; the other roles: no GPU')
-
-  def _printer(name):
-    def _print(line):
-      status.observe_line(name, line)
-      status.print_child_line(f'[{name}] {line}')
-    return _print
-
-  def _start(name, argv):
-    if name != 'learner':
-      return processes.Process(argv, name, on_line=_printer(name), die_with_parent=True)
-    return processes.Process(
-        argv, name, on_line=_printer(name), die_with_parent=True, cpu_only=learner_gpus == '',
-        env=None if learner_gpus is None else {'CUDA_VISIBLE_DEVICES': learner_gpus})
-
-  children = [_start(name, argv)
-              for name, argv in commands(gin_files, gin_bindings, root_dir, port, num_actors,
-                                         max_train_steps, server_timeout_s)]
+  gate.open()
   learner = children[1]
   code, reason = None, ''
   try:
     while code is None:
-      time.sleep(1.0)
+      news.wait(1.0)
+      news.clear()
       status.refresh()
       failed = [c for c in children if c.poll() not in (None, 0)]
       if interrupted.is_set():
@@ -144,6 +266,7 @@ def run_local(gin_files: Sequence[str], gin_bindings: Sequence[str], root_dir: s
     status.close()
     status.print_child_line(f'[local] stopping: {reason or "error"}')
     processes.stop_in_stages(children)
+    gate.remove()
     signal.signal(signal.SIGINT, previous)
   status.print_child_line(f'[local] done ({reason}); exit status {code}')
   return code

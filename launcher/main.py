@@ -3,6 +3,9 @@ r"""Runs everything locally: replay server, actors, learner and eval as child pr
   reverb-fleet run                              # DQN CartPole-v0, 1 actor, until return 195
   python -m launcher.main                       # the same
   python -m launcher.main --gin_file=gin/sac_inverted_pendulum.gin --num_actors=1
+
+This process imports no TensorFlow: the children check the config while they start, and wait
+for its go before writing anything (`local.run_local`).
 """
 
 import common  # pylint: disable=unused-import  (sets TF_USE_LEGACY_KERAS first)
@@ -43,31 +46,17 @@ def main(_):
   def _run():
     learner_gpus = local.learner_devices(FLAGS.learner_gpus,
                                          os.environ.get('CUDA_VISIBLE_DEVICES'))
-    # pylint: disable=g-import-not-at-top  (TensorFlow loads behind the console's filter)
-    import tensorflow as tf
-    # This process builds the agent once to check the config: on a GPU, TensorFlow would keep
-    # most of the learner's GPU memory for the whole run. The children's environments are
-    # untouched (`local.run_local` gives each its GPUs).
-    tf.config.set_visible_devices([], 'GPU')
-    from common import builders
-    from common import config
-    from common import environments
-    from common import files
-    from common import gin_config
+    from common import files  # pylint: disable=g-import-not-at-top
+    from common import gin_config  # pylint: disable=g-import-not-at-top
+    from common import preflight  # pylint: disable=g-import-not-at-top
     gin_files = gin_config.resolve_gin_files(FLAGS.gin_file)
-    gin_config.load_gin(gin_files, FLAGS.gin_bindings)
-    configs = config.validated_configs()
-    # The environment (made, reset and stepped once), the agent's arguments and the item length,
-    # as every child will check them: a bad value is one line here, before any child starts.
-    environments.check_environment()
-    builders.make_agent_and_specs(configs.replay)
+    preflight.check_gin_syntax(gin_files, FLAGS.gin_bindings)
     root_dir = os.path.abspath(FLAGS.root_dir)  # The children run in the project directory.
     files.check_writable_dir(root_dir)
-    from common import ownership
-    ownership.own(root_dir, 'local launcher')  # Before any child starts.
     port = FLAGS.port or portpicker.pick_unused_port()
+    from common import ownership  # pylint: disable=g-import-not-at-top
     sys.exit(local.run_local(gin_files, FLAGS.gin_bindings, root_dir, port,
-                             FLAGS.num_actors, configs.eval.target_return,
+                             FLAGS.num_actors, lambda: ownership.own(root_dir, 'local launcher'),
                              budget_s=FLAGS.budget_s,
                              max_train_steps=FLAGS.max_train_steps,
                              server_timeout_s=FLAGS.server_timeout_s,

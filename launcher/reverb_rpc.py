@@ -22,7 +22,7 @@ status view never loads TensorFlow.
 
 import dataclasses
 import struct
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, List, Tuple
 
 import grpc
 

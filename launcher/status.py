@@ -11,6 +11,7 @@ import time
 from typing import Callable, Optional, TextIO, Tuple
 
 from common import constants
+from launcher import reverb_rpc
 
 _STEP_PATTERNS = (re.compile(r'train_step=(\d+)'), re.compile(r'Step: (\d+),'))
 
@@ -63,7 +64,9 @@ class StatusLine:
     `sampler`, when given, replaces the local reads of the server and the eval CSV: it returns
     (replay size or None, items inserted or None, newest eval row or None), as the Ray launcher
     gets them from inside the cluster. `started_s_ago` is how long the run has been going when
-    the line starts (a launch command attaching to a running fleet).
+    the line starts (a launch command attaching to a running fleet). The local reads count
+    `env_steps_per_item` env steps per replay insert (`replay.env_steps_per_item`; the local
+    launcher sets it from the replay server's start-up report).
     """
     self._sampler = sampler
     self._out = out
@@ -87,6 +90,7 @@ class StatusLine:
     self._size = None  # Replay table size at the last sample (None: server not answering).
     self.train_step = 0
     self.last_eval = None
+    self.env_steps_per_item = 1
 
   @property
   def is_tty(self) -> bool:
@@ -120,14 +124,14 @@ class StatusLine:
     if self._sampler is not None:
       size, inserted, last_eval = self._sampler()
     else:
-      # pylint: disable=g-import-not-at-top  (TensorFlow only where the local reads need it)
-      from common import connection
-      from common import eval_log
-      from common import replay
-      info = connection.probe(self._address, timeout_s=1)
-      table = info.get(constants.REPLAY_TABLE) if info else None
+      from common import eval_log  # pylint: disable=g-import-not-at-top
+      try:  # Over plain gRPC: TensorFlow would take a core from the run for seconds.
+        table = reverb_rpc.server_info(self._address, timeout_s=1).get(constants.REPLAY_TABLE)
+      except reverb_rpc.RpcError:
+        table = None
       size = table.current_size if table is not None else None
-      inserted = replay.inserted_env_steps(table) if table is not None else None
+      inserted = (table.rate_limiter.inserts * self.env_steps_per_item
+                  if table is not None else None)
       rows = eval_log.read_csv(self._eval_csv)
       last_eval = rows[-1] if rows else None
     now = self._clock()

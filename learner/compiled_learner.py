@@ -20,7 +20,6 @@ from Python every `summary_interval` train steps. bench/learner_bench.py measure
 
 import glob
 import os
-import shutil
 from typing import Callable, Optional
 
 from absl import logging

@@ -31,11 +31,18 @@ def main(_):
 
   def _run():
     main_utils.preflight(port=FLAGS.port)
+    from common import builders  # pylint: disable=g-import-not-at-top
+    from common import replay  # pylint: disable=g-import-not-at-top
     from replay_server import server  # pylint: disable=g-import-not-at-top
-    configs = main_utils.load_and_check_config()
+    configs = main_utils.load_and_check_config(gate=False)
+    # The agent's arguments are checked here, before the launcher's go: the tables' specs.
+    _, specs = builders.make_agent_and_specs(configs.replay)
+    main_utils.wait_for_start_gate(
+        configs, report={'env_steps_per_item': replay.env_steps_per_item(specs)})
     stop = main_utils.stop_event_on_signals()
     server.serve(FLAGS.root_dir, FLAGS.port, configs, FLAGS.checkpoint_interval_s,
-                 FLAGS.keep_checkpoints, stop_event=stop, stop_grace_s=FLAGS.stop_grace_s)
+                 FLAGS.keep_checkpoints, stop_event=stop, stop_grace_s=FLAGS.stop_grace_s,
+                 specs=specs)
     main_utils.exit_now(0)  # The final checkpoint is written and the server stopped.
   main_utils.exit_on_error(_run)
 

@@ -26,7 +26,8 @@ class ReplayServer:
   """A Reverb server with the run's tables, restored from and checkpointed to root_dir."""
 
   def __init__(self, root_dir: str, port: int, configs: config_lib.Configs,
-               keep_checkpoints: int = 2, stop_grace_s: float = 0.0):
+               keep_checkpoints: int = 2, stop_grace_s: float = 0.0,
+               specs: Optional[builders.Specs] = None):
     """Builds the tables of `configs` (the agent's family's) and starts serving on `port`.
 
     Args:
@@ -34,13 +35,15 @@ class ReplayServer:
       stop_grace_s: Seconds the orchestrator waits after SIGTERM before it kills the server
         (0: unknown). A checkpoint that takes over half of it is warned about
         (`grace_warning`): the final one, written on SIGTERM, could be cut off.
+      specs: The agent's specs, if the caller built them (`builders.make_agent_and_specs`).
 
     Raises:
       UserError: the port is taken or a checkpoint does not fit the configured tables.
     """
     self._stop_grace_s = stop_grace_s
     check_port_free(port)
-    _, specs = builders.make_agent_and_specs(configs.replay)
+    if specs is None:
+      _, specs = builders.make_agent_and_specs(configs.replay)
     make_tables = lambda: tables_lib.make_tables(specs, configs.replay, configs.learner)
     self._checkpoint_dir = os.path.join(root_dir, constants.REPLAY_CHECKPOINT_DIR)
     self._keep = keep_checkpoints
@@ -154,7 +157,8 @@ def grace_warning(checkpoint_s: float, stop_grace_s: float, items: int) -> Optio
 def serve(root_dir: str, port: int, configs: config_lib.Configs, checkpoint_interval_s: float,
           keep_checkpoints: int = 2,
           stop_event: Optional[threading.Event] = None, log_interval_s: float = 60.0,
-          ready_event: Optional[threading.Event] = None, stop_grace_s: float = 0.0) -> None:
+          ready_event: Optional[threading.Event] = None, stop_grace_s: float = 0.0,
+          specs: Optional[builders.Specs] = None) -> None:
   """Runs the replay server until `stop_event` is set, then checkpoints and stops.
 
   A checkpoint that fails on a storage fault (disk full, read-only, I/O error) is logged and
@@ -172,11 +176,12 @@ def serve(root_dir: str, port: int, configs: config_lib.Configs, checkpoint_inte
     log_interval_s: Seconds between table-state log lines.
     ready_event: Set once the server answers.
     stop_grace_s: The orchestrator's stop grace (`ReplayServer`); 0 if unknown.
+    specs: The agent's specs, if the caller built them (`builders.make_agent_and_specs`).
   """
   stop_event = stop_event or threading.Event()
   check_port_free(port)
   ownership.own(os.path.join(root_dir, constants.REPLAY_DIR), 'replay server')
-  server = ReplayServer(root_dir, port, configs, keep_checkpoints, stop_grace_s)
+  server = ReplayServer(root_dir, port, configs, keep_checkpoints, stop_grace_s, specs)
   gin_config.record_run_config(os.path.join(root_dir, constants.REPLAY_DIR), {
       'root_dir': root_dir, 'port': port, 'checkpoint_interval_s': checkpoint_interval_s,
       'keep_checkpoints': keep_checkpoints, 'stop_grace_s': stop_grace_s})

@@ -3,11 +3,14 @@
 The benchmarks themselves measure speed and run outside the tests (`python -m bench.run`).
 """
 
+import sys
+
 import pytest
 
 from bench import actor_profile
 from bench import harness
 from bench import run
+from bench import sb3
 
 
 def test_record_states_ratio_target_and_shortfall():
@@ -82,3 +85,24 @@ def test_chaos_rss_growth_is_the_slope_of_the_second_half_per_hour():
             [360, 504.0]]
   assert chaos._slope_per_hour(points) == pytest.approx(60.0)  # pylint: disable=protected-access
   assert chaos._slope_per_hour(points[:4]) is None  # pylint: disable=protected-access
+
+
+def test_sb3_timed_run_times_each_pattern_and_the_exit(tmp_path):
+  # A real child that prints the lines both sides print; each pattern's first line is timed.
+  script = ('import time\nprint("EVAL env_steps=2048 return=150.0", flush=True)\n'
+            'time.sleep(0.3)\nprint("SOLVED env_steps=4096", flush=True)\ntime.sleep(0.3)\n')
+  result = sb3.timed_run([sys.executable, '-c', script], {'solved': sb3._SB3_SOLVED}, 60,
+                         str(tmp_path / 'child.log'))
+  summary = sb3._summary(result, None)
+  assert summary['env_steps'] == 4096 and result['returncode'] == 0
+  assert 0.3 <= summary['solved_s'] < summary['exit_s'] < 30
+  assert 0.25 <= summary['solved_to_exit_s'] < summary['exit_s']
+
+
+def test_sb3_medians_count_an_unsolved_run_as_the_budget():
+  runs = [dict(solved_s=10.0, exit_s=12.0), dict(solved_s=None, exit_s=None),
+          dict(solved_s=20.0, exit_s=21.0)]
+  assert sb3.median_or_budget(runs, 'solved_s', 240.0) == 20.0
+  assert sb3.median_or_budget(runs[1:2], 'exit_s', 240.0) == 240.0
+  unsolved = sb3._summary({'exit_s': 3.0, 'returncode': 1}, 'first')
+  assert unsolved == dict(solved_s=None, env_steps=None, exit_s=None, first_train_s=None)

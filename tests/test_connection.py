@@ -7,6 +7,7 @@ that accepts and closes at once (a proxy whose backend is not up).
 from http import server as http_server
 import socket
 import threading
+import time
 
 import portpicker
 import pytest
@@ -69,3 +70,26 @@ def test_waiting_on_another_server_fails_at_once_and_on_silence_at_the_deadline(
     connection.wait_for_server(f'localhost:{http_port}', timeout_s=600, role='test')
   with pytest.raises(ServerUnavailableError, match='did not answer within 1 s'):
     connection.wait_for_server(f'localhost:{closing_port}', timeout_s=1, role='test')
+
+
+def test_a_server_that_comes_up_while_polled_is_found_within_half_a_second():
+  # Polled while nothing listens (refused connections, not gRPC probes that wait out their
+  # timeout), then a Reverb server starts.
+  port = portpicker.pick_unused_port()
+  servers, up = [], []
+
+  def _start_later():
+    time.sleep(1.5)
+    servers.append(reverb.Server([reverb.Table.queue('q', 10)], port=port))
+    up.append(time.monotonic())
+
+  starter = threading.Thread(target=_start_later, daemon=True)
+  starter.start()
+  try:
+    connection.wait_for_server(f'localhost:{port}', timeout_s=30, role='test')
+    assert up, 'answered before the server started'
+    assert time.monotonic() - up[0] < 1.0
+  finally:
+    starter.join(10)
+    for server in servers:
+      server.stop()

@@ -165,12 +165,9 @@ def test_observer_refuses_columns_and_priorities_the_table_cannot_take(port):
     server.stop()
 
 
-def test_observer_follows_a_rate_limiter_with_few_items_pending(port, capfd):
-  """A limiter that admits inserts only as samples come keeps the writer at its pace.
-
-  The writer waits instead of piling up items (at most max_pending_items in flight; Reverb logs
-  a warning on every step once a writer holds about 50), and stops waiting when told to.
-  """
+def _held_table_server(port):
+  """A server with one CartPole DQN table 'held' whose limiter admits an insert per sample
+  (after a few), and a client of it."""
   parse_gin()
   _, specs = builders.make_agent_and_specs(ReplayConfig())
   held = reverb.Table('held', sampler=reverb.selectors.Uniform(), remover=reverb.selectors.Fifo(),
@@ -178,7 +175,16 @@ def test_observer_follows_a_rate_limiter_with_few_items_pending(port, capfd):
                       rate_limiter=reverb.rate_limiters.SampleToInsertRatio(
                           samples_per_insert=1.0, min_size_to_sample=1, error_buffer=4.0))
   server = reverb.Server([held], port=port)
-  client = reverb.Client(f'localhost:{port}')
+  return server, reverb.Client(f'localhost:{port}')
+
+
+def test_observer_follows_a_rate_limiter_with_few_items_pending(port, capfd):
+  """A limiter that admits inserts only as samples come keeps the writer at its pace.
+
+  The writer waits instead of piling up items (at most max_pending_items in flight; Reverb logs
+  a warning on every step once a writer holds about 50), and stops waiting when told to.
+  """
+  server, client = _held_table_server(port)
   running = threading.Event()
   running.set()
   sampling = threading.Event()
@@ -216,14 +222,7 @@ def test_observer_follows_a_rate_limiter_with_few_items_pending(port, capfd):
 def test_final_flush_gives_up_at_once_when_nobody_samples_and_waits_while_somebody_does(port):
   """A stopping actor's last items: held by a limiter that nobody releases, it stops after one
   slice, not the whole timeout; while a learner still samples, it waits until they are in."""
-  parse_gin()
-  _, specs = builders.make_agent_and_specs(ReplayConfig())
-  held = reverb.Table('held', sampler=reverb.selectors.Uniform(), remover=reverb.selectors.Fifo(),
-                      max_size=10_000, signature=specs.replay_signature,
-                      rate_limiter=reverb.rate_limiters.SampleToInsertRatio(
-                          samples_per_insert=1.0, min_size_to_sample=1, error_buffer=4.0))
-  server = reverb.Server([held], port=port)
-  client = reverb.Client(f'localhost:{port}')
+  server, client = _held_table_server(port)
   probe = lambda: client.server_info(timeout=2)
   stop_sampling = threading.Event()
 

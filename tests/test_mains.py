@@ -15,6 +15,7 @@ import reverb
 
 from actor import evaluate
 from common import constants
+from common import ownership
 from launcher import processes
 from replay_server import checkpoints as checkpoints_lib
 from tests.conftest import CARTPOLE_GIN
@@ -159,6 +160,9 @@ def test_local_launcher_gives_gpus_to_the_learner_only(flag, learner_sees, root_
   try:
     seen = wait_until(lambda: (lambda e: e if len(e) == 4 else None)(
         _child_environments(launcher.pid)), 120, 'the four kinds of child')
+    # The children passed their checks and the launcher claimed the run: its lines are out.
+    wait_until(lambda: os.path.exists(os.path.join(root_dir, ownership.LOCK_FILE)), 120,
+               'the launcher\'s go')
   finally:
     launcher.send_signal(signal.SIGINT)
     output, _ = launcher.communicate(timeout=300)
@@ -168,8 +172,9 @@ def test_local_launcher_gives_gpus_to_the_learner_only(flag, learner_sees, root_
   assert line in output, output[-3000:]
 
 
-def test_local_launcher_exits_non_zero_when_a_child_fails(root_dir, port):
-  # Another process holds the port, so the launcher's replay server cannot start.
+def test_a_child_that_refuses_at_its_start_is_the_launchers_one_error_line(root_dir, port):
+  # Another process holds the port: the launcher's replay server refuses it at its start,
+  # before the launcher's go, so nothing is written and its line and status are the run's.
   holder = reverb.Server([reverb.Table.queue('q', 1)], port=port)
   try:
     result = subprocess.run(
@@ -181,9 +186,32 @@ def test_local_launcher_exits_non_zero_when_a_child_fails(root_dir, port):
   finally:
     holder.stop()
   tail = result.stdout[-3000:] + result.stderr[-1000:]
-  assert result.returncode == 1, tail
-  assert f'port {port} is already in use' in result.stdout, tail
-  assert 'replay_server exited with status 2' in result.stdout, tail
+  assert result.returncode == 2, tail
+  errors = [line for line in result.stderr.splitlines() if line.startswith('error: ')]
+  assert len(errors) == 1 and f'port {port} is already in use' in errors[0], tail
+  assert result.stdout == '', tail  # The children's held lines were dropped.
+  assert not os.path.exists(root_dir) or not os.listdir(root_dir), os.listdir(root_dir)
+
+
+def test_local_launcher_exits_non_zero_when_a_child_fails(root_dir, port):
+  args = [sys.executable, '-m', 'launcher.main', f'--root_dir={root_dir}', f'--port={port}',
+          '--num_actors=1', '--budget_s=300', f'--gin_file={CARTPOLE_GIN}']
+  launcher = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, env=dict(os.environ, CUDA_VISIBLE_DEVICES=''))
+  try:
+    wait_until(lambda: os.path.exists(os.path.join(root_dir, ownership.LOCK_FILE)), 120,
+               'the launcher\'s go')
+    learner = wait_until(lambda: next((c for c in psutil.Process(launcher.pid).children()
+                                       if 'learner.main' in ' '.join(c.cmdline())), None),
+                         60, 'the learner')
+    learner.kill()
+    output, _ = launcher.communicate(timeout=400)
+  finally:
+    if launcher.poll() is None:
+      launcher.kill()
+      launcher.communicate()
+  assert launcher.returncode == 1, output[-3000:]
+  assert 'learner exited with status -9' in output, output[-3000:]
 
 
 def _children(pid: int):

@@ -4,7 +4,9 @@ real child processes, the parent-death signal, and when a run is over."""
 import os
 import re
 import signal
+import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -168,3 +170,94 @@ def test_docker_compose_stops_each_service_as_the_table_says():
   assert compose['services']['tensorboard']['depends_on'] == ['learner']
   server_flags = compose['services']['replay_server']['command']
   assert f'--stop_grace_s={processes.STOPS["replay_server"][1]:g}' in server_flags
+
+
+_GATED = '''
+import sys, types
+from common import errors, main_utils
+main_utils.block_stop_signals()
+if sys.argv[1] == 'refuse':
+  print('error: ReplayConfig.min_size = -1 is negative: fix the gin file', file=sys.stderr,
+        flush=True)
+  sys.exit(2)
+print('checked', flush=True)
+try:
+  main_utils.wait_for_start_gate(
+      types.SimpleNamespace(eval=types.SimpleNamespace(target_return=195.0)))
+except errors.StopRequested as e:
+  print('stopped:', e, flush=True)
+  sys.exit(0)
+print('through', flush=True)
+'''
+
+
+def _gated_children(gate, kinds):
+  shown = {}
+  children = []
+  for i, kind in enumerate(kinds):
+    name = f'child/{i}'
+    shown[name] = []
+    children.append(processes.Process(
+        [sys.executable, '-c', _GATED, kind], name, die_with_parent=True,
+        on_line=gate.hold(name, shown[name].append),
+        env={local.START_GATE_ENV: gate.dir}))
+  return children, shown
+
+
+def test_children_report_their_checks_and_wait_for_the_go_with_their_lines_held():
+  gate = local._Gate()  # pylint: disable=protected-access
+  children, shown = _gated_children(gate, ['pass'] * 3)
+  try:
+    assert gate.wait_for_checks(children, threading.Event(), timeout_s=60) == {
+        'target_return': 195.0}
+    time.sleep(0.5)  # Nothing may pass the gate while it is closed.
+    assert all(child.alive() for child in children)
+    assert shown == {name: [] for name in shown}  # Held, not shown.
+    gate.open()
+    for child in children:
+      assert child.wait(30) == 0
+      child.close()
+    assert all(lines == ['checked', 'through'] for lines in shown.values()), shown
+  finally:
+    for child in children:
+      if child.alive():
+        child.kill()
+    gate.remove()
+  assert not os.path.exists(gate.dir)
+
+
+def test_a_child_that_refuses_the_config_ends_the_wait_with_its_line_and_status():
+  gate = local._Gate()  # pylint: disable=protected-access
+  children, shown = _gated_children(gate, ['pass', 'refuse', 'pass'])
+  try:
+    with pytest.raises(local._ChildRefused,  # pylint: disable=protected-access
+                       match=r'^ReplayConfig.min_size = -1 is negative') as refused:
+      gate.wait_for_checks(children, threading.Event(), timeout_s=60)
+    assert refused.value.exit_status == 2
+    assert not any(shown.values())  # The caller kills the others; nothing was shown.
+  finally:
+    for child in children:
+      if child.alive():
+        child.kill()
+    gate.remove()
+
+
+def test_a_stop_signal_ends_a_childs_wait_at_the_gate():
+  gate = local._Gate()  # pylint: disable=protected-access
+  children, shown = _gated_children(gate, ['pass'])
+  try:
+    wait_until(lambda: gate.reports(), 60, 'the child\'s report')
+    children[0].terminate()  # Blocked, as in every main: seen by the gate's wait.
+    assert children[0].wait(30) == 0
+    children[0].close()
+    gate.open()
+    assert shown['child/0'] == ['checked', 'stopped: stopped before the launcher started the run']
+  finally:
+    gate.remove()
+
+
+def test_the_local_launcher_imports_no_tensorflow():
+  # Its children check the config; a TensorFlow import here would take a core from them.
+  code = ('import sys, launcher.main, launcher.local\n'
+          'assert not {"tensorflow", "reverb", "tf_agents"} & set(sys.modules), "imported"')
+  subprocess.run([sys.executable, '-c', code], cwd=processes.REPO, check=True, timeout=60)
