@@ -192,7 +192,8 @@ def run_local(gin_files: Sequence[str], gin_bindings: Sequence[str], root_dir: s
 
   Returns:
     0 when the target return was reached (or, with no target, the budget or the train-step
-    budget ran out); 1 when a child failed or the budget ran out first; 130 on Ctrl-C.
+    budget ran out); 1 when a child failed or the budget ran out first; 130 on Ctrl-C. Ctrl-C
+    or SIGTERM before the go raises `StopRequested` (exit 0: nothing was started or written).
   """
   status = StatusLine(out, f'localhost:{port}', os.path.join(root_dir, constants.EVAL_CSV),
                       budget_s, max_train_steps)
