@@ -102,8 +102,11 @@ class _Gate:
   reports that its checks passed and then waits for the go, and the children's lines, held
   until the go."""
 
+  _PREFIX = 'reverb_fleet_gate_'
+
   def __init__(self):
-    self.dir = tempfile.mkdtemp(prefix='reverb_fleet_gate_')
+    _Gate.remove_stale()
+    self.dir = tempfile.mkdtemp(prefix=f'{_Gate._PREFIX}{os.getpid()}_')
     self._lock = threading.Lock()
     self._held: Optional[List[Tuple[Callable[[str], None], str]]] = []
     self.errors: Dict[str, str] = {}  # Each child's newest "error: " line.
@@ -170,6 +173,17 @@ class _Gate:
 
   def remove(self) -> None:
     shutil.rmtree(self.dir, ignore_errors=True)
+
+  @staticmethod
+  def remove_stale() -> None:
+    """Removes the gate directories of launchers that are gone (killed with -9)."""
+    root = tempfile.gettempdir()
+    for name in os.listdir(root):
+      if not name.startswith(_Gate._PREFIX):
+        continue
+      pid = name[len(_Gate._PREFIX):].split('_', 1)[0]
+      if pid.isdigit() and not os.path.exists(f'/proc/{pid}'):
+        shutil.rmtree(os.path.join(root, name), ignore_errors=True)
 
 
 def run_local(gin_files: Sequence[str], gin_bindings: Sequence[str], root_dir: str, port: int,

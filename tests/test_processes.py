@@ -261,3 +261,19 @@ def test_the_local_launcher_imports_no_tensorflow():
   code = ('import sys, launcher.main, launcher.local\n'
           'assert not {"tensorflow", "reverb", "tf_agents"} & set(sys.modules), "imported"')
   subprocess.run([sys.executable, '-c', code], cwd=processes.REPO, check=True, timeout=60)
+
+
+def test_a_gate_left_by_a_killed_launcher_is_removed_by_the_next_one(tmp_path, monkeypatch):
+  monkeypatch.setattr(local.tempfile, 'tempdir', str(tmp_path))
+  dead = subprocess.Popen([sys.executable, '-c', 'pass'])
+  dead.wait()
+  stale = tmp_path / f'reverb_fleet_gate_{dead.pid}_abc'
+  stale.mkdir()
+  live = tmp_path / f'reverb_fleet_gate_{os.getpid()}_def'
+  live.mkdir()
+  gate = local._Gate()  # pylint: disable=protected-access
+  try:
+    assert not stale.exists() and live.exists()
+    assert gate.dir.startswith(str(tmp_path / f'reverb_fleet_gate_{os.getpid()}_'))
+  finally:
+    gate.remove()
