@@ -26,13 +26,17 @@ def installed_gin_dir():
   return list(spec.submodule_search_locations)[0]
 
 
-def resolve_gin_files(gin_files: Sequence[str]) -> List[str]:
+def resolve_gin_files(gin_files: Sequence[str], project_only: bool = False) -> List[str]:
   """Absolute paths of `gin_files`: as given from the working directory, else the project's.
 
   The project's files are the checkout's (`gin/...` next to the packages) or, in an installed
   copy, those of `GIN_PACKAGE`. So `reverb-fleet run --gin_file=gin/sac_inverted_pendulum.gin`
   works from any directory, and a launcher's children read the files the user meant. A path
   found nowhere is returned as given, for the one-line error of `load_gin`.
+
+  With `project_only` (a launcher's default gin file, which the user did not name), the
+  working directory is not looked at: a gin file is code, and a `gin/` directory that happens
+  to be where the command runs must not stand in for the project's.
   """
   from common import console  # pylint: disable=g-import-not-at-top
   resolved = []
@@ -42,7 +46,7 @@ def resolve_gin_files(gin_files: Sequence[str]) -> List[str]:
       directory = installed_gin_dir()
       if directory:
         installed = os.path.join(directory, os.path.normpath(path)[len('gin' + os.sep):])
-    if os.path.isfile(path):
+    if os.path.isfile(path) and not (project_only and not os.path.isabs(path)):
       resolved.append(os.path.abspath(path))
     elif not os.path.isabs(path) and os.path.isfile(os.path.join(console.REPO, path)):
       resolved.append(os.path.join(console.REPO, path))

@@ -49,7 +49,9 @@ def main(_):
     from common import files  # pylint: disable=g-import-not-at-top
     from common import gin_config  # pylint: disable=g-import-not-at-top
     from common import preflight  # pylint: disable=g-import-not-at-top
-    gin_files = gin_config.resolve_gin_files(FLAGS.gin_file)
+    # The default file is the project's, never one of the working directory's.
+    gin_files = gin_config.resolve_gin_files(FLAGS.gin_file,
+                                             project_only=not FLAGS['gin_file'].present)
     preflight.check_gin_syntax(gin_files, FLAGS.gin_bindings)
     root_dir = os.path.abspath(FLAGS.root_dir)  # The children run in the project directory.
     files.check_writable_dir(root_dir)

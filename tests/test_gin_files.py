@@ -133,3 +133,36 @@ def test_a_config_recorded_before_the_atari_stack_still_loads():
   gin_config.load_gin([MINITAUR_RUN_CONFIG])
   assert gin.query_parameter('suite_gym.load.discount') == 1.0
   assert gin.query_parameter('make_environment.env_name') == 'MinitaurBulletEnv-v0'
+
+
+def test_a_default_gin_file_is_the_projects_never_the_working_directorys(tmp_path, monkeypatch):
+  # A gin file is code: a `gin/` that happens to be in the working directory may be taken for
+  # a file the user names, but never for the launcher's default.
+  (tmp_path / 'gin').mkdir()
+  (tmp_path / 'gin' / 'dqn_cartpole_fast.gin').write_text('this is not the project file\n')
+  monkeypatch.chdir(tmp_path)
+  named = ['gin/dqn_cartpole_fast.gin']
+  assert gin_config.resolve_gin_files(named) == [str(tmp_path / 'gin' / 'dqn_cartpole_fast.gin')]
+  assert gin_config.resolve_gin_files(named, project_only=True) == [
+      os.path.join(REPO, 'gin', 'dqn_cartpole_fast.gin')]
+
+
+def test_the_local_launcher_default_ignores_a_gin_directory_where_it_runs(tmp_path):
+  import signal  # pylint: disable=import-outside-toplevel
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  (tmp_path / 'gin').mkdir()
+  (tmp_path / 'gin' / 'dqn_cartpole_fast.gin').write_text('this is not gin\n')
+  launcher = subprocess.Popen(
+      [sys.executable, '-m', 'launcher.main', f'--root_dir={tmp_path / "run"}'], cwd=tmp_path,
+      env=dict(os.environ, PYTHONPATH=REPO, CUDA_VISIBLE_DEVICES=''),
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  try:
+    # With the working directory's file, the syntax check would end it at once (exit 2).
+    with pytest.raises(subprocess.TimeoutExpired):
+      launcher.wait(timeout=3)
+  finally:
+    launcher.send_signal(signal.SIGINT)
+    _, stderr = launcher.communicate(timeout=120)
+  assert launcher.returncode in (0, 130), stderr[-2000:]  # Stopped before or after the go.
+  assert 'error:' not in stderr, stderr[-2000:]
