@@ -2,8 +2,9 @@
 
 Children are started with exactly the flags a user would type (see `commands`), all at once:
 each checks the config while the others import TensorFlow, and waits at the start gate until
-every one has passed (`run_local`). Their output is prefixed with their role. The run stops on Ctrl-C, at the time budget, or when eval reaches the
-task's target return (`EvalConfig.target_return`). Every child then gets SIGTERM, so that each
+every one has passed (`run_local`). Their output is prefixed with their role. The run stops
+on Ctrl-C, at the time budget, or when eval reaches the task's target return
+(`EvalConfig.target_return`). Every child then gets SIGTERM, so that each
 writes its final checkpoint, in the stages and with the graces of `processes.STOPS`: the
 server's clients (learner, actors, eval) first, while the server still answers the learner's
 final weight push and the actors' last items, and the replay server last. A client that lost

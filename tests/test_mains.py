@@ -123,7 +123,7 @@ def test_local_launcher_stops_the_servers_clients_before_the_server(root_dir, po
   learner_stopped = output.index(f'{constants.LEARNER_STOPPED_LINE} at train step')
   assert 'exiting without flushing' not in output, output[-3000:]
   assert 'the replay server is not answering' not in output, output[-3000:]
-  assert 'stopping without its last unconfirmed items' not in output, output[-3000:]  # Nothing lost.
+  assert 'stopping without its last unconfirmed items' not in output, output[-3000:]  # None lost.
   assert learner_stopped < output.index(constants.SERVER_STOPPED_LINE)
   assert output.index(constants.ACTOR_STOPPED_LINE) < output.index(constants.SERVER_STOPPED_LINE)
 
