@@ -117,14 +117,17 @@ def main(argv):
     if command == 'run':
       from common import builders
       from common import environments
-      gin_config.load_gin(FLAGS.gin_file, FLAGS.gin_bindings)  # Bad input ends here, before Ray.
+      # As `reverb-fleet run`: gin/... from any directory; the default is the project's own.
+      gin_paths = gin_config.resolve_gin_files(FLAGS.gin_file,
+                                               project_only=not FLAGS['gin_file'].present)
+      gin_config.load_gin(gin_paths, FLAGS.gin_bindings)  # Bad input ends here, before Ray.
       # The environment (made, reset and stepped once), the agent's arguments and the item
       # length, as every role checks them.
       environments.check_environment()
       configs = config.validated_configs()
       builders.make_agent_and_specs(configs.replay)
       target_return = configs.eval.target_return
-      gin_files = cluster.gin_texts(FLAGS.gin_file)  # Read once: shipped in the spec too.
+      gin_files = cluster.gin_texts(gin_paths)  # Read once: shipped in the spec too.
       py_modules = cluster.user_modules(gin_files,
                                         environments.bound_parameter('entry_point'),
                                         environments.bound_parameter('env_name'))

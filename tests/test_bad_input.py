@@ -461,3 +461,20 @@ def test_every_numeric_flag_is_bounded_and_refuses_a_value_out_of_its_range(modu
       assert len(errors) == 1 and f'--{name}={text}' in errors[0], (module, name, errors)
       assert time.monotonic() - start < BUDGET_S
       assert not os.listdir(tmp_path), os.listdir(tmp_path)
+
+
+def test_ray_launchers_default_gin_file_is_the_projects_from_any_directory(tmp_path):
+  # A `gin/` where the command runs is not the default's: the launcher goes past the gin
+  # checks with the project's file and stops only at the cluster it cannot reach.
+  if importlib.util.find_spec('ray') is None:
+    pytest.skip('ray is not installed: pip install -e ".[ray]"')
+  (tmp_path / 'gin').mkdir()
+  (tmp_path / 'gin' / 'dqn_cartpole.gin').write_text('this is not gin\n')
+  result = subprocess.run(
+      [sys.executable, '-m', 'launcher.ray', f'--root_dir={tmp_path / "run"}',
+       f'--address=127.0.0.1:{portpicker.pick_unused_port()}', '--connect_timeout_s=2'],
+      cwd=tmp_path, capture_output=True, text=True, timeout=120,
+      env=dict(_env(), PYTHONPATH=REPO))
+  errors = [line for line in result.stderr.splitlines() if line.startswith('error: ')]
+  assert result.returncode != 0 and len(errors) == 1, result.stderr[-3000:]
+  assert 'no Ray cluster answers at 127.0.0.1:' in errors[0], errors[0]
