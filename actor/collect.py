@@ -297,7 +297,7 @@ def _replay_samples(info) -> int:
 
 
 def final_flush(observer, probe, timeout_s: float = _FINAL_FLUSH_TIMEOUT_S,
-                slice_s: float = _FINAL_FLUSH_SLICE_S, clock=time.monotonic) -> Optional[str]:
+                slice_s: float = _FINAL_FLUSH_SLICE_S) -> Optional[str]:
   """Waits for the server to confirm the observer's last items; None once it has, else why not.
 
   Waits at most `timeout_s`, and gives up as soon as a `slice_s` passes in which nobody sampled
@@ -309,11 +309,11 @@ def final_flush(observer, probe, timeout_s: float = _FINAL_FLUSH_TIMEOUT_S,
   if info is None:
     return 'the replay server is not answering'
   samples = _replay_samples(info)
-  deadline = clock() + timeout_s
+  deadline = time.monotonic() + timeout_s
   while True:
-    if observer.flush(timeout_s=min(slice_s, max(deadline - clock(), 0.001))):
+    if observer.flush(timeout_s=min(slice_s, max(deadline - time.monotonic(), 0.001))):
       return None
-    if clock() >= deadline:
+    if time.monotonic() >= deadline:
       return f'the replay server did not confirm them within {timeout_s:g} s'
     info = probe()
     if info is None:

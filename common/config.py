@@ -104,7 +104,7 @@ class LearnerConfig:
     use_xla: Compile the train step with XLA (`jit_compile`).
     foreign_push_window_s: Seconds a starting learner watches the variable table for another
       learner's pushes before its first push (`variables.PushWatch`); a running learner
-      pushes every few seconds.
+      pushes every few seconds. Not waited on a server that never had a push.
   """
   batch_size: int = 64
   iterations_per_call: int = 10

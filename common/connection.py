@@ -49,6 +49,16 @@ _FRAME_HEADER_BYTES = 9
 _SETTINGS_FRAME = 0x04
 
 
+def _connect(address: str, timeout_s: float) -> socket.socket:
+  """A TCP connection to host:port (an IPv6 host in brackets).
+
+  Raises:
+    OSError: refused or unreachable. ValueError: a port that is not a number.
+  """
+  host, _, port = address.rpartition(':')
+  return socket.create_connection((host.strip('[]'), int(port)), timeout=timeout_s)
+
+
 def foreign_reply(address: str, timeout_s: float = _PROBE_TIMEOUT_S) -> Optional[str]:
   """What another kind of server answered at `address` to a gRPC client's first bytes, or None.
 
@@ -61,10 +71,9 @@ def foreign_reply(address: str, timeout_s: float = _PROBE_TIMEOUT_S) -> Optional
     SETTINGS (a gRPC server). Otherwise the start of what it sent, for the error line: an
     HTTP/1 server's status line, an SSH banner, a database's greeting.
   """
-  host, _, port = address.rpartition(':')
   data = b''
   try:
-    with socket.create_connection((host.strip('[]'), int(port)), timeout=timeout_s) as sock:
+    with _connect(address, timeout_s) as sock:
       sock.sendall(_HTTP2_PREFACE)
       while len(data) < _FRAME_HEADER_BYTES:
         chunk = sock.recv(64)
@@ -81,9 +90,8 @@ def foreign_reply(address: str, timeout_s: float = _PROBE_TIMEOUT_S) -> Optional
 
 def _accepts(address: str, timeout_s: float = _PROBE_TIMEOUT_S) -> bool:
   """Whether a TCP connection to `address` opens (refused or unreachable: False)."""
-  host, _, port = address.rpartition(':')
   try:
-    with socket.create_connection((host.strip('[]'), int(port)), timeout=timeout_s):
+    with _connect(address, timeout_s):
       return True
   except (OSError, ValueError):
     return False

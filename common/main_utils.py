@@ -1,9 +1,11 @@
 """What every `main.py` shares: the common flags, clean stops and one-line errors."""
 
+import json
 import os
 import signal
 import sys
 import threading
+import time
 from typing import Callable, Optional
 
 from absl import flags
@@ -115,10 +117,7 @@ def wait_for_start_gate(configs, report: Optional[dict] = None, timeout_s: float
       the launcher is gone.
     UserError: the launcher did not open the gate within `timeout_s`.
   """
-  # pylint: disable=g-import-not-at-top
-  import json
-  import time
-  from common import files
+  from common import files  # pylint: disable=g-import-not-at-top
   gate_dir = os.environ.get(START_GATE_ENV)
   if not gate_dir:
     return

@@ -143,9 +143,9 @@ class PushWatch:
     """Waits out the rest of `window_s` since construction; raises if anything was pushed.
 
     A variable table that nothing was ever inserted into (a new server, or one restored from
-    a checkpoint without pushes) has no running learner behind it, and is not waited on: two
-    learners that start together both push, and the later one finds the other's push in
-    `before_push` before its second push.
+    a checkpoint without pushes) has no running learner behind it, and is not waited on: of two
+    learners that start together, the one that pushes second finds the other's push here or
+    in `before_push`, before its own first push.
     """
     remaining = self._window_s - (self._clock() - self._started)
     if self._baseline == 0:
