@@ -5,7 +5,6 @@ import math
 import time
 from typing import Callable, Optional, Sequence
 
-from absl import logging
 import numpy as np
 import reverb
 import tensorflow as tf
@@ -220,21 +219,18 @@ class BatchedTrajectoryObserver:
             'of it was written')
 
   def _wait_for_server(self, writer, pending: Optional[int] = None) -> None:
-    """Returns once at most `pending` (default: half of max_pending) items are unconfirmed;
-    waits, logging every 10 s, until then or until `is_running()` is False."""
+    """Returns once at most `pending` (default: half of max_pending) items are unconfirmed,
+    or once `is_running()` is False. Silent: the actor's watchdog says what a long wait waits
+    for (a rate limiter, or a server that does not answer)."""
     pending = self._max_pending - self._check_interval if pending is None else pending
-    start = last_log = time.monotonic()
+    start = time.monotonic()
     try:
       while self._is_running():
         try:
           writer.flush(block_until_num_items=pending, timeout_ms=1000)
           return
         except reverb.errors.DeadlineExceededError:
-          if time.monotonic() - last_log >= 10:
-            logging.info('replay writer: %d+ items unconfirmed for %.0f s (the table\'s rate '
-                         'limiter holds inserts); waiting', pending + 1,
-                         time.monotonic() - start)
-            last_log = time.monotonic()
+          pass
     finally:
       self.wait_seconds += time.monotonic() - start
 

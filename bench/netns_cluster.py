@@ -26,6 +26,7 @@ import psutil
 from bench import harness
 
 RAY = os.path.join(os.path.dirname(sys.executable), 'ray')
+_NO_SUCH_MAC = '02:00:5e:00:de:ad'  # Locally administered; no interface of the cluster has it.
 
 
 def client_env(token_path: str) -> Dict[str, str]:
@@ -177,6 +178,24 @@ class NetnsCluster:
   def kill_raylet(self, node: Node) -> None:
     """kill -9 of the node's raylet: the node is lost, and its workers die with it."""
     os.kill(self.raylet_pid(node), signal.SIGKILL)
+
+  def partition(self, a: Node, b: Node) -> None:
+    """Drops every packet between worker nodes `a` and `b`, in both directions, silently.
+
+    Each side's neighbour entry for the other is pinned to a MAC address no node has, so the
+    bridge floods their frames and no interface takes them: to both nodes the other looks as
+    a cable pulled out would (no refusal, no reset, no error on send), while both still reach
+    the head and every other node. Works without iptables or nftables; `heal` undoes it.
+    """
+    for here, there in ((a, b), (b, a)):
+      self._ip('neigh', 'replace', there.ip, 'lladdr', _NO_SUCH_MAC, 'dev', 'eth1', 'nud',
+               'permanent', netns=here.netns)
+
+  def heal(self, a: Node, b: Node) -> None:
+    """Ends `partition(a, b)`: each side resolves the other's address again."""
+    for here, there in ((a, b), (b, a)):
+      subprocess.run(['ip', 'netns', 'exec', here.netns, 'ip', 'neigh', 'del', there.ip, 'dev',
+                      'eth1'], capture_output=True, check=False)
 
   def node_of_ip(self, ip: str) -> Node:
     return next(n for n in self.nodes if n.ip == ip)

@@ -16,6 +16,7 @@ import reverb
 import tensorflow as tf
 
 from common import constants
+from common import reverb_rpc
 from common.errors import NotReplayServerError
 from common.errors import ServerUnavailableError
 from common.errors import StopRequested
@@ -39,6 +40,21 @@ def probe(address: str, timeout_s: int = _PROBE_TIMEOUT_S) -> Optional[Dict[str,
   try:
     return reverb.Client(address).server_info(timeout=timeout_s)
   except Exception:  # pylint: disable=broad-except  (any failure means "not reachable now")
+    return None
+
+
+def answers(address: str,
+            timeout_s: float = _PROBE_TIMEOUT_S) -> Optional[Dict[str, reverb_rpc.TableInfo]]:
+  """The server's tables, asked on a connection of this call's own; None: no answer in time.
+
+  Whether the server answers now, whatever this process's Reverb clients see: they share one
+  gRPC connection per address, which after a network partition stays dead until TCP
+  retransmits on it (`reverb_rpc`), while a new connection answers at once. A frozen server
+  (SIGSTOP) accepts the TCP connection and answers nothing: None.
+  """
+  try:
+    return reverb_rpc.server_info(address, timeout_s, own_connection=True)
+  except (reverb_rpc.RpcError, ValueError):
     return None
 
 

@@ -37,10 +37,18 @@ def stacked_frames_layout(observation_spec, stack: int) -> Optional[str]:
 
 
 def table_state(info) -> str:
-  """One line describing a table: size and rate-limiter counters, for stall logs."""
-  rl = info.rate_limiter_info
+  """One line describing a table: size and rate-limiter counters, for stall logs.
+
+  `info` is a table's entry of `reverb.Client.server_info()` or of `reverb_rpc.server_info()`.
+  """
+  if hasattr(info, 'rate_limiter_info'):
+    rl = info.rate_limiter_info
+    inserts, samples = rl.insert_stats.completed, rl.sample_stats.completed
+  else:
+    rl = info.rate_limiter
+    inserts, samples = rl.inserts, rl.samples
   return (f'table {info.name}: size={info.current_size}/{info.max_size} '
-          f'inserts={rl.insert_stats.completed} samples={rl.sample_stats.completed} '
+          f'inserts={inserts} samples={samples} '
           f'samples_per_insert={rl.samples_per_insert:g} min_size_to_sample='
           f'{rl.min_size_to_sample} allowed_error=[{rl.min_diff:g}, {rl.max_diff:g}]')
 

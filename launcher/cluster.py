@@ -57,6 +57,7 @@ from common import constants
 from common import errors
 from common import files
 from launcher import processes
+from launcher import ray_auth
 from launcher import status as status_lib
 
 NAMESPACE = 'reverb-fleet'
@@ -576,23 +577,40 @@ def connect(address: str, num_cpus: int = 0, timeout_s: float = 60.0,
   """Connects to the cluster at `address`; `local` starts a throwaway one on this machine.
 
   A `host:port` address is first polled with plain TCP connects for up to `timeout_s` (Ray's
-  own connect retries for minutes without a word). `py_modules` (`user_modules`) are uploaded
-  as this job's runtime environment, which the fleet's actors inherit.
+  own connect retries for minutes without a word), then must demand Ray's token and take this
+  process's (`ray_auth.require_token_auth`) before anything is sent to it. A cluster found
+  otherwise (`local`, `auto`) is checked the same way once connected, and left at once if it
+  is open. `py_modules` (`user_modules`) are uploaded as this job's runtime environment, which
+  the fleet's actors inherit.
 
   Raises:
     ConnectionError: no cluster answers at `address`.
+    UserError: the cluster runs without authentication, or this process has not its token.
   """
   os.environ.setdefault('RAY_USAGE_STATS_ENABLED', '0')
   if ':' in address:
     wait_for_port(address, timeout_s)
+    ray_auth.require_token_auth(address)
   runtime_env = {'py_modules': list(py_modules)} if py_modules else None
+  mode = os.environ.get('RAY_AUTH_MODE')
+  if address == 'local' and mode is not None and mode.lower() != 'token':
+    raise errors.UserError(f'--address=local with RAY_AUTH_MODE={mode} would start a Ray '
+                           'cluster on which anyone who reaches this machine runs code: unset '
+                           'RAY_AUTH_MODE (Ray then makes a token for it), or set it to token')
   if address == 'local':
-    # address='local': always a new cluster, never one found in /tmp/ray.
+    # address='local': always a new cluster, never one found in /tmp/ray. Ray turns token
+    # authentication on for it unless RAY_AUTH_MODE says otherwise (checked below).
     ray.init(address='local', num_cpus=num_cpus or None, namespace=NAMESPACE,
              include_dashboard=False, log_to_driver=False, runtime_env=runtime_env)
   else:
     ray.init(address=address, namespace=NAMESPACE, log_to_driver=False,
              runtime_env=runtime_env)
+  if ':' not in address:
+    try:
+      ray_auth.require_token_auth(ray.get_runtime_context().gcs_address)
+    except errors.UserError:
+      ray.shutdown()
+      raise
 
 
 def controller(name: str):

@@ -205,7 +205,7 @@ def command(role: str, args: Sequence[str], task: Optional[int] = None) -> List[
 
 def healthy(address: str, timeout_s: float = _HEALTH_TIMEOUT_S) -> bool:
   """Whether a Reverb server at `address` answers ServerInfo and holds the replay table."""
-  from launcher import reverb_rpc  # pylint: disable=import-outside-toplevel  (probes only)
+  from common import reverb_rpc  # pylint: disable=import-outside-toplevel  (probes only)
   try:
     return constants.REPLAY_TABLE in reverb_rpc.server_info(address, timeout_s)
   except reverb_rpc.RpcError:

@@ -13,7 +13,7 @@ learner's step minus the step of the weights the actor collects with, from the s
 the actors publish when new weights arrive, `replay.publish_status`); and, with --root_dir, the
 last eval return.
 
-Everything is read with `launcher.reverb_rpc` (plain gRPC). Exit status: 0, or 1 when no server
+Everything is read with `common.reverb_rpc` (plain gRPC). Exit status: 0, or 1 when no server
 answers (the line says so), 2 on a bad flag.
 """
 
@@ -33,7 +33,7 @@ from absl import flags
 from common import constants
 from common import eval_log
 from common import main_utils
-from launcher import reverb_rpc
+from common import reverb_rpc
 from common.errors import UserError
 
 flags.DEFINE_string('root_dir', None, 'Run directory of the fleet, for the last eval return '

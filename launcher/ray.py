@@ -17,6 +17,7 @@ only detaches, and a `run` command that dies leaves a fleet that still ends at i
 import common  # pylint: disable=unused-import  (sets TF_USE_LEGACY_KERAS first)
 
 import json
+import os
 import signal
 import sys
 import threading
@@ -110,6 +111,10 @@ def main(argv):
     if command not in _COMMANDS or len(argv) > 2:
       raise UserError(f'unknown command {" ".join(argv[1:])!r}: use one of '
                       f'{", ".join(_COMMANDS)}')
+    if FLAGS.address == 'local':
+      # A cluster this command starts always demands a token (`launcher.ray_auth`); said before
+      # Ray is imported, so Ray does not warn that it turned that on, nor offer to turn it off.
+      os.environ.setdefault('RAY_AUTH_MODE', 'token')
     # pylint: disable=g-import-not-at-top  (Ray only after the argument checks)
     import ray
     from launcher import cluster

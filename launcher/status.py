@@ -11,7 +11,7 @@ import time
 from typing import Callable, Optional, TextIO, Tuple
 
 from common import constants
-from launcher import reverb_rpc
+from common import reverb_rpc
 
 _STEP_PATTERNS = (re.compile(r'train_step=(\d+)'), re.compile(r'Step: (\d+),'))
 

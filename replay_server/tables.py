@@ -75,7 +75,7 @@ def make_status_table() -> reverb.Table:
   """The status table: the newest JSON status records of the actors (`publish_status`).
 
   Read by `reverb-fleet status` without TensorFlow (Reverb stores string tensors uncompressed;
-  see launcher/reverb_rpc.py). Uniform sampling, FIFO eviction, never rate-limited by size.
+  see common/reverb_rpc.py). Uniform sampling, FIFO eviction, never rate-limited by size.
   """
   return reverb.Table(
       name=constants.STATUS_TABLE,

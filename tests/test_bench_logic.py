@@ -106,3 +106,38 @@ def test_sb3_medians_count_an_unsolved_run_as_the_budget():
   assert sb3.median_or_budget(runs[1:2], 'exit_s', 240.0) == 240.0
   unsolved = sb3._summary({'exit_s': 3.0, 'returncode': 1}, 'first')
   assert unsolved == dict(solved_s=None, env_steps=None, exit_s=None, first_train_s=None)
+
+
+def test_delay_relay_passes_bytes_in_order_and_holds_the_replies_for_their_delay():
+  import socket  # pylint: disable=g-import-not-at-top
+  import threading  # pylint: disable=g-import-not-at-top
+  import time  # pylint: disable=g-import-not-at-top
+  from bench import latency  # pylint: disable=g-import-not-at-top
+  echo = socket.socket()
+  echo.bind(('127.0.0.1', 0))
+  echo.listen()
+
+  def _serve():
+    conn, _ = echo.accept()
+    with conn:
+      while data := conn.recv(1 << 16):
+        conn.sendall(data)
+  threading.Thread(target=_serve, daemon=True).start()
+  relay = latency.DelayRelay(echo.getsockname()[1], delay_s=0.05, jitter_s=0.01, seed=1)
+  try:
+    with socket.create_connection(('127.0.0.1', relay.port), timeout=10) as client:
+      sent = bytes(range(256)) * 64
+      round_trips, received = [], b''
+      for i in range(0, len(sent), 1024):  # Chunks whose delays differ: none may overtake.
+        started = time.monotonic()
+        client.sendall(sent[i:i + 1024])
+        while len(received) < i + 1024:
+          received += client.recv(1 << 16)
+        round_trips.append(time.monotonic() - started)
+      assert received == sent
+      assert min(round_trips) >= 0.04  # The delay less the jitter, at the least.
+  finally:
+    relay.close()
+    echo.close()
+  with pytest.raises(ValueError, match='jitter'):
+    latency.DelayRelay(1, delay_s=0.01, jitter_s=0.02)

@@ -143,3 +143,17 @@ def test_network_policy_admits_only_the_fleets_own_pods():
   sources = [peer for rule in policy['spec']['ingress'] for peer in rule['from']]
   assert sources == [{'podSelector': {'matchLabels': selector}}]
   assert policy['metadata']['namespace'] == _documents()[1]['metadata']['namespace']
+
+
+def test_every_pod_presents_ray_token_from_a_secret_the_manifest_does_not_hold():
+  with open(MANIFEST) as f:
+    header = f.read().split('apiVersion:')[0]
+  secret = re.search(r'create secret generic (\S+) \\\s*#\s*--from-literal=auth_token=', header)
+  assert secret, header
+  for name, group in _pod_templates(_documents()[1]):
+    for container in group['template']['spec']['containers']:
+      env = {e['name']: e for e in container['env']}
+      assert env['RAY_AUTH_MODE']['value'] == 'token', name
+      ref = env['RAY_AUTH_TOKEN']['valueFrom']['secretKeyRef']
+      assert ref == {'name': secret.group(1), 'key': 'auth_token'}, name  # Not optional.
+      assert 'value' not in env['RAY_AUTH_TOKEN'], name

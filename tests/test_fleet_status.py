@@ -7,6 +7,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 import reverb
 
 from actor import evaluate
@@ -17,7 +18,7 @@ from common.config import validated_configs
 from common import session as session_lib
 from launcher import fleet_status
 from launcher import processes
-from launcher import reverb_rpc
+from common import reverb_rpc
 from tests.conftest import REPO
 from tests.conftest import wait_until
 
@@ -136,8 +137,13 @@ def test_watch_redraws_until_interrupted(cartpole_server):
     wait_until(_two_views, 60, 'two status views')
   finally:
     watcher.send_signal(2)  # SIGINT, as Ctrl-C.
-    code = watcher.wait(30)
-  assert code == 0
+    try:
+      _, err = watcher.communicate(timeout=60)  # Drains both pipes: a full one blocks it.
+    except subprocess.TimeoutExpired:
+      watcher.kill()
+      _, err = watcher.communicate()
+      pytest.fail(f'the view did not end on Ctrl-C within 60 s; its stderr: {err[-2000:]}')
+  assert watcher.returncode == 0, err[-2000:]
 
 
 def _limiter(spi, min_diff, max_diff, inserts, samples):

@@ -4,11 +4,14 @@ The cluster (`bench.netns_cluster`) is a Ray head in this network namespace and 
 nodes, each in a network namespace of its own with its own IP address and its own private disk
 at the same path. `node1` offers the `reverb_server` resource and `node2` the `reverb_learner`
 resource; actors and eval spread over node1 and node3, which offer `reverb_actor` (node2 stands
-for a GPU node, whose CPUs the actors must leave to the learner). One fleet (`python -m launcher.ray`, DQN
-on the worked example's Catch, a user's own Gymnasium environment, tiny budgets) is shared by the
-tests of this module, in file order: each breaks one
-thing, checks that Ray put it back and that the run carried on, and leaves the run whole for
-the next (node3, once lost, stays lost: the later tests run on node1 and node2, their actors on node1). Every wait is a bounded poll; each recovery time is printed.
+for a GPU node, whose CPUs the actors must leave to the learner). One fleet (`python -m
+launcher.ray`, DQN on the worked example's Catch, a user's own Gymnasium environment, tiny
+budgets) is shared by the tests of this module, in file order: each breaks one thing, checks
+that Ray put it back and that the run carried on, and leaves the run whole for the next (node3,
+once lost, stays lost: the later tests run on node1 and node2, their actors on node1). The
+network faults are node3 cut off from the server's node for `PARTITION_S` (a partition,
+`NetnsCluster.partition`), and the server frozen for longer than the clients'
+`--server_timeout_s`. Every wait is a bounded poll; each recovery time is printed.
 
 The example's package exists only on the launch machine: a copy in a temporary directory on the
 launch command's PYTHONPATH, which no node has (they started without it, and the project
@@ -62,6 +65,8 @@ BINDINGS = list(FAST_BINDINGS) + [
 ]
 START_S = 420  # Eight TensorFlow processes starting on two cores.
 RECOVER_S = 300
+SERVER_TIMEOUT_S = 75  # Each client role's --server_timeout_s: longer than PARTITION_S.
+PARTITION_S = 60
 
 
 class Fleet:
@@ -80,7 +85,7 @@ class Fleet:
             f'--name={FLEET}', f'--gin_file={CATCH_GIN}', f'--root_dir={self.root_dir}',
             f'--num_actors={NUM_ACTORS}', '--server_resource=reverb_server',
             '--learner_resource=reverb_learner', '--actor_resource=reverb_actor',
-            '--budget_s=1800',
+            '--budget_s=2400', f'--server_timeout_s={SERVER_TIMEOUT_S}',
             '--checkpoint_interval_s=5'] + [f'--gin_bindings={b}' for b in BINDINGS]
     self.launcher = processes.Process(argv, 'launcher.ray', log_path=self.log_path,
                                       new_session=False,
@@ -113,6 +118,12 @@ class Fleet:
 
   def tail(self) -> str:
     return self.output()[-4000:]
+
+  def env_steps(self, name: str, since: int = 0) -> int:
+    """The newest env-step count `name` (an actor) logged in the output after offset `since`."""
+    steps = re.findall(rf'\[{re.escape(name)}\] .*env_steps=(\d+) env_steps/s',
+                       self.output()[since:])
+    return int(steps[-1]) if steps else -1
 
 
 def _try(fn):
@@ -212,6 +223,45 @@ def test_fleet_trains_to_the_stated_step(fleet):
       fleet.launcher.alive()
 
 
+def test_partitioned_actor_node_waits_and_writes_again_after_the_heal(fleet, cluster):
+  node1, node3 = cluster.workers[0], cluster.workers[2]
+  roles = fleet.roles()
+  cut = sorted(n for n, s in roles.items() if s['node_ip'] == node3.ip)
+  actors = [n for n in cut if n.startswith('actor/')]
+  assert actors, roles  # The placement test saw actors on node3.
+  restarts = {n: s['restarts'] for n, s in roles.items()}
+  mark = len(fleet.output())
+  step_at_cut = fleet.train_step()
+  cluster.partition(node1, node3)  # node3's roles lose the server; node3 still reaches the head.
+  cut_at = time.monotonic()
+
+  def _held():
+    now = fleet.roles()
+    # Nothing stops: neither the roles on node3, whose deadline is longer than the partition,
+    # nor the rest of the fleet.
+    assert all(now[n]['up'] and now[n]['restarts'] == restarts[n] for n in restarts), now
+    return time.monotonic() - cut_at >= PARTITION_S
+  try:
+    wait_until(_held, PARTITION_S + 60, f'a {PARTITION_S} s partition', interval_s=2.0)
+  finally:
+    cluster.heal(node1, node3)
+  healed_at = time.monotonic()
+  during = fleet.output()[mark:]
+  # The learner trained on through the partition, on what node1's actors wrote.
+  assert fleet.train_step() > step_at_cut, fleet.tail()
+  for name in actors:  # Each cut actor said what it waits for.
+    assert re.search(rf'\[{re.escape(name)}\] .*replay server {node1.ip}:\d+ not answering',
+                     during), during[-4000:]
+  at_heal = {n: fleet.env_steps(n) for n in actors}
+  heal_mark = len(fleet.output())
+  wait_until(lambda: all(fleet.env_steps(n, heal_mark) > at_heal[n] for n in actors),
+             RECOVER_S, f'{actors} to collect again after the heal', detail=fleet.tail)
+  now = fleet.roles()
+  assert all(now[n]['restarts'] == restarts[n] for n in restarts), now
+  print(f'\nRECOVERY {PARTITION_S} s partition of node3 from the server node -> {actors} '
+        f'collecting again {time.monotonic() - healed_at:.1f} s after the heal')
+
+
 def test_lost_worker_node_moves_its_actors_and_inserts_recover(fleet, cluster):
   node3 = cluster.workers[2]
   roles = fleet.roles()
@@ -262,6 +312,42 @@ def test_killed_learner_resumes_from_its_checkpoint(fleet, cluster):
   wait_until(lambda: fleet.train_step() > resumed, RECOVER_S, 'the learner to train again')
   print(f'\nRECOVERY kill -9 learner -> resumed at {resumed} (newest checkpoint before the kill '
         f'{steps[-1]}) and training: {time.monotonic() - killed_at:.1f} s')
+
+
+def test_server_held_away_past_the_deadline_then_back_trains_again(fleet):
+  roles = fleet.roles()
+  server_pid = roles['replay_server']['pid']
+  restarts = {n: s['restarts'] for n, s in roles.items()}
+  step = fleet.train_step()
+  os.kill(server_pid, signal.SIGSTOP)  # Accepts connections, answers nothing.
+  stopped_at = time.monotonic()
+  try:
+    # Past --server_timeout_s the clients exit with the restartable status, and Ray restarts
+    # them: the learner included, whichever of its clocks (reconnect or watchdog) fires first.
+    wait_until(lambda: fleet.roles()['learner']['restarts'] > restarts['learner'],
+               SERVER_TIMEOUT_S + RECOVER_S, 'the learner to give up and be restarted',
+               detail=fleet.tail)
+
+    def _held():
+      assert fleet.launcher.alive(), fleet.tail()
+      return time.monotonic() - stopped_at >= SERVER_TIMEOUT_S + 30
+    wait_until(_held, SERVER_TIMEOUT_S + 60, 'the outage to outlast the deadline', interval_s=2.0)
+  finally:
+    os.kill(server_pid, signal.SIGCONT)
+  back_at = time.monotonic()
+  wait_until(lambda: fleet.train_step() > step, START_S, 'the learner to train past its step '
+             'before the outage', detail=fleet.tail)
+  inserted = fleet.inserted()
+  wait_until(lambda: fleet.inserted() > inserted + 200, RECOVER_S,
+             'the server\'s insert count to grow again', detail=fleet.tail)
+  now = wait_until(lambda: (r := fleet.roles()) and all(r[n]['up'] for n in restarts) and r,
+                   RECOVER_S, 'every role up again', detail=fleet.tail)
+  assert now['replay_server']['pid'] == server_pid  # Frozen, never restarted.
+  assert not [n for n, s in now.items() if s.get('fatal')], now  # Nothing ended as bad input.
+  assert fleet.launcher.alive()
+  print(f'\nRECOVERY replay server frozen {back_at - stopped_at:.0f} s (deadline '
+        f'{SERVER_TIMEOUT_S} s) -> training again {time.monotonic() - back_at:.1f} s later; '
+        'restarts: ' + ', '.join(f'{n} +{now[n]["restarts"] - restarts[n]}' for n in restarts))
 
 
 def test_scale_adds_and_removes_actors_while_it_runs(fleet, cluster):

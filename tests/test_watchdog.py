@@ -6,6 +6,7 @@ import time
 
 import reverb
 
+from common import constants
 from common import watchdog as watchdog_lib
 from tests.conftest import wait_until
 
@@ -39,6 +40,40 @@ def test_names_the_table_state_when_the_server_answers(cartpole_server, caplog):
   line = next(r.getMessage() for r in caplog.records
               if 'waiting on the replay table' in r.getMessage())
   assert 'table replay_table: size=0/100000' in line
+
+
+def test_one_stall_is_one_line_until_what_it_waits_for_changes(port, caplog, monkeypatch):
+  # No server: one "not answering" line, however often the watchdog probes. The server comes
+  # up: one "answers again" line. It stays up and the loop stays blocked: nothing more until
+  # repeat_s.
+  exits, probes = [], []
+  probe = watchdog_lib.describe_server
+  monkeypatch.setattr(watchdog_lib, 'describe_server',
+                      lambda address: probes.append(1) or probe(address))
+
+  def _probed(times):
+    seen = len(probes)
+    wait_until(lambda: len(probes) >= seen + times, 30, f'{times} more probes')
+  with caplog.at_level(logging.WARNING):
+    dog = watchdog_lib.Watchdog('tester', f'localhost:{port}', quiet_s=0.5, deadline_s=600,
+                                repeat_s=600, exit_fn=exits.append)
+    try:
+      wait_until(lambda: 'not answering' in caplog.text, 30, 'the first stall line')
+      _probed(3)
+      server = reverb.Server([reverb.Table.queue(constants.REPLAY_TABLE, 10)], port=port)
+      try:
+        wait_until(lambda: 'answers again' in caplog.text, 30, 'the server to be seen again')
+        _probed(3)
+      finally:
+        server.stop()
+    finally:
+      dog.stop()
+  assert not exits
+  lines = [r.getMessage() for r in caplog.records]
+  assert len(lines) == 2, lines
+  assert 'not answering for' in lines[0] and '(deadline 600 s)' in lines[0]
+  assert f'replay server localhost:{port} answers again after' in lines[1]
+  assert f'table {constants.REPLAY_TABLE}: size=0/10' in lines[1]
 
 
 def test_beats_keep_it_quiet(cartpole_server, caplog):

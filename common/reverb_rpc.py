@@ -6,6 +6,12 @@ it encodes the two requests by hand and decodes only the response fields it need
 numbers from Reverb 0.14's `reverb_service.proto` and `schema.proto`; unknown fields are
 skipped, as protobuf itself does).
 
+`server_info(own_connection=True)` opens a connection of its own (a local subchannel pool):
+Reverb's clients in one process share gRPC's connection to an address, and after a network
+partition heals that shared connection stays dead until TCP retransmits on it (up to 2 minutes
+later), so a new `reverb.Client` cannot tell whether the server answers now. Such a call can
+(`connection.answers`).
+
 What can be read this way:
 - every table's size, limits and rate-limiter counters (`server_info`);
 - sampled items' priority, times sampled and insertion time, and string tensors, which Reverb
@@ -170,8 +176,11 @@ def _tensor_strings(data: bytes) -> List[str]:
 
 # --- calls ----------------------------------------------------------------------------------
 
-def _channel(address: str) -> grpc.Channel:
-  return grpc.insecure_channel(address, options=[('grpc.max_receive_message_length', -1)])
+def _channel(address: str, own_connection: bool = False) -> grpc.Channel:
+  options = [('grpc.max_receive_message_length', -1)]
+  if own_connection:
+    options.append(('grpc.use_local_subchannel_pool', 1))
+  return grpc.insecure_channel(address, options=options)
 
 
 def _rpc_error(address: str, e: grpc.RpcError) -> RpcError:
@@ -183,13 +192,16 @@ def _rpc_error(address: str, e: grpc.RpcError) -> RpcError:
   return RpcError(f'the replay server at {address} answered {code}: {details}')
 
 
-def server_info(address: str, timeout_s: float = 2.0) -> Dict[str, TableInfo]:
+def server_info(address: str, timeout_s: float = 2.0,
+                own_connection: bool = False) -> Dict[str, TableInfo]:
   """Every table of the server at `address`, by name.
+
+  With `own_connection`, on a new connection that no other channel of this process shares.
 
   Raises:
     RpcError: no answer within `timeout_s`, or an error answer.
   """
-  with _channel(address) as channel:
+  with _channel(address, own_connection) as channel:
     call = channel.unary_unary(_METHOD + 'ServerInfo', request_serializer=lambda x: x,
                                response_deserializer=lambda x: x)
     try:
