@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -123,10 +124,13 @@ def test_rates_come_from_the_two_reads(cartpole_server, root_dir):
 
 
 def test_watch_redraws_until_interrupted(cartpole_server):
+  # Ctrl-C as a terminal delivers it, whatever this process inherited: a shell that starts
+  # pytest in the background sets SIGINT to ignored, and children keep that.
   watcher = subprocess.Popen(
       [sys.executable, '-m', 'launcher.fleet_status', cartpole_server, '--watch',
        '--interval_s=0.2'], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-      env=processes.child_env())
+      env=processes.child_env(),
+      preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
   lines = []
 
   def _two_views():
