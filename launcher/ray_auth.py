@@ -7,9 +7,10 @@ runs an open cluster unless `RAY_AUTH_MODE=token` is set on every node, or a tok
 exists in the node's `~/.ray/auth_token`. So the launcher does not take the cluster's word for
 it: before it sends anything, it calls the cluster's GCS once without a token
 (`gcs_requires_token`), and refuses a cluster that answers. A cluster that demands a token gets
-this command's, which must then be set (`client_token_problem`).
+this command's, which must then be set (`client_token`).
 
-What a user does, on every node and wherever the launch command runs (README, "Ray"):
+What a user does, on every node and wherever the launch command runs (docs/ray.md,
+"Authentication"):
 
   ray get-auth-token --generate > /dev/null      # once; writes ~/.ray/auth_token
   export RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH=~/.ray/auth_token   # the same file everywhere
@@ -24,7 +25,8 @@ from common.errors import UserError
 
 TOKEN_STEPS = ('make a token with `ray get-auth-token --generate`, copy ~/.ray/auth_token to '
                'every node and to this machine, and start every node and this command with '
-               'RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH=<that file> (README, "Ray")')
+               'RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH=<that file> (docs/ray.md, '
+               '"Authentication")')
 
 # A GCS call that needs no arguments (an empty request) and changes nothing.
 _GCS_PROBE = '/ray.rpc.NodeInfoGcsService/GetClusterId'
