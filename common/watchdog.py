@@ -125,9 +125,10 @@ class Watchdog:
       if stalled < self._quiet_s:  # A beat came while the probe ran.
         continue
       due = self._logged_at is None or now - self._logged_at >= self._repeat_s
+      since = self._unreachable_since or now  # Read once: `beat()` may reset it meanwhile.
       if state is None:
-        self._unreachable_since = self._unreachable_since or now
-        unreachable = now - self._unreachable_since
+        self._unreachable_since = since
+        unreachable = now - since
         # A server busy for a probe or two (a replay checkpoint) is not news: only an outage
         # of quiet_s, or the stall's first line, says "not answering".
         if due or (not self._told_unreachable and unreachable >= self._quiet_s):
@@ -147,7 +148,7 @@ class Watchdog:
           logging.warning('%s: replay server %s answers again after %.0f s; still no progress '
                           'for %.0f s (a connection that lived through a network fault resumes '
                           'when TCP retransmits on it, within 2 minutes); %s', self._role,
-                          self._address, now - self._unreachable_since, stalled, state)
+                          self._address, now - since, stalled, state)
           self._told_unreachable = False
           self._logged_at = now
         elif due:
