@@ -36,6 +36,7 @@ from common import environments
 from common import ownership
 from common import storage
 from common import watchdog as watchdog_lib
+from common import weights_key
 from common.config import ActorConfig
 
 CONNECTION_ERRORS = connection.CONNECTION_ERRORS
@@ -150,11 +151,12 @@ class _Stats:
     self.published_step = None  # Weights step of the last status record.
     self.waiting_logged = False
 
-  def record(self, task: int, weights_step: int) -> dict:
+  def record(self, task: int, policy_client: PolicyClient) -> dict:
     """This actor's status record for the status table (`replay.publish_status`)."""
-    self.published_step = weights_step
+    self.published_step = policy_client.train_step
     return {'role': 'actor', 'task': task, 'env_steps': self.env_steps,
-            'env_steps_per_s': round(self.rate, 1), 'weights_step': weights_step}
+            'env_steps_per_s': round(self.rate, 1), 'weights_step': self.published_step,
+            'weights_refused': policy_client.refused}
 
 
 @dataclasses.dataclass
@@ -177,7 +179,8 @@ class _Collecting:
 
 def run_actor(root_dir: str, server_address: str, task: int, configs: config_lib.Configs,
               max_env_steps: int = 0, server_timeout_s: float = 300.0,
-              stop_event: Optional[threading.Event] = None, num_actors: int = 0) -> int:
+              stop_event: Optional[threading.Event] = None, num_actors: int = 0,
+              weights_key_file: Optional[str] = None) -> int:
   """Collects until `max_env_steps` (0: for ever) or until `stop_event` is set.
 
   Args:
@@ -188,6 +191,9 @@ def run_actor(root_dir: str, server_address: str, task: int, configs: config_lib
     max_env_steps: Env steps (summed over the batch) after which to stop; 0 for no limit.
     server_timeout_s: Deadline for reaching the server, at start and after it goes away.
     stop_event: Set to stop (SIGTERM/SIGINT in main).
+    weights_key_file: The run's weights key (`common.weights_key`); default
+      root_dir/weights.key, which the learner makes. $REVERB_FLEET_WEIGHTS_KEY, when set, is
+      the key instead.
     num_actors: Actors in the fleet (0: unknown); per-actor exploration schedules use it.
 
   How items are written and when weights are checked is the family's (`agents.families`):
@@ -203,7 +209,7 @@ def run_actor(root_dir: str, server_address: str, task: int, configs: config_lib
   """
   stop_event = stop_event or threading.Event()
   actor = _assemble(root_dir, server_address, task, configs, max_env_steps, server_timeout_s,
-                    stop_event, num_actors)
+                    stop_event, num_actors, weights_key_file)
   watchdog = watchdog_lib.Watchdog(actor.role, server_address, deadline_s=server_timeout_s,
                                    stop_event=stop_event)
   try:
@@ -216,7 +222,7 @@ def run_actor(root_dir: str, server_address: str, task: int, configs: config_lib
 
 def _assemble(root_dir: str, server_address: str, task: int, configs: config_lib.Configs,
               max_env_steps: int, server_timeout_s: float, stop_event: threading.Event,
-              num_actors: int) -> _Collecting:
+              num_actors: int, weights_key_file: Optional[str]) -> _Collecting:
   """Seeds, connects (checking the server's tables), and builds the actor's parts."""
   config = configs.actor
   role = f'actor {task}'
@@ -225,6 +231,8 @@ def _assemble(root_dir: str, server_address: str, task: int, configs: config_lib
   np.random.seed(seed)
   builders.configure_tensorflow(threads=1)
   policy_client = PolicyClient(server_address, configs.replay, role, server_timeout_s,
+                               weights_key.KeySource(
+                                   weights_key_file or weights_key.default_path(root_dir), role),
                                stop_event,
                                actor=agents.ActorSlot(task, num_actors, config.num_envs))
   policy_client.connect()
@@ -286,7 +294,7 @@ def _collect(actor: _Collecting, max_env_steps: int, stop_event: threading.Event
     if time.monotonic() - last_log >= config.log_interval_s:
       _log(actor)
       status_lib.publish_status(actor.policy_client.session.client,
-                                stats.record(actor.task, actor.policy_client.train_step))
+                                stats.record(actor.task, actor.policy_client))
       last_log = time.monotonic()
 
 
@@ -377,7 +385,7 @@ def _pull(actor: _Collecting) -> None:
   # When new weights arrive, so that the status view's policy lag is the lag of the weights in
   # use (a pull of the same weights, every few ms on CartPole, needs none).
   if step != stats.published_step:
-    status_lib.publish_status(policy_client.session.client, stats.record(actor.task, step))
+    status_lib.publish_status(policy_client.session.client, stats.record(actor.task, policy_client))
 
 
 def _log(actor: _Collecting) -> None:

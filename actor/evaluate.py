@@ -30,6 +30,7 @@ from common import eval_log
 from common import ownership
 from common import replay
 from common import storage
+from common import weights_key
 from common import watchdog as watchdog_lib
 from common.connection import CONNECTION_ERRORS
 
@@ -114,20 +115,23 @@ read_csv = eval_log.read_csv  # The eval CSV's reader, beside its writer.
 
 def run_eval(root_dir: str, server_address: str, configs: config_lib.Configs,
              max_evals: int = 0, server_timeout_s: float = 300.0,
-             stop_event: Optional[threading.Event] = None, poll_interval_s: float = 1.0) -> int:
+             stop_event: Optional[threading.Event] = None, poll_interval_s: float = 1.0,
+             weights_key_file: Optional[str] = None) -> int:
   """Evaluates until `max_evals` evaluations are done (0: for ever) or `stop_event` is set.
 
   An evaluation runs `EvalConfig.num_episodes` greedy episodes on the newest weights once they
   are `EvalConfig.interval` train steps past the last evaluated ones. Results that cannot be
   written (disk full, read-only) are kept in memory and retried with backoff
-  (`storage.RetryingSave`); on stop, a last failure raises `storage.StorageError`.
+  (`storage.RetryingSave`); on stop, a last failure raises `storage.StorageError`. Weights are
+  loaded only when signed with the run's key: `weights_key_file` (default root_dir/weights.key,
+  which the learner makes) or $REVERB_FLEET_WEIGHTS_KEY.
 
   Returns:
     The number of evaluations run.
   """
   stop_event = stop_event or threading.Event()
   evaluation = _assemble(root_dir, server_address, configs, max_evals, server_timeout_s,
-                         stop_event)
+                         stop_event, weights_key_file)
   watchdog = watchdog_lib.Watchdog('eval', server_address, quiet_s=60.0,
                                    deadline_s=server_timeout_s, stop_event=stop_event)
   evals = 0
@@ -195,11 +199,14 @@ class _Evaluation:
 
 
 def _assemble(root_dir: str, server_address: str, configs: config_lib.Configs, max_evals: int,
-              server_timeout_s: float, stop_event: threading.Event) -> _Evaluation:
+              server_timeout_s: float, stop_event: threading.Event,
+              weights_key_file: Optional[str]) -> _Evaluation:
   """Connects (checking the server's tables), builds the greedy policy, opens the results."""
   config = configs.eval
   builders.configure_tensorflow(threads=1)
   policy_client = PolicyClient(server_address, configs.replay, 'eval', server_timeout_s,
+                               weights_key.KeySource(
+                                   weights_key_file or weights_key.default_path(root_dir), 'eval'),
                                stop_event)
   policy_client.connect()
   env = vector_env.VectorEnv([environments.make_environment(seed=config.seed, training=False)])

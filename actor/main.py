@@ -49,12 +49,12 @@ def main(_):
     if FLAGS.mode == 'eval':
       evaluate.run_eval(FLAGS.root_dir, FLAGS.replay_server_address, configs,
                         max_evals=FLAGS.max_evals, server_timeout_s=FLAGS.server_timeout_s,
-                        stop_event=stop)
+                        stop_event=stop, weights_key_file=FLAGS.weights_key_file)
     else:
       collect.run_actor(FLAGS.root_dir, FLAGS.replay_server_address, FLAGS.task, configs,
                         max_env_steps=FLAGS.max_env_steps,
                         server_timeout_s=FLAGS.server_timeout_s, stop_event=stop,
-                        num_actors=FLAGS.num_actors)
+                        num_actors=FLAGS.num_actors, weights_key_file=FLAGS.weights_key_file)
     # Everything is written and flushed; the interpreter's teardown of TensorFlow and Reverb
     # would only add a second to every stop.
     main_utils.exit_now(0)

@@ -11,6 +11,7 @@ from common import builders
 from common import constants
 from common import session as session_lib
 from common import variables as variables_lib
+from common import weights_key
 from common.config import ReplayConfig
 
 
@@ -25,7 +26,8 @@ class PolicyClient:
   """
 
   def __init__(self, server_address: str, replay_config: ReplayConfig, role: str,
-               server_timeout_s: float, stop_event: Optional[threading.Event] = None,
+               server_timeout_s: float, keys: weights_key.KeySource,
+               stop_event: Optional[threading.Event] = None,
                actor: Optional[agents.ActorSlot] = None):
     """
     Args:
@@ -33,6 +35,7 @@ class PolicyClient:
       replay_config: The replay table's configuration.
       role: For log lines ('actor 3', 'eval').
       server_timeout_s: Deadline of each (re)connect.
+      keys: The run's weights key; no weights are loaded while it has none.
       stop_event: Ends waits early when set.
       actor: The collect actor this client serves (its exploration), or None for eval.
     """
@@ -45,8 +48,10 @@ class PolicyClient:
     self._max_priority = built.max_priority
     self.session = session_lib.ServerSession(server_address, role, self.specs, server_timeout_s,
                                              lambda: not stop_event.is_set())
+    self._keys = keys
     self._client = None
     self._older_logged = None
+    self.refused = 0  # Variable-table items read whose signature did not verify.
     self._loaded_inserts = None  # The variable table's insert count at the last load.
 
   @property
@@ -66,7 +71,7 @@ class PolicyClient:
       SignatureMismatchError: the server was built for another environment or agent.
     """
     self.session.connect()
-    self._client = variables_lib.VariableClient(self.session, self._variables)
+    self._client = None  # Made at the first pull with a key (`_variable_client`).
 
   def reconnect(self, error: BaseException) -> None:
     """After a CONNECTION_ERRORS `error`: logs it, waits for the server and checks it again."""
@@ -82,8 +87,14 @@ class PolicyClient:
     was pushed since they were loaded, and they are not read again (an actor that checks after
     every item of 20 steps would otherwise read the whole network each time). Weights older
     than those in use (a server restored from an old checkpoint) are not loaded either: weights
-    never go backwards.
+    never go backwards. Nothing is loaded before the run's key is there, nor from an item whose
+    signature does not verify under it (counted in `refused`; the first is logged).
     """
+    if self._client is None:
+      signer = self._keys.signer()
+      if signer is None:
+        return None
+      self._client = variables_lib.VariableClient(self.session, self._variables, signer)
     info = self.session.probe()
     if info is None or not info[constants.VARIABLE_TABLE].current_size:
       return None
@@ -93,6 +104,16 @@ class PolicyClient:
     current = self.train_step
     step = self._client.pull(not_older_than=current if current >= 0 else None)
     self._loaded_inserts = inserts
+    if self._client.refused:
+      self.refused += 1
+      if self.refused == 1:
+        logging.warning('%s: the variable table holds an item that is not signed with this '
+                        'run\'s weights key (a peer on the network, or a learner of another '
+                        'run); it was not loaded, nor will any be that fail to verify (counted '
+                        'as weights_refused in the status records). If this learner\'s own '
+                        'weights are refused, give every role the same key: --weights_key_file '
+                        'or $%s', self._role, weights_key.ENV_VAR)
+      return None
     if step is None and self._client.older_step is not None:
       if self._client.older_step != self._older_logged:
         logging.warning('%s: the variable table holds the weights of train step %d, older than '

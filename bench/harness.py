@@ -165,8 +165,18 @@ def free_port() -> int:
   return portpicker.pick_unused_port()
 
 
+def bench_signer():
+  """The signer of this bench's weights; the key goes to every role the bench starts after
+  this call, as $REVERB_FLEET_WEIGHTS_KEY (made here if the environment has none)."""
+  from common import weights_key  # pylint: disable=g-import-not-at-top
+  if weights_key.from_environment() is None:
+    os.environ[weights_key.ENV_VAR] = weights_key.new_key().hex()
+  return weights_key.Signer(weights_key.from_environment())
+
+
 class ReplayServer:
-  """An in-process Reverb server with the task's replay and variable tables."""
+  """An in-process Reverb server with the task's replay and variable tables; the bench's
+  weights key is in the environment from its construction on (`bench_signer`)."""
 
   def __init__(self):
     import reverb  # pylint: disable=g-import-not-at-top
@@ -183,6 +193,7 @@ class ReplayServer:
         port=self.port)
     self.address = f'localhost:{self.port}'
     self.client = reverb.Client(self.address)
+    self.signer = bench_signer()
 
   def inserted(self) -> int:
     from common import constants  # pylint: disable=g-import-not-at-top
@@ -197,7 +208,8 @@ class ReplayServer:
     """Writes the (freshly initialized) policy weights, as the learner's first push does."""
     from common import session as session_lib  # pylint: disable=g-import-not-at-top
     from common import variables  # pylint: disable=g-import-not-at-top
-    variables.VariableClient(session_lib.unchecked(self.address), self.built.variables).push()
+    variables.VariableClient(session_lib.unchecked(self.address), self.built.variables,
+                             self.signer).push()
 
   def stop(self) -> None:
     self.server.stop()

@@ -75,7 +75,8 @@ def _our_learner(server, learner_config, root_dir: str, use_xla: bool):
       learner_dir=root_dir, train_step=train_step, built=built, strategy=strategy,
       learner_config=config, replay_config=server.replay_config,
       session=session_lib.unchecked(server.address)))
-  client = variables.VariableClient(session_lib.unchecked(server.address), built.variables)
+  client = variables.VariableClient(session_lib.unchecked(server.address), built.variables,
+                                    server.signer)
   learner.triggers.append(assembly.PushTrigger(
       client, family.push_interval(config), 0, before_push=learner.before_push))
   iterator = make_iterator()

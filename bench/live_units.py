@@ -8,9 +8,9 @@ to zero and stays there is dead: it gets no gradient back, and the network's out
 depends on its input.
 
   python -m bench.live_units --server=localhost:PORT --gin_file=gin/ppo_pong.gin \
-      [--gin_bindings=...] [--duration_s=300] [--interval_s=20]
+      --weights_key_file=RUN/weights.key [--gin_bindings=...] [--duration_s=300] [--interval_s=20]
 
-The gin file and bindings must be the fleet's. Lines: `train_step=N <network> live=a/b/c/d`.
+The gin file and bindings must be the fleet's, and the key its run's. Lines: `train_step=N <network> live=a/b/c/d`.
 """
 
 import argparse
@@ -27,6 +27,7 @@ from common import gin_config
 from common import environments
 from common import session as session_lib
 from common import variables as variables_lib
+from common import weights_key
 
 
 def observations(count: int, seed: int) -> np.ndarray:
@@ -60,6 +61,7 @@ def main(argv=None):
   parser.add_argument('--server', required=True, help='host:port of the fleet\'s replay server')
   parser.add_argument('--gin_file', required=True)
   parser.add_argument('--gin_bindings', action='append', default=[])
+  parser.add_argument('--weights_key_file', required=True, help='the run\'s weights.key')
   parser.add_argument('--duration_s', type=float, default=300.0)
   parser.add_argument('--interval_s', type=float, default=20.0)
   parser.add_argument('--num_observations', type=int, default=32)
@@ -68,7 +70,9 @@ def main(argv=None):
   gin_config.load_gin([args.gin_file], args.gin_bindings)
   built = builders.build(config.ReplayConfig())
   batch = tf.constant(observations(args.num_observations, args.seed))
-  client = variables_lib.VariableClient(session_lib.unchecked(args.server), built.variables)
+  client = variables_lib.VariableClient(
+      session_lib.unchecked(args.server), built.variables,
+      weights_key.Signer(weights_key.read(args.weights_key_file)))
   # pylint: disable=protected-access
   networks = {'policy': built.agent._actor_net, 'value': built.agent._value_net}
   deadline = time.monotonic() + args.duration_s

@@ -41,6 +41,7 @@ def main(argv=None):
 
   harness.load_task(args.task, args.bindings)
   import reverb  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tf_agents.experimental.distributed import reverb_variable_container  # pylint: disable=g-import-not-at-top
   from tf_agents.metrics import py_metrics  # pylint: disable=g-import-not-at-top
   from tf_agents.policies import py_tf_eager_policy  # pylint: disable=g-import-not-at-top
@@ -56,8 +57,11 @@ def main(argv=None):
   collect_env = environments.make_environment(seed=args.seed)
   train_step = train_utils.create_train_step()
   agent, _ = builders.make_agent_and_specs(ReplayConfig(), train_step)
+  # The stock container loads whatever the table holds: it has a column for the signature and
+  # does not check it.
   variables = {constants.POLICY_KEY: agent.collect_policy.variables(),
-               constants.TRAIN_STEP_KEY: train_step}
+               constants.TRAIN_STEP_KEY: train_step,
+               constants.SIGNATURE_KEY: tf.Variable(tf.zeros([4], tf.int64))}
   container = reverb_variable_container.ReverbVariableContainer(
       args.address, table_names=[constants.VARIABLE_TABLE])
   rb_observer = reverb_utils.ReverbAddTrajectoryObserver(

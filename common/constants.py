@@ -19,6 +19,8 @@ STATUS_TABLE_SIZE = 256
 POLICY_KEY = 'policy_variables'
 TRAIN_STEP_KEY = 'train_step'
 MAX_PRIORITY_KEY = 'max_priority'  # Prioritized replay only: the priority of new items.
+# HMAC-SHA256 of the item's other values under the run's key (`common.weights_key`), uint8[32].
+SIGNATURE_KEY = 'signature'
 
 # Network defaults.
 DEFAULT_PORT = 8008

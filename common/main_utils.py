@@ -29,6 +29,11 @@ def define_common_flags(server_address: bool = True) -> None:
     flags.DEFINE_float('server_timeout_s', 300.0,
                        'Seconds to wait for the replay server, at start and after it goes '
                        'away, before exiting with an error (0: wait for ever).', lower_bound=0.0)
+    flags.DEFINE_string('weights_key_file', None,
+                        'The run\'s weights key (default: <root_dir>/weights.key), which signs '
+                        'the learner\'s weight pushes; the learner makes it when missing, '
+                        'actors and eval on another disk need a copy. '
+                        '$REVERB_FLEET_WEIGHTS_KEY, when set, is the key instead.')
 
 
 def parse_flags(argv):
@@ -45,8 +50,8 @@ def preflight(port: int = 0) -> None:
   """The checks that need no TensorFlow, run before the heavy imports; writes nothing.
 
   Resolves --gin_file (`gin_config.resolve_gin_files`), checks the gin files' syntax, that
-  --root_dir can be written, that `port` is free (the replay server) and the form of
-  --replay_server_address (the others).
+  --root_dir can be written, that `port` is free (the replay server), and the form of
+  --replay_server_address and the weights key, where there is one (the others).
 
   Raises:
     UserError: naming the problem and the fix.
@@ -64,6 +69,9 @@ def preflight(port: int = 0) -> None:
     checks.check_port_free(port)
   if 'replay_server_address' in values:
     checks.check_address(values.replay_server_address)
+  if 'weights_key_file' in values:
+    from common import weights_key
+    weights_key.check(values.weights_key_file or weights_key.default_path(values.root_dir))
 
 
 def load_and_check_config(gate: bool = True):

@@ -1,8 +1,10 @@
 """Moving policy weights through the variable table, with deadlines.
 
 Items have the layout of TF-Agents' `ReverbVariableContainer` (one single-step item of the
-flattened nest in a `max_size=1` table with that signature), so either side may be the stock
-container. Two of its calls are replaced, each for a failure it has:
+flattened nest in a `max_size=1` table with that signature), with one more column: the push's
+HMAC under the run's key (`common.weights_key`), which `pull` verifies before it loads anything.
+A stock container reads the items if its nest has the `signature` entry, and loads them
+unverified. Two of the container's calls are replaced, each for a failure it has:
 - its `pull` samples with no deadline, so a pull against an empty table (a restarted server
   before the learner's next push) would block forever; `pull` here reads the item through a
   Reverb dataset with a rate-limiter timeout and returns None when no weights are there yet;
@@ -21,19 +23,20 @@ import reverb
 import tensorflow as tf
 
 from common import constants
-from common.errors import UserError
+from common import weights_key
 
 
 class VariableClient:
   """Pushes and pulls one nest of variables ({POLICY_KEY: ..., TRAIN_STEP_KEY: ...})."""
 
-  def __init__(self, session, variables, pull_timeout_s: float = 2.0,
-               push_timeout_s: float = 30.0):
+  def __init__(self, session, variables, signer: weights_key.Signer,
+               pull_timeout_s: float = 2.0, push_timeout_s: float = 30.0):
     """
     Args:
       session: The process's `session.ServerSession` (connected); pushes go through its
         client.
       variables: The nest, as returned by `agents.policy_variables`.
+      signer: Signs pushes and verifies pulls with the run's key.
       pull_timeout_s: How long a pull waits for an item before returning None.
       push_timeout_s: How long a push waits for the server to confirm the item before it
         raises `tf.errors.DeadlineExceededError`.
@@ -41,10 +44,16 @@ class VariableClient:
     self._session = session
     self._address = session.address
     self._variables = variables
+    self._signer = signer
     self._flat_variables = tf.nest.flatten(variables)
+    self._signature_index = next(i for i, v in enumerate(self._flat_variables)
+                                 if v is variables[constants.SIGNATURE_KEY])
+    self._step_index = next(i for i, v in enumerate(self._flat_variables)
+                            if v is variables[constants.TRAIN_STEP_KEY])
     self._timeout_ms = int(pull_timeout_s * 1000)
     self._push_timeout_ms = int(push_timeout_s * 1000)
     self.older_step = None  # The train step of the last older weights that were not loaded.
+    self.refused = False  # Whether the last pull read an item whose signature did not verify.
     self._dataset = reverb.TimestepDataset(
         server_address=session.address,
         table=constants.VARIABLE_TABLE,
@@ -64,7 +73,9 @@ class VariableClient:
     writer = self._session.client.trajectory_writer(num_keep_alive_refs=1,
                                                     validate_items=False)
     try:
-      writer.append([v.numpy() for v in self._flat_variables])
+      values = [v.numpy() for v in self._flat_variables]
+      values[self._signature_index] = self._signer.digest(self._signed(values))
+      writer.append(values)
       # The priority is the train step, so that `reverb-fleet status` reads it without
       # decoding the weights (the table samples uniformly: the priority changes nothing else).
       step = float(self._variables[constants.TRAIN_STEP_KEY].numpy())
@@ -80,8 +91,11 @@ class VariableClient:
     finally:
       writer.close()  # Does not wait: an unconfirmed item is dropped with the stream.
 
+  def _signed(self, values):
+    return [value for i, value in enumerate(values) if i != self._signature_index]
+
   def pull(self, not_older_than: Optional[int] = None) -> Optional[int]:
-    """Loads the newest pushed values into the variables.
+    """Loads the newest pushed values into the variables, if their signature verifies.
 
     Args:
       not_older_than: Weights of an earlier train step are not loaded (a replay server
@@ -90,40 +104,50 @@ class VariableClient:
 
     Returns:
       The learner's train step of the loaded weights, or None if the table stayed empty for
-      `pull_timeout_s`, or held older weights (nothing was changed then).
+      `pull_timeout_s`, held older weights, or held an item that is not signed with the run's
+      key (`refused` is True then; nothing was changed).
     """
-    step_index = next(i for i, v in enumerate(self._flat_variables)
-                      if v is self._variables[constants.TRAIN_STEP_KEY])
+    self.refused = False
     for sample in self._dataset:
-      step = int(sample.data[step_index].numpy())
+      values = [tensor.numpy() for tensor in sample.data]
+      if not self._signer.verify(self._signed(values), values[self._signature_index]):
+        self.refused = True
+        return None
+      step = int(values[self._step_index])
       if not_older_than is not None and step < not_older_than:
         self.older_step = step
         return None
-      for variable, value in zip(self._flat_variables, sample.data):
+      for variable, value in zip(self._flat_variables, values):
         variable.assign(value)
       self.older_step = None
       return step
     return None
 
 
-class SecondLearnerError(UserError):
-  """Another learner pushes weights to the same replay server."""
-
-
 class PushWatch:
-  """Tells this learner's weight pushes from another's, by the variable table's insert count.
+  """Counts the variable table's inserts that are not this learner's pushes, and logs them.
 
-  Two learners on one server would overwrite each other's weights in every actor. A learner
-  watches the table from its connection to its first push, at least `window_s` (`check_start`:
-  a learner that is already running pushes every few seconds), then, before each of its own
-  pushes, that the count is what its last push left (`before_push`, `after_push`). A restarted
-  server restores a lower count, which becomes the new baseline.
+  Anyone who reaches the server can insert into the variable table: a peer on the network, or
+  a second learner pointed at this run's server. Neither can stop this learner: actors load
+  only items signed with the run's key, a replayed old item is older than their weights, and
+  this learner's next push replaces whatever was inserted. So foreign inserts are a fault to
+  report, not an input to refuse (refusing would hand anyone who reaches the port a way to end
+  the run). The learner watches the table from its connection to its first push, at least
+  `window_s` (`check_start`: a learner that is already running pushes every few seconds), then
+  before each of its own pushes checks that the count is what its last push left
+  (`before_push`, `after_push`). A restarted server restores a lower count, which becomes the
+  new baseline. The first foreign insert is logged at once, later ones at most every
+  `log_every_s` with the running total (`foreign`).
   """
 
-  def __init__(self, session, window_s: float = 10.0, clock=time.monotonic, sleep=time.sleep):
+  def __init__(self, session, window_s: float = 10.0, clock=time.monotonic, sleep=time.sleep,
+               log_every_s: float = 60.0):
     """`session`: the learner's `session.ServerSession`; the table is read through its probes."""
     self._session, self._address, self._window_s = session, session.address, window_s
     self._clock, self._sleep = clock, sleep
+    self._log_every_s = log_every_s
+    self._logged_at = None
+    self.foreign = 0  # Inserts into the variable table that were not this learner's pushes.
     self._started = clock()
     self._baseline = self._count()
 
@@ -133,14 +157,21 @@ class PushWatch:
       return None
     return int(info[constants.VARIABLE_TABLE].rate_limiter_info.insert_stats.completed)
 
-  def _refuse(self, pushes: int, since: str) -> None:
-    raise SecondLearnerError(
-        f'another learner pushes weights to the replay server at {self._address} ({pushes} '
-        f'push(es) {since} that are not this learner\'s): stop it, or give each run its own '
-        'replay server (--port) and --root_dir')
+  def _foreign(self, inserts: int, since: str) -> None:
+    self.foreign += inserts
+    now = self._clock()
+    if self._logged_at is not None and now - self._logged_at < self._log_every_s:
+      return
+    self._logged_at = now
+    logging.warning(
+        'learner: the variable table at %s took %d insert(s) %s that are not this learner\'s '
+        '(%d in all): a second learner on this server, or a peer on the network. Actors load '
+        'only weights signed with this run\'s key, and the next push replaces it; if another '
+        'learner runs against this server, stop it, or give each run its own replay server '
+        '(--port) and --root_dir', self._address, inserts, since, self.foreign)
 
   def check_start(self) -> None:
-    """Waits out the rest of `window_s` since construction; raises if anything was pushed.
+    """Waits out the rest of `window_s` since construction; logs what was inserted meanwhile.
 
     A variable table that nothing was ever inserted into (a new server, or one restored from
     a checkpoint without pushes) has no running learner behind it, and is not waited on: of two
@@ -156,15 +187,14 @@ class PushWatch:
       self._sleep(remaining)
     count = self._count()
     if None not in (count, self._baseline) and count > self._baseline:
-      self._refuse(count - self._baseline, f'in the {self._window_s:g} s before its first')
+      self._foreign(count - self._baseline, f'in the {self._window_s:g} s before its first push')
     if count is not None:
       self._baseline = count
 
   def before_push(self) -> None:
-    """Raises if pushes other than this learner's arrived since `after_push`.
+    """Logs inserts other than this learner's pushes since `after_push`.
 
     Raises:
-      SecondLearnerError: Another learner pushed.
       tf.errors.UnavailableError: The server does not answer (a push would only wait out its
         deadline).
     """
@@ -176,7 +206,7 @@ class PushWatch:
       self._baseline = count
       return
     if count > self._baseline:
-      self._refuse(count - self._baseline, 'since its previous push')
+      self._foreign(count - self._baseline, 'since its previous push')
     self._baseline = count  # Lower after a server restart from an older checkpoint.
 
   def after_push(self) -> None:

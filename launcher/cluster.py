@@ -56,6 +56,7 @@ import ray
 from common import constants
 from common import errors
 from common import files
+from common import weights_key
 from launcher import processes
 from launcher import ray_auth
 from launcher import status as status_lib
@@ -91,6 +92,8 @@ class FleetSpec:
     learner_gpus: GPUs the learner asks for (MirroredStrategy over them).
     actor_cpus: Logical CPUs each actor and eval ask for.
     checkpoint_interval_s: The replay server's checkpoint interval.
+    weights_key: The run's weights key, hex (`common.weights_key`); the learner, the actors
+      and eval get it as $REVERB_FLEET_WEIGHTS_KEY. Not in the spec's repr, nor in snapshots.
   """
   name: str
   gin_files: Tuple[Tuple[str, str], ...]
@@ -108,6 +111,7 @@ class FleetSpec:
   learner_gpus: float = 0.0
   actor_cpus: float = 1.0
   checkpoint_interval_s: float = 60.0
+  weights_key: str = dataclasses.field(default='', repr=False)
 
 
 _IMPORT_LINE = re.compile(r'^\s*(?:import\s+([\w.]+)|from\s+([\w.]+)\s+import\b)', re.MULTILINE)
@@ -229,10 +233,11 @@ class RoleProcess:
                                  server_timeout_s=spec.server_timeout_s, extra=extra, **flags)
     self._add(f'[ray] {self.name} {"restarted" if self._restarted else "started"} on node '
               f'{self._node_ip} ({self._node_id[:8]})')
+    env = {weights_key.ENV_VAR: spec.weights_key} if role != 'replay_server' else {}
     self._process = processes.Process(
         argv, self.name, log_path=os.path.join(launch_dir, 'output.log'), on_line=self._add,
         cpu_only=not (role == 'learner' and spec.learner_gpus), die_with_parent=True,
-        cwd=processes.REPO)
+        cwd=processes.REPO, env=env)
     threading.Thread(target=self._watch, daemon=True, name=f'watch {self.name}').start()
 
   def _server_port(self, launch_dir: str) -> int:
@@ -487,7 +492,7 @@ class FleetController:
                 done=self._done, address=self._address, num_actors=self._num_actors,
                 roles={n: dict(s) for n, s in self._state.items()},
                 elapsed_s=time.monotonic() - self._start, started_at=self._started_at,
-                spec=dataclasses.asdict(self._spec))
+                spec=dict(dataclasses.asdict(self._spec), weights_key=None))
 
   def _call_all(self, method: str, timeout_s: float,
                 names: Optional[Sequence[str]] = None) -> Dict[str, object]:

@@ -24,6 +24,7 @@ from typing import Callable, Dict, List, Optional, Sequence, TextIO, Tuple
 
 from common import constants
 from common import errors
+from common import weights_key
 from common.main_utils import GATE_CHECKED
 from common.main_utils import GATE_OPEN
 from common.main_utils import START_GATE_ENV
@@ -196,9 +197,10 @@ def run_local(gin_files: Sequence[str], gin_bindings: Sequence[str], root_dir: s
   Every child starts at once and checks the config itself (the gin files, the config's
   values, the environment; the replay server also builds the agent), then waits at the start
   gate before it writes anything (`main_utils.wait_for_start_gate`); their lines are held
-  meanwhile. Once every child passed, `claim()` claims `root_dir` (`ownership`) and the gate
-  opens. If a child refuses the config, or `claim()` raises, every child is killed, their lines
-  are dropped, and the error is this process's one line (with the child's exit status):
+  meanwhile. Once every child passed, `claim()` claims `root_dir` (`ownership`), the run's
+  weights key is made if missing (`common.weights_key`), and the gate opens. If a child refuses
+  the config, or `claim()` raises, every child is killed, their lines are dropped, and the
+  error is this process's one line (with the child's exit status):
   nothing was written. The target return is the task's `EvalConfig.target_return`, as the
   children report it (None: the task has none).
   The children stop with the launcher whatever ends it, kill -9 included (`die_with_parent`).
@@ -246,6 +248,8 @@ def run_local(gin_files: Sequence[str], gin_bindings: Sequence[str], root_dir: s
                                            max_train_steps, server_timeout_s)]
     report = gate.wait_for_checks(children, interrupted)
     claim()
+    # Before the gate opens, so that actors and eval find the key the learner signs with.
+    weights_key.ensure(weights_key.default_path(root_dir))
   except BaseException:
     for child in children:
       child.kill()

@@ -78,7 +78,16 @@ def _spec(cluster, gin_files, target_return):
       server_resource=FLAGS.server_resource, learner_resource=FLAGS.learner_resource,
       actor_resource=FLAGS.actor_resource, learner_gpus=FLAGS.learner_gpus,
       actor_cpus=FLAGS.actor_cpus,
-      checkpoint_interval_s=FLAGS.checkpoint_interval_s)
+      checkpoint_interval_s=FLAGS.checkpoint_interval_s, weights_key=_weights_key().hex())
+
+
+def _weights_key() -> bytes:
+  """$REVERB_FLEET_WEIGHTS_KEY (a Kubernetes Secret, say), else the launch machine's
+  <root_dir>/weights.key, made when missing, so that a resumed run keeps its key."""
+  from common import weights_key  # pylint: disable=g-import-not-at-top
+  key = weights_key.from_environment()
+  return key if key is not None else weights_key.ensure(
+      weights_key.default_path(FLAGS.root_dir))
 
 
 def _controller(cluster):
@@ -122,6 +131,7 @@ def main(argv):
     if command == 'run':
       from common import builders
       from common import environments
+      from common import weights_key
       # As `reverb-fleet run`: gin/... from any directory; the default is the project's own.
       gin_paths = gin_config.resolve_gin_files(FLAGS.gin_file,
                                                project_only=not FLAGS['gin_file'].present)
@@ -132,6 +142,7 @@ def main(argv):
       configs = config.validated_configs()
       builders.make_agent_and_specs(configs.replay)
       target_return = configs.eval.target_return
+      weights_key.check(weights_key.default_path(FLAGS.root_dir))  # Made once Ray answers.
       gin_files = cluster.gin_texts(gin_paths)  # Read once: shipped in the spec too.
       py_modules = cluster.user_modules(gin_files,
                                         environments.bound_parameter('entry_point'),

@@ -28,6 +28,7 @@ from common import environments
 from common import ownership
 from common import session as session_lib
 from common import storage
+from common import weights_key
 from common import variables as variables_lib
 from common.errors import UserError
 from learner import agent_record
@@ -79,7 +80,8 @@ class Learning:
 
 def assemble(root_dir: str, server_address: str, configs: config_lib.Configs,
              server_timeout_s: float, stop_event: threading.Event,
-             strategy: Optional[tf.distribute.Strategy], max_train_steps: int) -> Learning:
+             strategy: Optional[tf.distribute.Strategy], max_train_steps: int,
+             weights_key_file: Optional[str] = None) -> Learning:
   """Builds the learner of `configs` against the server at `server_address`.
 
   Raises:
@@ -96,12 +98,15 @@ def assemble(root_dir: str, server_address: str, configs: config_lib.Configs,
   specs = built.specs
   make_iterator = specs.family.make_iterator_fn(strategy, server_address, specs,
                                                 learner_config)
+  key_path = weights_key_file or weights_key.default_path(root_dir)
+  weights_key.check(key_path)
   session = session_lib.ServerSession(server_address, 'learner', specs, server_timeout_s,
                                       lambda: not stop_event.is_set())
   session.connect()
   watch = variables_lib.PushWatch(session, learner_config.foreign_push_window_s)
   learner_dir = os.path.join(root_dir, constants.LEARNER_DIR)
   _own(learner_dir, built.agent)
+  signer = weights_key.learner_signer(key_path)
   learning_rates = agent_record.configured_learning_rates(built.agent)
   finite = divergence.FiniteCheck(
       built.agent.variables, os.path.join(learner_dir, agent_record.CHECKPOINT_SUBDIR))
@@ -116,7 +121,7 @@ def assemble(root_dir: str, server_address: str, configs: config_lib.Configs,
   logging.info('learner: %s at train step %d', 'resumed' if start_step else 'starting',
                start_step)
   _record(root_dir, learner_dir, server_address, max_train_steps)
-  push = PushTrigger(variables_lib.VariableClient(session, built.variables),
+  push = PushTrigger(variables_lib.VariableClient(session, built.variables, signer),
                      specs.family.push_interval(learner_config), start_step,
                      before_push=trainer.before_push, guard=finite, watch=watch)
   trainer.triggers.extend([
@@ -162,8 +167,8 @@ def _record(root_dir: str, learner_dir: str, server_address: str, max_train_step
 class PushTrigger:
   """Pushes the policy weights every `interval` train steps; a failed push is logged, not fatal.
 
-  With a `watch`, another learner's pushes to the same server stop this one
-  (`variables.SecondLearnerError`) before it overwrites them. `before_push` runs before each
+  With a `watch`, inserts into the variable table that are not this learner's are counted and
+  logged (`variables.PushWatch`). `before_push` runs before each
   push (the trainer's: prioritized replay's max priority goes with the weights).
   """
 

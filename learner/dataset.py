@@ -1,7 +1,18 @@
 """The learner's replay data: the distributed dataset of sampled batches, and the on-policy
 item iterator; both end (OutOfRangeError) when the rate limiter holds a sample past the
-timeout, so that the learner logs the table's state instead of hanging."""
+timeout, so that the learner logs the table's state instead of hanging.
 
+Both skip items with an inf or NaN value (`skip_non_finite`). Actors never write one (their
+environments' checks refuse such observations), so one comes from elsewhere: anyone who
+reaches the server can insert items. Trained on, it would turn the weights into NaN and end the
+run as diverged; skipped, it is counted and logged.
+"""
+
+import threading
+import time
+
+from absl import logging
+import numpy as np
 import reverb
 import tensorflow as tf
 
@@ -56,7 +67,8 @@ def make_dataset(server_address: str, collect_data_spec, batch_size: int, sequen
       dtypes=tf.nest.map_structure(lambda s: s.dtype, signature),
       shapes=tf.nest.map_structure(lambda s: s.shape, signature),
       max_in_flight_samples_per_worker=2 * batch_size,
-      rate_limiter_timeout_ms=rate_limiter_timeout_ms)
+      rate_limiter_timeout_ms=rate_limiter_timeout_ms).filter(
+          skip_non_finite(constants.REPLAY_TABLE))
   if frame_stack:
     dataset = dataset.map(lambda sample: (
         restack_frames(sample.data, sequence_length, frame_stack), sample.info))
@@ -85,5 +97,51 @@ def make_item_iterator(server_address: str, table: str, signature, timeout_ms: i
       dtypes=tf.nest.map_structure(lambda s: s.dtype, signature),
       shapes=tf.nest.map_structure(lambda s: s.shape, signature),
       max_in_flight_samples_per_worker=1, num_workers_per_iterator=1,
-      rate_limiter_timeout_ms=timeout_ms)
+      rate_limiter_timeout_ms=timeout_ms).filter(skip_non_finite(table))
   return iter(dataset)
+
+
+class SkippedItems:
+  """The count of items skipped for an inf or NaN value; the first is logged at once, later
+  ones at most every `log_every_s` with the total."""
+
+  def __init__(self, log_every_s: float = 600.0):
+    self._lock = threading.Lock()
+    self._log_every_s = log_every_s
+    self._logged_at = None
+    self.count = 0
+
+  def add(self, key: int, table: str) -> None:
+    with self._lock:
+      self.count += 1
+      now = time.monotonic()
+      if self._logged_at is not None and now - self._logged_at < self._log_every_s:
+        return
+      self._logged_at = now
+      logging.warning('learner: skipped replay item %d of table %s: it holds inf or NaN, which '
+                      'no actor writes (a peer on the network inserted it?); %d skipped in all. '
+                      'Keep the replay server\'s port closed to the network (docs/security.md)',
+                      key, table, self.count)
+
+
+SKIPPED = SkippedItems()
+
+
+def skip_non_finite(table: str):
+  """A `Dataset.filter` predicate over samples of `table`: False (and `SKIPPED` counts it) for
+  an item with an inf or NaN in any floating-point column."""
+
+  def skipped(key) -> np.bool_:
+    SKIPPED.add(int(key.numpy()), table)
+    return np.False_
+
+  def keep(sample: reverb.ReplaySample) -> tf.Tensor:
+    checks = [tf.reduce_all(tf.math.is_finite(column))
+              for column in tf.nest.flatten(sample.data) if column.dtype.is_floating]
+    if not checks:
+      return tf.constant(True)
+    finite = tf.reduce_all(tf.stack(checks))
+    return tf.cond(finite, lambda: finite,
+                   lambda: tf.reshape(tf.py_function(skipped, [sample.info.key], tf.bool), []))
+
+  return keep

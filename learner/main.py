@@ -26,7 +26,8 @@ def main(_):
     stop = main_utils.stop_event_on_signals()
     train.run_learner(FLAGS.root_dir, FLAGS.replay_server_address, configs,
                       max_train_steps=FLAGS.max_train_steps,
-                      server_timeout_s=FLAGS.server_timeout_s, stop_event=stop)
+                      server_timeout_s=FLAGS.server_timeout_s, stop_event=stop,
+                      weights_key_file=FLAGS.weights_key_file)
     main_utils.exit_now(0)  # Everything is saved; see `train.RETIRED_ITERATORS`.
   main_utils.exit_on_error(_run)
 

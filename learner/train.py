@@ -34,7 +34,8 @@ RETIRED_ITERATORS = []
 def run_learner(root_dir: str, server_address: str, configs: config_lib.Configs,
                 max_train_steps: int = 0, server_timeout_s: float = 300.0,
                 stop_event: Optional[threading.Event] = None,
-                strategy: Optional[tf.distribute.Strategy] = None) -> int:
+                strategy: Optional[tf.distribute.Strategy] = None,
+                weights_key_file: Optional[str] = None) -> int:
   """Trains until the train step reaches `max_train_steps` (0: for ever) or `stop_event`.
 
   Resumes from the newest checkpoint under root_dir/learner. On stop it checkpoints, exports
@@ -49,6 +50,8 @@ def run_learner(root_dir: str, server_address: str, configs: config_lib.Configs,
     server_timeout_s: Deadline for reaching the server, at start and after it goes away.
     stop_event: Set to stop (SIGTERM/SIGINT in main).
     strategy: Overrides `assembly.make_strategy()` (tests pass a MirroredStrategy on CPU devices).
+    weights_key_file: The run's weights key (`common.weights_key`), made if missing; default
+      root_dir/weights.key. $REVERB_FLEET_WEIGHTS_KEY, when set, is the key instead.
 
   Returns:
     The final train step.
@@ -60,7 +63,7 @@ def run_learner(root_dir: str, server_address: str, configs: config_lib.Configs,
   """
   stop_event = stop_event or threading.Event()
   learning = assembly.assemble(root_dir, server_address, configs, server_timeout_s, stop_event,
-                               strategy, max_train_steps)
+                               strategy, max_train_steps, weights_key_file)
   watchdog = watchdog_lib.Watchdog(
       'learner', server_address, quiet_s=max(10.0, 2 * configs.learner.rate_limiter_timeout_s),
       deadline_s=server_timeout_s, stop_event=stop_event, stop_waits_while_server_answers=True)

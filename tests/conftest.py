@@ -119,6 +119,13 @@ def cartpole_server(root_dir, port):
   server.stop()
 
 
+def run_signer(root_dir: str):
+  """The signer of the run in `root_dir` (its weights key, made if missing, as the learner
+  does), for a test that pushes weights in the learner's place."""
+  from common import weights_key  # pylint: disable=g-import-not-at-top
+  return weights_key.Signer(weights_key.ensure(weights_key.default_path(root_dir)))
+
+
 def start_role(role: str, *, log_path: str, name: str = '', **flags) -> processes.Process:
   """Starts one role's main (`processes.role_argv(role, **flags)`), output to `log_path`."""
   return processes.Process(processes.role_argv(role, **flags), name or role, log_path=log_path,

@@ -33,6 +33,7 @@ from tests.conftest import FAST_BINDINGS
 from tests.conftest import FRESH_PROCESS_HEADER
 from tests.conftest import GIN_DIR
 from tests.conftest import REPO
+from tests.conftest import run_signer
 from tests.conftest import start_role
 
 pytestmark = pytest.mark.slow
@@ -170,7 +171,8 @@ def _train_and_check_export(gin_file, bindings, root_dir, port, tmp_path):
     train_step = tf.Variable(0, dtype=tf.int64)
     built = builders.build(replay_config, train_step)
     assert variables_lib.VariableClient(session_lib.unchecked(client['address']),
-                                        built.variables).pull() == final_step
+                                        built.variables,
+                                        run_signer(root_dir)).pull() == final_step
   finally:
     for process in reversed(started):
       process.stop()

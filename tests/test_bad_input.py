@@ -234,6 +234,18 @@ def test_server_address_that_never_answers(fresh_root, tf_budget_s):
 
 
 @pytest.mark.parametrize('module', ['learner.main', 'actor.main'])
+def test_a_weights_key_open_to_others_is_refused_before_any_wait(module, fresh_root, tmp_path):
+  key = tmp_path / 'weights.key'
+  key.write_text('ab' * 32 + '\n')
+  key.chmod(0o644)
+  port = portpicker.pick_unused_port()  # Nothing answers there: a wait would show.
+  _assert_refused(module, GIN + [f'--replay_server_address=localhost:{port}',
+                                 f'--weights_key_file={key}'],
+                  fresh_root, BUDGET_S, f'the weights key {key} is open to others (mode 644)',
+                  f'run `chmod 600 {key}`')
+
+
+@pytest.mark.parametrize('module', ['learner.main', 'actor.main'])
 def test_server_address_of_another_kind_of_server(module, fresh_root, tf_budget_s):
   # An HTTP server where the replay server should be: refused at its first reply, long before
   # the deadline (Reverb's own client would only time out, as for a server not up yet).

@@ -428,7 +428,8 @@ def test_down_stops_cleanly_and_up_resumes(stack):
   assert not left.strip(), f'containers left after down: {left}'
   volumes = _docker('volume', 'ls', '-q', '--filter',
                     f'label=com.docker.compose.project={stack.project}').split()
-  assert sorted(volumes) == [f'{stack.project}_replay', f'{stack.project}_run']
+  assert sorted(volumes) == [f'{stack.project}_keys', f'{stack.project}_replay',
+                             f'{stack.project}_run']
 
   # Up again with one actor and a larger budget: both checkpoints come back from the volumes.
   stack.env['MAX_TRAIN_STEPS'] = str(TRAIN_STEPS + 50)

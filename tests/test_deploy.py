@@ -157,3 +157,16 @@ def test_every_pod_presents_ray_token_from_a_secret_the_manifest_does_not_hold()
       ref = env['RAY_AUTH_TOKEN']['valueFrom']['secretKeyRef']
       assert ref == {'name': secret.group(1), 'key': 'auth_token'}, name  # Not optional.
       assert 'value' not in env['RAY_AUTH_TOKEN'], name
+
+
+def test_the_launch_command_on_the_head_gets_the_weights_key_from_a_secret():
+  # The launch command (kubectl exec on the head) hands the key to the learner, actors and eval.
+  with open(MANIFEST) as f:
+    header = f.read().split('apiVersion:')[0]
+  secret = re.search(r'create secret generic (\S+) \\\s*#\s*--from-literal=key=', header)
+  assert secret, header
+  head = _documents()[1]['spec']['headGroupSpec']['template']['spec']['containers'][0]
+  env = {e['name']: e for e in head['env']}
+  assert env['REVERB_FLEET_WEIGHTS_KEY']['valueFrom']['secretKeyRef'] == {
+      'name': secret.group(1), 'key': 'key'}
+  assert 'value' not in env['REVERB_FLEET_WEIGHTS_KEY']

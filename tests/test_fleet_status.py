@@ -43,12 +43,14 @@ def _push_weights(address: str, train_step: int) -> None:
   # pylint: disable=g-import-not-at-top
   from common import builders
   from common import variables
+  from common import weights_key
   from common.config import ReplayConfig
   agent, _ = builders.make_agent_and_specs(ReplayConfig())
   train_step_var = agent.train_step_counter
   train_step_var.assign(train_step)
   client = variables.VariableClient(session_lib.unchecked(address),
-                                    agents.policy_variables(agent, train_step_var))
+                                    agents.policy_variables(agent, train_step_var),
+                                    weights_key.Signer(weights_key.new_key()))
   client.push()
 
 

@@ -20,6 +20,7 @@ from common import constants
 from common import replay
 from common import session as session_lib
 from common import variables as variables_lib
+from common import weights_key
 from common.config import LearnerConfig
 from common.config import ReplayConfig
 from common.config import validated_configs
@@ -43,6 +44,30 @@ def _fresh_variables():
   train_step = tf.Variable(0, dtype=tf.int64)
   agent, _ = builders.make_agent_and_specs(ReplayConfig(), train_step)
   return agents.policy_variables(agent, train_step)
+
+
+@pytest.fixture
+def key_file(tmp_path):
+  """A run's weights key, as the learner makes it."""
+  path = str(tmp_path / 'weights.key')
+  weights_key.ensure(path)
+  return path
+
+
+def _signer(key_file):
+  return weights_key.Signer(weights_key.read(key_file))
+
+
+def _variable_client(address, variables, key_file, **kwargs):
+  return variables_lib.VariableClient(session_lib.unchecked(address), variables,
+                                      _signer(key_file), **kwargs)
+
+
+def _policy_client(address, key_file):
+  client = policy_client_lib.PolicyClient(address, ReplayConfig(), 'actor 0', 30,
+                                          weights_key.KeySource(key_file, 'actor 0'))
+  client.connect()
+  return client
 
 
 def test_actor_thread_and_learner_train_together(cartpole_server, root_dir):
@@ -92,27 +117,133 @@ def test_batched_actor_collects_from_every_environment(cartpole_server, root_dir
   assert 0.75 * steps <= _inserted(cartpole_server) <= steps
 
 
-def test_pushed_weights_equal_pulled_weights(cartpole_server):
+def test_pushed_weights_equal_pulled_weights(cartpole_server, key_file):
   parse_gin()
   source = _fresh_variables()
   target = _fresh_variables()
   for variable in tf.nest.flatten(source[constants.POLICY_KEY]):
     variable.assign(tf.random.normal(variable.shape, dtype=variable.dtype))
   source[constants.TRAIN_STEP_KEY].assign(1234)
-  variables_lib.VariableClient(session_lib.unchecked(cartpole_server), source).push()
-  step = variables_lib.VariableClient(session_lib.unchecked(cartpole_server), target).pull()
+  _variable_client(cartpole_server, source, key_file).push()
+  step = _variable_client(cartpole_server, target, key_file).pull()
   assert step == 1234
-  for pushed, pulled in zip(tf.nest.flatten(source), tf.nest.flatten(target)):
-    np.testing.assert_array_equal(pushed.numpy(), pulled.numpy())
+  for key in (constants.POLICY_KEY, constants.TRAIN_STEP_KEY):
+    for pushed, pulled in zip(tf.nest.flatten(source[key]), tf.nest.flatten(target[key])):
+      np.testing.assert_array_equal(pushed.numpy(), pulled.numpy())
 
 
-def test_an_actor_never_loads_weights_older_than_its_own(cartpole_server, caplog):
+class _SignsSomethingElse:
+  """A pusher without the run's key: signs with `key`, over values other than those it pushes
+  when `alter` (an item altered after signing), or leaves the signature zero when `key` is
+  None (an unsigned item)."""
+
+  def __init__(self, key=None, alter=False):
+    self._signer = weights_key.Signer(key) if key else None
+    self._alter = alter
+
+  def digest(self, values):
+    if self._signer is None:
+      return np.zeros(weights_key.SIGNATURE_WORDS, np.int64)
+    if self._alter:
+      values = [values[0] + 1] + list(values[1:])
+    return self._signer.digest(values)
+
+
+def test_forged_unsigned_and_altered_weights_are_refused_and_the_learners_load(
+    cartpole_server, key_file, caplog):
+  parse_gin()
+  client = _policy_client(cartpole_server, key_file)
+  source = _fresh_variables()
+
+  def push(step, value, signer):
+    for variable in tf.nest.flatten(source[constants.POLICY_KEY]):
+      variable.assign(tf.fill(variable.shape, tf.cast(value, variable.dtype)))
+    source[constants.TRAIN_STEP_KEY].assign(step)
+    variables_lib.VariableClient(session_lib.unchecked(cartpole_server), source, signer).push()
+
+  def first_weight():
+    return float(tf.nest.flatten(client.agent.policy.variables())[0].numpy().ravel()[0])
+
+  untouched = first_weight()
+  with caplog.at_level(logging.WARNING):
+    # A huge train step would make the actors refuse the learner's weights from then on.
+    push(10**12, 7.0, _SignsSomethingElse(weights_key.new_key()))
+    assert client.pull() is None
+    push(10**12, 7.0, _SignsSomethingElse())
+    assert client.pull() is None
+    push(10**12, 7.0, _SignsSomethingElse(weights_key.read(key_file), alter=True))
+    assert client.pull() is None
+  assert client.refused == 3 and client.train_step == -1 and first_weight() == untouched
+  refused = [r.getMessage() for r in caplog.records if 'not signed' in r.getMessage()]
+  assert len(refused) == 1 and refused[0].startswith(
+      "actor 0: the variable table holds an item that is not signed with this run's weights key")
+  push(60, 6.0, _signer(key_file))
+  assert client.pull() == 60 and first_weight() == 6.0 and client.refused == 3
+
+
+def test_without_a_key_nothing_is_loaded_until_the_learner_makes_it(cartpole_server, tmp_path,
+                                                                    caplog, monkeypatch):
+  parse_gin()
+  monkeypatch.delenv(weights_key.ENV_VAR, raising=False)
+  path = str(tmp_path / 'run' / 'weights.key')
+  client = policy_client_lib.PolicyClient(cartpole_server, ReplayConfig(), 'eval', 30,
+                                          weights_key.KeySource(path, 'eval'))
+  client.connect()
+  with caplog.at_level(logging.WARNING):
+    assert client.pull() is None and client.pull() is None
+  said = [r.getMessage() for r in caplog.records if 'no weights key yet' in r.getMessage()]
+  assert len(said) == 1 and path in said[0] and weights_key.ENV_VAR in said[0]
+  weights_key.ensure(path)  # The learner starts.
+  _variable_client(cartpole_server, _fresh_variables(), path).push()
+  assert client.pull() == 0
+
+
+def _insert_non_finite_copies(address, copies):
+  """Inserts `copies` of a sampled replay item with NaN in its first floating-point column, as
+  a peer on the network could."""
+  client = reverb.Client(address)
+  sample = next(client.sample(constants.REPLAY_TABLE, num_samples=1, emit_timesteps=False))
+  columns = [np.array(column) for column in sample.data]
+  bad = next(i for i, column in enumerate(columns) if column.dtype.kind == 'f')
+  columns[bad][...] = np.nan
+  length = len(columns[0])
+  with client.trajectory_writer(num_keep_alive_refs=length, validate_items=False) as writer:
+    for _ in range(copies):
+      for t in range(length):
+        writer.append([column[t] for column in columns])
+      writer.create_item(constants.REPLAY_TABLE, priority=1.0,
+                         trajectory=[column[-length:] for column in writer.history])
+    writer.flush()
+
+
+def test_the_learner_skips_and_counts_replay_items_that_hold_nan(cartpole_server, root_dir,
+                                                                 caplog):
+  # A foreign item is a fault to skip, not a divergence that ends the run.
+  collect.run_actor(root_dir, cartpole_server, task=0, max_env_steps=200,
+                    configs=validated_configs())
+  _insert_non_finite_copies(cartpole_server, 100)
+  _, specs = builders.make_agent_and_specs(ReplayConfig())
+  before = learner_dataset.SKIPPED.count
+  dataset = learner_dataset.make_dataset(cartpole_server, specs.collect_data_spec, batch_size=16,
+                                         sequence_length=specs.sequence_length,
+                                         rate_limiter_timeout_ms=5000)
+  with caplog.at_level(logging.WARNING):
+    for experience, _ in dataset.take(20):
+      for column in tf.nest.flatten(experience):
+        if column.dtype.is_floating:
+          assert np.isfinite(column.numpy()).all()
+  skipped = learner_dataset.SKIPPED.count - before
+  assert skipped > 20  # About a third of 320 samples, and every one of them.
+  lines = [r.getMessage() for r in caplog.records if 'holds inf or NaN' in r.getMessage()]
+  assert 1 <= len(lines) <= 2 and 'docs/security.md' in lines[-1]
+
+
+def test_an_actor_never_loads_weights_older_than_its_own(cartpole_server, caplog, key_file):
   # A replay server restored from an old checkpoint holds the weights of that time.
   parse_gin()
   source = _fresh_variables()
-  pusher = variables_lib.VariableClient(session_lib.unchecked(cartpole_server), source)
-  client = policy_client_lib.PolicyClient(cartpole_server, ReplayConfig(), 'actor 0', 30)
-  client.connect()
+  pusher = _variable_client(cartpole_server, source, key_file)
+  client = _policy_client(cartpole_server, key_file)
 
   def push(step, value):
     for variable in tf.nest.flatten(source[constants.POLICY_KEY]):
@@ -140,12 +271,12 @@ def test_an_actor_never_loads_weights_older_than_its_own(cartpole_server, caplog
 
 
 def test_an_actor_reads_the_weights_only_when_a_push_came_since_its_last_load(
-    cartpole_server, monkeypatch):
+    cartpole_server, monkeypatch, key_file):
   parse_gin()
   source = _fresh_variables()
-  pusher = variables_lib.VariableClient(session_lib.unchecked(cartpole_server), source)
-  client = policy_client_lib.PolicyClient(cartpole_server, ReplayConfig(), 'actor 0', 30)
-  client.connect()
+  pusher = _variable_client(cartpole_server, source, key_file)
+  client = _policy_client(cartpole_server, key_file)
+  client.pull()  # Makes its variable client.
   reads = []
   read = client._client.pull  # pylint: disable=protected-access
   monkeypatch.setattr(client._client, 'pull',  # pylint: disable=protected-access
@@ -160,55 +291,58 @@ def test_an_actor_reads_the_weights_only_when_a_push_came_since_its_last_load(
   assert client.pull() == 6 and len(reads) == 2
 
 
-def test_push_watch_tells_another_learners_pushes_from_its_own(cartpole_server):
+def test_push_watch_counts_and_logs_inserts_that_are_not_its_own(cartpole_server, key_file,
+                                                                   caplog):
+  # Anyone who reaches the port can insert into the variable table: a fault to report, never a
+  # reason for the learner to stop (that would hand them a way to end the run).
   parse_gin()
-  own = variables_lib.VariableClient(session_lib.unchecked(cartpole_server), _fresh_variables())
-  other = variables_lib.VariableClient(session_lib.unchecked(cartpole_server), _fresh_variables())
+  own = _variable_client(cartpole_server, _fresh_variables(), key_file)
+  other = _variable_client(cartpole_server, _fresh_variables(), key_file)
   slept = []
-  watch = variables_lib.PushWatch(session_lib.unchecked(cartpole_server),
-                                  window_s=10, sleep=slept.append)
+  now = [0.0]
+  watch = variables_lib.PushWatch(session_lib.unchecked(cartpole_server), window_s=10,
+                                  sleep=slept.append, clock=lambda: now[0], log_every_s=60)
   watch.check_start()  # Nothing ever pushed to this server: no learner to wait for.
   assert slept == []
-  for _ in range(3):
+  with caplog.at_level(logging.WARNING):
+    for _ in range(3):
+      watch.before_push()
+      own.push()
+      watch.after_push()
+    assert watch.foreign == 0 and not caplog.records
+    other.push()
     watch.before_push()
     own.push()
     watch.after_push()
-  other.push()
-  with pytest.raises(variables_lib.SecondLearnerError,
-                     match=r'^another learner pushes weights to the replay server at '
-                           r'localhost:\d+ \(1 push\(es\) since its previous push'):
+    other.push()
+    other.push()
+    now[0] = 30.0
+    watch.before_push()  # Counted, not logged: the last line is 30 s old.
+    now[0] = 100.0
+    other.push()
     watch.before_push()
+  assert watch.foreign == 4
+  lines = [r.getMessage() for r in caplog.records]
+  assert len(lines) == 2, lines
+  assert re.match(r'learner: the variable table at localhost:\d+ took 1 insert\(s\) since its '
+                  r'previous push that are not this learner\'s \(1 in all\)', lines[0])
+  assert '(4 in all)' in lines[1] and 'stop it' in lines[1]
   # A server that has seen pushes may have a running learner: the rest of the window is
-  # waited out, and a push in it refuses the start.
+  # waited out, and a push in it is counted.
   waited = variables_lib.PushWatch(session_lib.unchecked(cartpole_server),
                                    window_s=10, sleep=slept.append)
   waited.check_start()
-  assert len(slept) == 1 and 9 < slept[0] <= 10
+  assert len(slept) == 1 and 9 < slept[0] <= 10 and waited.foreign == 0
   starting = variables_lib.PushWatch(session_lib.unchecked(cartpole_server),
                                      window_s=10, sleep=lambda _: other.push())
-  with pytest.raises(variables_lib.SecondLearnerError, match='before its first'):
-    starting.check_start()
+  starting.check_start()
+  assert starting.foreign == 1
 
 
-def test_two_learners_starting_on_a_new_server_the_later_first_push_is_refused(cartpole_server):
+def test_pull_from_an_empty_variable_table_returns_none_within_its_timeout(cartpole_server,
+                                                                           key_file):
   parse_gin()
-  first, second = (variables_lib.PushWatch(session_lib.unchecked(cartpole_server), window_s=10,
-                                           sleep=lambda _: pytest.fail('waited'))
-                   for _ in range(2))
-  first.check_start()
-  second.check_start()
-  first.before_push()
-  variables_lib.VariableClient(session_lib.unchecked(cartpole_server),
-                               _fresh_variables()).push()
-  first.after_push()
-  with pytest.raises(variables_lib.SecondLearnerError, match='since its previous push'):
-    second.before_push()
-
-
-def test_pull_from_an_empty_variable_table_returns_none_within_its_timeout(cartpole_server):
-  parse_gin()
-  client = variables_lib.VariableClient(session_lib.unchecked(cartpole_server),
-                                        _fresh_variables(), pull_timeout_s=0.5)
+  client = _variable_client(cartpole_server, _fresh_variables(), key_file, pull_timeout_s=0.5)
   start = time.monotonic()
   assert client.pull() is None
   assert time.monotonic() - start < 5
@@ -428,13 +562,12 @@ def test_prune_keeps_the_newest_complete_checkpoints(tmp_path):
                                                              str(tmp_path / 'c')]
 
 
-def test_a_push_to_a_server_that_is_away_fails_within_its_deadline(port):
+def test_a_push_to_a_server_that_is_away_fails_within_its_deadline(port, key_file):
   # Reverb's own writers wait for the server however long it takes; a learner that lost its
   # server during a push would hang there, outside every deadline.
   parse_gin()
-  client = variables_lib.VariableClient(session_lib.unchecked(f'localhost:{port}'),
-                                        _fresh_variables(),
-                                        push_timeout_s=1.0)
+  client = _variable_client(f'localhost:{port}', _fresh_variables(), key_file,
+                            push_timeout_s=1.0)
   outcome = []
 
   def push():

@@ -33,6 +33,7 @@ from learner import dataset as learner_dataset
 from learner import on_policy
 from replay_server import tables as tables_lib
 from tests.conftest import GIN_DIR
+from tests.conftest import run_signer
 from tests.conftest import wait_until
 
 PPO_GIN = os.path.join(GIN_DIR, 'ppo_cartpole.gin')
@@ -233,7 +234,8 @@ def test_an_on_policy_actor_waits_for_weights_and_tags_items_with_their_version(
                                        configs=validated_configs()))
   client = reverb.Client(address)
   size = lambda: client.server_info()[constants.REPLAY_TABLE].current_size
-  pusher = variables_lib.VariableClient(session_lib.unchecked(address), built.variables)
+  pusher = variables_lib.VariableClient(session_lib.unchecked(address), built.variables,
+                                        run_signer(root_dir))
   actor.start()
   try:
     # Without weights an on-policy actor writes nothing (no random-policy items).

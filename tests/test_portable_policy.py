@@ -39,6 +39,7 @@ from replay_server import tables as tables_lib
 from tests.conftest import FRESH_PROCESS_HEADER
 from tests.conftest import GIN_DIR
 from tests.conftest import parse_gin
+from tests.conftest import run_signer
 
 # Trains a learner and an actor to eval's return, then loads the export in a fresh process.
 pytestmark = pytest.mark.slow
@@ -132,7 +133,8 @@ def _check_portable(gin_file, env_name, cartpole_server, root_dir, tmp_path):
   train_step = tf.Variable(0, dtype=tf.int64)
   agent, _ = builders.make_agent_and_specs(ReplayConfig(), train_step)
   pulled = variables_lib.VariableClient(session_lib.unchecked(cartpole_server),
-                                        agents.policy_variables(agent, train_step))
+                                        agents.policy_variables(agent, train_step),
+                                        run_signer(root_dir))
   assert pulled.pull() == TRAIN_STEPS
   size = agent.time_step_spec.observation.shape[0]
   observations = np.random.RandomState(0).uniform(-2.5, 2.5, (2000, size)).astype(np.float32)

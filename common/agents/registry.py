@@ -13,6 +13,7 @@ from tf_agents.utils import common as tfa_common
 
 from common import typecheck
 from common import constants
+from common import weights_key
 from common.agents.seam import ActorSlot
 from common.agents.seam import AgentBuild
 from common.errors import UserError
@@ -121,15 +122,19 @@ def greedy_policy(agent):
 
 
 def policy_variables(agent, train_step, max_priority: Optional[tf.Variable] = None):
-  """The nest pushed to and pulled from the variable table (ReverbVariableContainer's keys).
+  """The nest pushed to and pulled from the variable table (ReverbVariableContainer's keys,
+  and the push's signature).
 
   The greedy and the collect policy share these variables, so eval and the actors load the same
   nest. With prioritized replay, `max_priority` (the priority actors give new items) travels in
-  the same item.
+  the same item. `signature` holds the HMAC of the item's other values (`common.weights_key`);
+  the pusher fills it in the item, and the variable only gives the table its column.
   """
   nest = {
       constants.POLICY_KEY: agent.collect_policy.variables(),
       constants.TRAIN_STEP_KEY: train_step,
+      constants.SIGNATURE_KEY: tf.Variable(tf.zeros([weights_key.SIGNATURE_WORDS], tf.int64),
+                                           trainable=False, name='weights_signature'),
   }
   if max_priority is not None:
     nest[constants.MAX_PRIORITY_KEY] = max_priority
