@@ -15,11 +15,16 @@ checkpoint with the configured tables before the server starts and:
 - renames a table that an earlier version named otherwise (`constants.FORMER_TABLE_NAMES`),
   the same way, so that existing runs' checkpoints still restore.
 
-Reverb deletes every checkpoint but its newest when it writes one, so a truncated newest file
-would leave nothing to fall back on. Before each checkpoint, `keep_previous` links the newest
-into `previous/` beside the checkpoint directory (hard links: no copy), where Reverb does not
-look. A checkpoint that cannot be read (truncated, corrupt) is moved to `corrupt/` there
-(`set_aside`), and the newest previous one is moved back in its place.
+The server restores only checkpoints it wrote itself. Reverb serves its Checkpoint RPC to
+anyone who reaches the port, and deletes every checkpoint but its newest when it writes one: a
+Reset followed by a Checkpoint from elsewhere would write an empty checkpoint and delete the
+good one, and the next start would restore the empty one. So after each checkpoint it writes,
+the server links it into `own/` beside the checkpoint directory (`record_own`; hard links, no
+copy), where Reverb neither looks nor deletes, and keeps the newest few there. Before a start,
+`select_own` moves every complete checkpoint that is not one of those to `foreign/` and puts
+the newest own one back in the checkpoint directory, which is the one Reverb restores. The same
+links are what a truncated newest checkpoint falls back on: a checkpoint that cannot be read is
+moved to `corrupt/` (`set_aside`), and the next newest own one takes its place.
 """
 
 import datetime
@@ -39,7 +44,11 @@ _CHUNKS_FILE = 'chunks.tfrecord'
 _DONE_FILE = 'DONE'
 _COMPRESSION = 'ZLIB'  # Reverb's TFRecordCheckpointer writes every file ZLIB-compressed.
 CORRUPT_DIR = 'corrupt'
-PREVIOUS_DIR = 'previous'
+OWN_DIR = 'own'
+FOREIGN_DIR = 'foreign'
+# Where earlier versions kept the checkpoint before the newest; adopted as own (`select_own`).
+_FORMER_PREVIOUS_DIR = 'previous'
+_FOREIGN_KEPT = 2  # Foreign checkpoints kept for a look, newest first.
 
 
 class UnreadableCheckpointError(Exception):
@@ -83,37 +92,73 @@ def _sibling(checkpoint_dir: str, name: str) -> str:
   return os.path.join(os.path.dirname(os.path.abspath(checkpoint_dir)), name)
 
 
-def keep_previous(checkpoint_dir: str, keep: int) -> None:
-  """Links the newest complete checkpoint into `previous/`, keeping the newest `keep - 1` there.
-
-  Call before Reverb writes the next checkpoint (which deletes this one from checkpoint_dir).
-  """
-  complete = complete_checkpoints(checkpoint_dir)
-  previous_dir = _sibling(checkpoint_dir, PREVIOUS_DIR)
-  if complete and keep > 1:
-    target = os.path.join(previous_dir, os.path.basename(complete[-1]))
-    if not os.path.isdir(target):
-      staging = target + '.partial'
-      shutil.rmtree(staging, ignore_errors=True)
-      os.makedirs(staging)
-      for name in sorted(os.listdir(complete[-1]), key=lambda n: n == _DONE_FILE):
-        os.link(os.path.join(complete[-1], name), os.path.join(staging, name))
-      os.rename(staging, target)
-  previous = complete_checkpoints(previous_dir)
-  for path in previous[:max(0, len(previous) - (keep - 1))]:
-    shutil.rmtree(path, ignore_errors=True)
+def _link_checkpoint(source: str, target: str) -> None:
+  """Hard-links the files of checkpoint `source` into a new directory `target`, DONE last, and
+  renames it into place, so that `target` is complete or absent."""
+  if os.path.isdir(target):
+    return
+  staging = target + '.partial'
+  shutil.rmtree(staging, ignore_errors=True)
+  os.makedirs(staging)
+  for name in sorted(os.listdir(source), key=lambda n: n == _DONE_FILE):
+    os.link(os.path.join(source, name), os.path.join(staging, name))
+  os.rename(staging, target)
 
 
-def _restore_previous(checkpoint_dir: str) -> bool:
-  """Moves the newest checkpoint of `previous/` into checkpoint_dir; False if there is none."""
-  previous = complete_checkpoints(_sibling(checkpoint_dir, PREVIOUS_DIR))
-  if not previous:
+def _same(a: str, b: str) -> bool:
+  try:
+    return os.path.samefile(os.path.join(a, _TABLES_FILE), os.path.join(b, _TABLES_FILE))
+  except OSError:
     return False
-  os.makedirs(checkpoint_dir, exist_ok=True)
-  target = os.path.join(checkpoint_dir, os.path.basename(previous[-1]))
-  os.rename(previous[-1], target)
-  logging.warning('replay server: falling back to the previous complete checkpoint %s', target)
-  return True
+
+
+def record_own(checkpoint_dir: str, path: str, keep: int = 0) -> None:
+  """Records `path`, a complete checkpoint this server just wrote, as its own (a link in
+  `own/`); with `keep`, deletes all but the newest `keep` own checkpoints."""
+  own_dir = _sibling(checkpoint_dir, OWN_DIR)
+  os.makedirs(own_dir, exist_ok=True)
+  _link_checkpoint(path, os.path.join(own_dir, os.path.basename(path)))
+  if keep:
+    own = complete_checkpoints(own_dir)
+    for old in own[:max(0, len(own) - keep)]:
+      shutil.rmtree(old, ignore_errors=True)
+
+
+def select_own(checkpoint_dir: str) -> None:
+  """Leaves the newest own checkpoint as the newest complete one in `checkpoint_dir`: complete
+  checkpoints there that this server did not write are moved to `foreign/`, and the newest one
+  of `own/` is linked back in if it is not there. A run directory of an earlier version, which
+  has no `own/`, has its checkpoints (and those of `previous/`) adopted as own first."""
+  own_dir = _sibling(checkpoint_dir, OWN_DIR)
+  if not os.path.isdir(own_dir):
+    former = _sibling(checkpoint_dir, _FORMER_PREVIOUS_DIR)
+    for path in complete_checkpoints(former) + complete_checkpoints(checkpoint_dir):
+      record_own(checkpoint_dir, path)
+    os.makedirs(own_dir, exist_ok=True)
+    shutil.rmtree(former, ignore_errors=True)
+  own = {os.path.basename(p): p for p in complete_checkpoints(own_dir)}
+  foreign_dir = _sibling(checkpoint_dir, FOREIGN_DIR)
+  for path in complete_checkpoints(checkpoint_dir):
+    name = os.path.basename(path)
+    if name in own and _same(path, own[name]):
+      continue
+    os.makedirs(foreign_dir, exist_ok=True)
+    target = os.path.join(foreign_dir, name)
+    shutil.rmtree(target, ignore_errors=True)
+    os.rename(path, target)
+    logging.warning('replay server: checkpoint %s was not written by this server (a Checkpoint '
+                    'RPC from elsewhere); moved it to %s, it is not restored', path, target)
+  foreign = complete_checkpoints(foreign_dir)
+  for old in foreign[:max(0, len(foreign) - _FOREIGN_KEPT)]:
+    shutil.rmtree(old, ignore_errors=True)
+  if own:
+    newest = own[max(own)]
+    target = os.path.join(checkpoint_dir, os.path.basename(newest))
+    if not os.path.isdir(target):
+      os.makedirs(checkpoint_dir, exist_ok=True)
+      _link_checkpoint(newest, target)
+      logging.warning('replay server: falling back to this server\'s newest own checkpoint %s',
+                      target)
 
 
 def set_aside(path: str, reason: str) -> str:
@@ -121,6 +166,9 @@ def set_aside(path: str, reason: str) -> str:
   target_dir = _sibling(os.path.dirname(path), CORRUPT_DIR)
   os.makedirs(target_dir, exist_ok=True)
   target = os.path.join(target_dir, os.path.basename(path))
+  own = os.path.join(_sibling(os.path.dirname(path), OWN_DIR), os.path.basename(path))
+  if _same(own, path):
+    shutil.rmtree(own, ignore_errors=True)  # Not to be linked back in by `select_own`.
   shutil.move(path, target)
   logging.warning('replay checkpoint %s is unreadable (%s); moved it to %s', path, reason,
                   target)
@@ -298,10 +346,9 @@ def reconcile(checkpoint_dir: str, tables: Sequence[object]) -> List[str]:
     UserError: a table's signature differs from the checkpoint's.
   """
   while True:
+    select_own(checkpoint_dir)
     complete = complete_checkpoints(checkpoint_dir)
     if not complete:
-      if _restore_previous(checkpoint_dir):
-        continue
       return []
     path = complete[-1]
     try:
@@ -323,6 +370,7 @@ def reconcile(checkpoint_dir: str, tables: Sequence[object]) -> List[str]:
   except UnreadableCheckpointError as e:
     set_aside(path, str(e))
     return reconcile(checkpoint_dir, tables)
+  record_own(checkpoint_dir, applied)
   shown = '; '.join(f'{name}: {old} -> {new}' for name, (old, new) in sorted(changes.items()))
   logging.warning('replay server: the configured tables differ from checkpoint %s; applying '
                   'the configuration (%s); the old checkpoint is kept', path, shown)

@@ -45,8 +45,10 @@ class ReplayServer:
     if specs is None:
       _, specs = builders.make_agent_and_specs(configs.replay)
     make_tables = lambda: tables_lib.make_tables(specs, configs.replay, configs.learner)
+    self._make_tables = make_tables
     self._checkpoint_dir = os.path.join(root_dir, constants.REPLAY_CHECKPOINT_DIR)
     self._keep = keep_checkpoints
+    self._last_own, self._last_size = None, 0  # This process's last checkpoint, its table size.
     os.makedirs(self._checkpoint_dir, exist_ok=True)
     restored = self._start(make_tables, port)
     self.port = port
@@ -109,7 +111,9 @@ class ReplayServer:
     return self._client.server_info()
 
   def checkpoint(self) -> str:
-    """Writes a checkpoint and prunes old ones; returns its path.
+    """Writes a checkpoint and prunes old ones; returns its path. A replay table that shrank
+    since the last one (a Reset from elsewhere) is restored from that one instead, and its
+    path returned.
 
     Raises:
       What the write raised on a storage fault (`storage.is_storage_error`), after deleting
@@ -118,14 +122,24 @@ class ReplayServer:
     start = time.monotonic()
     # Read before the checkpoint: the table only grows (or stays full) meanwhile, so the
     # checkpoint holds at least this many items.
-    size = self._client.server_info()[constants.REPLAY_TABLE].current_size
+    table = self._client.server_info()[constants.REPLAY_TABLE]
+    size = table.current_size
+    # A table whose items are never taken out (not a queue) shrinks only by a Reset RPC (or a
+    # deletion), which anyone who reaches the port can send. Checkpointed, the emptied table
+    # would soon prune the last full checkpoint: the server restarts from that one instead.
+    if (table.max_times_sampled == 0 and self._last_own is not None
+        and size < self._last_size):
+      return self._restart_from_last_own(size)
     try:
-      checkpoints_lib.keep_previous(self._checkpoint_dir, self._keep)
       path = self._client.checkpoint()
     except Exception as e:
       if storage.is_storage_error(e):
         checkpoints_lib.remove_incomplete(self._checkpoint_dir)
       raise
+    checkpoints_lib.record_own(self._checkpoint_dir, path, self._keep)
+    self._last_own = os.path.join(os.path.dirname(self._checkpoint_dir), checkpoints_lib.OWN_DIR,
+                                  os.path.basename(path))
+    self._last_size = size
     checkpoints_lib.prune_checkpoints(self._checkpoint_dir, self._keep)
     seconds = time.monotonic() - start
     logging.info('Replay checkpoint %s written in %.2f s (%d items)', path, seconds, size)
@@ -133,6 +147,18 @@ class ReplayServer:
     if warning:
       logging.warning('%s', warning)
     return path
+
+  def _restart_from_last_own(self, size: int) -> str:
+    """Restarts Reverb, on the same port, from this server's newest own checkpoint (its items
+    inserted since are lost; clients reconnect as after any server restart); returns it."""
+    logging.warning('replay server: the replay table shrank from %d to %d items since its last '
+                    'checkpoint %s, which only a Reset or a deletion from elsewhere does: '
+                    'restarting from that checkpoint. Keep the port closed to the network '
+                    '(docs/security.md)', self._last_size, size, self._last_own)
+    self._server.stop()
+    restored = self._start(self._make_tables, self.port)
+    self._log_ready(self._client.server_info())
+    return restored
 
   def stop(self) -> None:
     self._server.stop()

@@ -27,8 +27,10 @@ def test_cartpole_specs_give_two_step_replay_signature():
   assert specs.action_spec.dtype == tf.int64
   assert specs.replay_signature.observation.shape == (2, 4)
   assert specs.replay_signature.action.shape == (2,)
-  assert set(specs.variables_signature) == {constants.POLICY_KEY, constants.TRAIN_STEP_KEY}
+  assert set(specs.variables_signature) == {constants.POLICY_KEY, constants.TRAIN_STEP_KEY,
+                                           constants.SIGNATURE_KEY}
   assert specs.variables_signature[constants.TRAIN_STEP_KEY].dtype == tf.int64
+  assert specs.variables_signature[constants.SIGNATURE_KEY].shape == (4,)
   kernel_shapes = [tuple(s.shape) for s in specs.variables_signature[constants.POLICY_KEY]
                    if len(s.shape) == 2]
   assert kernel_shapes == [(4, 100), (100, 50), (50, 2)]

@@ -116,9 +116,9 @@ def test_truncated_newest_checkpoint_falls_back_to_the_previous(kept_fraction, t
   root = str(tmp_path / 'run')
   first, newest = _checkpointed(root, 10, 10)
   checkpoint_dir = os.path.dirname(newest)
-  previous = glob.glob(os.path.join(os.path.dirname(checkpoint_dir),
-                                    checkpoints_lib.PREVIOUS_DIR, '*'))
-  assert [os.path.basename(p) for p in previous] == [os.path.basename(first)]
+  own = glob.glob(os.path.join(os.path.dirname(checkpoint_dir), checkpoints_lib.OWN_DIR, '*'))
+  assert sorted(os.path.basename(p) for p in own) == [os.path.basename(first),
+                                                      os.path.basename(newest)]
   chunks = os.path.join(newest, 'chunks.tfrecord')
   with open(chunks, 'r+b') as f:
     f.truncate(int(os.path.getsize(chunks) * kept_fraction))
@@ -130,9 +130,65 @@ def test_truncated_newest_checkpoint_falls_back_to_the_previous(kept_fraction, t
     assert _first_values(server) <= set(range(10))
   finally:
     server.stop()
-  assert 'is unreadable' in caplog.text and 'falling back to the previous' in caplog.text
+  assert 'is unreadable' in caplog.text
+  assert f"falling back to this server's newest own checkpoint" in caplog.text
   corrupt = os.path.join(os.path.dirname(checkpoint_dir), checkpoints_lib.CORRUPT_DIR)
   assert os.listdir(corrupt) == [os.path.basename(newest)]  # Kept for a post-mortem.
+
+
+def _attack(port: int) -> str:
+  """What anyone who reaches the port can do: Reset the replay table, then Checkpoint (Reverb
+  then deletes every other checkpoint in the directory). Returns the empty checkpoint."""
+  client = reverb.Client(f'localhost:{port}')
+  client.reset(constants.REPLAY_TABLE)
+  return client.checkpoint()
+
+
+def test_a_reset_and_checkpoint_from_elsewhere_is_not_restored(tmp_path, caplog):
+  root = str(tmp_path / 'run')
+  server = _server(root)
+  try:
+    _insert(server.port, 30)
+    own = server.checkpoint()
+    foreign = _attack(server.port)
+    checkpoint_dir = os.path.dirname(own)
+    assert checkpoints_lib.complete_checkpoints(checkpoint_dir) == [foreign]  # Ours is gone.
+  finally:
+    server.stop()  # As kill -9 would: no checkpoint of its own on the way out.
+  with caplog.at_level('WARNING'):
+    server = _server(root)
+  try:
+    assert _table(server).current_size == 30
+    assert _first_values(server) == set(range(30))
+  finally:
+    server.stop()
+  assert f'checkpoint {foreign} was not written by this server' in caplog.text
+  foreign_dir = os.path.join(os.path.dirname(checkpoint_dir), checkpoints_lib.FOREIGN_DIR)
+  assert os.listdir(foreign_dir) == [os.path.basename(foreign)]
+
+
+def test_a_reset_from_elsewhere_is_undone_from_the_last_checkpoint(tmp_path, caplog):
+  # After a Reset, the server's own next checkpoints would hold the emptied table and prune the
+  # last full one; the server restarts from that one instead, on the same port.
+  root = str(tmp_path / 'run')
+  server = _server(root, keep=1)
+  try:
+    _insert(server.port, 40)
+    full = server.checkpoint()
+    _attack(server.port)
+    _insert(server.port, 3, start=100)
+    with caplog.at_level('WARNING'):
+      assert server.checkpoint() == full
+    assert _table(server).current_size == 40
+    assert _first_values(server) == set(range(40))
+    _insert(server.port, 5, start=200)  # Clients write to it again.
+    newer = server.checkpoint()
+    assert newer > full and _table(server).current_size == 45
+  finally:
+    server.stop()
+  assert (f'the replay table shrank from 40 to 3 items since its last checkpoint '
+          f'{os.path.join(os.path.dirname(os.path.dirname(full)), checkpoints_lib.OWN_DIR)}'
+          in caplog.text)
 
 
 def test_a_checkpoint_over_half_the_stop_grace_is_warned_about(tmp_path, caplog):
