@@ -143,9 +143,10 @@ def run_cluster(args, tmp: str):
 
 def run_local(args, tmp: str):
   port = harness.free_port()
+  # On the host's network: its rate is read from here.
   argv = [sys.executable, '-m', 'launcher.main', f'--gin_file={harness.GIN["dqn_cartpole"]}',
           f'--root_dir={tmp}/local', f'--num_actors={args.num_actors}', f'--port={port}',
-          '--budget_s=3600'] + [f'--gin_bindings={b}' for b in BINDINGS]
+          '--budget_s=3600', '--network=host'] + [f'--gin_bindings={b}' for b in BINDINGS]
   process, first_step_s = _launch(argv, os.path.join(tmp, 'local.log'))
   harness.log(f'local: first train step after {first_step_s:.1f} s')
   time.sleep(args.warmup_s)

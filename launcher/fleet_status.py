@@ -11,7 +11,8 @@ samples-per-insert ratio against the rate limiter's target and its error window;
 train step (the variable table's item carries it as its priority); each actor's policy lag (the
 learner's step minus the step of the weights the actor collects with, from the status records
 the actors publish when new weights arrive, `replay.publish_status`); and, with --root_dir, the
-last eval return.
+last eval return. With --root_dir of a local run, whose fleet is closed in a network namespace
+of its own (`launcher.closed_network`), the view joins that namespace first.
 
 Everything is read with `common.reverb_rpc` (plain gRPC). Exit status: 0, or 1 when no server
 answers (the line says so), 2 on a bad flag.
@@ -37,7 +38,8 @@ from common import reverb_rpc
 from common.errors import UserError
 
 flags.DEFINE_string('root_dir', None, 'Run directory of the fleet, for the last eval return '
-                    '(root_dir/eval/eval.csv); optional.')
+                    '(root_dir/eval/eval.csv), and to join a local run\'s closed network; '
+                    'optional.')
 flags.DEFINE_bool('watch', False, 'Refresh the view in place until Ctrl-C.')
 flags.DEFINE_float('interval_s', 2.0, '--watch: seconds between refreshes.', lower_bound=0.1)
 flags.DEFINE_float('window_s', 0.5, 'Seconds between the two reads that give the rates.',
@@ -229,6 +231,21 @@ def watch(address: str, root_dir: Optional[str], interval_s: float, window_s: fl
     time.sleep(interval_s)
 
 
+def _join_closed_network(root_dir: str) -> None:
+  """Joins the network namespace of the local launcher that runs `root_dir`, if it runs one
+  (`launcher.closed_network`): its replay server answers there only."""
+  from launcher import closed_network  # pylint: disable=g-import-not-at-top
+  pid = closed_network.launcher_pid(root_dir)
+  if pid is None:
+    return
+  try:
+    closed_network.join(pid)
+  except OSError as e:
+    raise UserError(f'cannot join the closed network of the run in {root_dir} (its launcher, '
+                    f'pid {pid}: {e.strerror}): run the status view as the launcher\'s user, '
+                    'on its host') from None
+
+
 def main(argv):
   def _run():
     if len(argv) != 2:
@@ -238,6 +255,8 @@ def main(argv):
     preflight.check_address(argv[1])
     if FLAGS.interval_s <= 0 or FLAGS.window_s < 0 or FLAGS.timeout_s <= 0:
       raise UserError('--interval_s and --timeout_s must be > 0 and --window_s >= 0')
+    if FLAGS.root_dir:
+      _join_closed_network(FLAGS.root_dir)
     if FLAGS.watch:
       try:
         watch(argv[1], FLAGS.root_dir, FLAGS.interval_s, FLAGS.window_s, FLAGS.timeout_s)

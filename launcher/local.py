@@ -191,7 +191,8 @@ class _Gate:
 def run_local(gin_files: Sequence[str], gin_bindings: Sequence[str], root_dir: str, port: int,
               num_actors: int, claim: Callable[[], None], budget_s: float = 0.0,
               max_train_steps: int = 0, server_timeout_s: float = 300.0,
-              learner_gpus: Optional[str] = None, out: TextIO = sys.stdout) -> int:
+              learner_gpus: Optional[str] = None, out: TextIO = sys.stdout,
+              notes: Sequence[str] = ()) -> int:
   """Runs the whole system locally until the target return, the budget, or Ctrl-C.
 
   Every child starts at once and checks the config itself (the gin files, the config's
@@ -205,7 +206,8 @@ def run_local(gin_files: Sequence[str], gin_bindings: Sequence[str], root_dir: s
   children report it (None: the task has none).
   The children stop with the launcher whatever ends it, kill -9 included (`die_with_parent`).
   `learner_gpus` is the learner's `CUDA_VISIBLE_DEVICES` (`learner_devices`: None inherits this
-  process's environment); every other child gets `CUDA_VISIBLE_DEVICES=''`.
+  process's environment); every other child gets `CUDA_VISIBLE_DEVICES=''`. `notes` are lines
+  printed with the run's first status lines, once every child passed its checks.
 
   Returns:
     0 when the target return was reached (or, with no target, the budget or the train-step
@@ -263,6 +265,8 @@ def run_local(gin_files: Sequence[str], gin_bindings: Sequence[str], root_dir: s
                           f'target_return={target} budget_s={budget_s or "none"}')
   status.print_child_line(f'[local] fleet status view: reverb-fleet status localhost:{port} '
                           f'--root_dir={root_dir} --watch')
+  for note in notes:
+    status.print_child_line(note)
   status.print_child_line('[local] learner: ' + describe_devices(
       learner_gpus, os.environ.get('CUDA_VISIBLE_DEVICES')) + '; the other roles: no GPU')
   gate.open()

@@ -19,6 +19,7 @@ import portpicker
 
 from common import console
 from common import main_utils
+from launcher import closed_network
 from launcher import local
 
 flags.DEFINE_multi_string('gin_file', ['gin/dqn_cartpole_fast.gin'], 'Gin files (see gin/); the '
@@ -33,6 +34,11 @@ flags.DEFINE_float('budget_s', 1800.0, 'Wall-clock budget in seconds (0: none).'
 flags.DEFINE_integer('max_train_steps', 0, 'Learner train-step budget (0: none).', lower_bound=0)
 flags.DEFINE_float('server_timeout_s', 300.0, 'Passed to every child (see actor.main).',
                    lower_bound=0.0)
+flags.DEFINE_enum('network', 'closed', ['closed', 'host'],
+                  'closed: the fleet runs in a network namespace of its own, reachable from this '
+                  'launcher only (`reverb-fleet status ... --root_dir` joins it); host: on the '
+                  'host\'s network, where its replay server answers anyone who reaches the port '
+                  '(docs/security.md).')
 flags.DEFINE_string('learner_gpus', 'all', 'GPUs the learner runs MirroredStrategy over: all '
                     '(every GPU this shell sees), none, or a number N (the first N of them; '
                     'CUDA_VISIBLE_DEVICES picks which). The replay server, the actors and eval '
@@ -55,6 +61,7 @@ def main(_):
     preflight.check_gin_syntax(gin_files, FLAGS.gin_bindings)
     root_dir = os.path.abspath(FLAGS.root_dir)  # The children run in the project directory.
     files.check_writable_dir(root_dir)
+    network = _network()
     port = FLAGS.port or portpicker.pick_unused_port()
     from common import ownership  # pylint: disable=g-import-not-at-top
     sys.exit(local.run_local(gin_files, FLAGS.gin_bindings, root_dir, port,
@@ -62,8 +69,23 @@ def main(_):
                              budget_s=FLAGS.budget_s,
                              max_train_steps=FLAGS.max_train_steps,
                              server_timeout_s=FLAGS.server_timeout_s,
-                             learner_gpus=learner_gpus))
+                             learner_gpus=learner_gpus, notes=[network]))
   main_utils.exit_on_error(_run)
+
+
+def _network() -> str:
+  """Closes the fleet's network (`closed_network.enter`) unless --network=host; returns the
+  line that says where the fleet listens."""
+  if FLAGS.network == 'host':
+    return ('[local] network: the host\'s (--network=host); the replay server answers anyone '
+            'who reaches its port (docs/security.md)')
+  why_not = closed_network.enter()
+  if why_not is None:
+    return ('[local] network: closed; the fleet is reachable from this launcher\'s own '
+            'namespace only (reverb-fleet status joins it with --root_dir)')
+  return (f'[local] network: NOT closed, the replay server answers anyone who reaches its '
+          f'port: {why_not}. Allow unprivileged user namespaces, or pass --network=host to '
+          'run open on purpose')
 
 
 if __name__ == '__main__':

@@ -248,10 +248,11 @@ def differences(record, table) -> Dict[str, tuple]:
 
 
 def check_signatures(records: Dict[str, object], tables: Sequence[object], path: str) -> None:
-  """Raises UserError when a checkpointed table holds items of another signature."""
+  """Raises UserError when a checkpointed table holds items of another signature (but the
+  variable table: see `_resigned`)."""
   for table in tables:
     record = records.get(table.name)
-    if record is None:
+    if record is None or table.name == constants.VARIABLE_TABLE:
       continue
     old = _flat_signature(_checkpoint_signature(record))
     new = _flat_signature(table.info.signature)
@@ -263,6 +264,23 @@ def check_signatures(records: Dict[str, object], tables: Sequence[object], path:
           '--root_dir')
 
 
+def _resigned(records: Dict[str, object], tables: Sequence[object]) -> Dict[str, tuple]:
+  """{table: (checkpointed, configured)} signatures of the variable table, if they differ.
+
+  Its one item is the learner's latest push, which the learner makes again at its start, so a
+  change of its layout (a checkpoint of an earlier version, before the `signature` column) is
+  a setting to apply, with the item dropped, not a reason to refuse the replay.
+  """
+  for table in tables:
+    record = records.get(table.name)
+    if table.name == constants.VARIABLE_TABLE and record is not None:
+      old = _flat_signature(_checkpoint_signature(record))
+      new = _flat_signature(table.info.signature)
+      if old != new:
+        return {table.name: (_describe_signature(old), _describe_signature(new))}
+  return {}
+
+
 def _checkpoint_name() -> str:
   """A name after every existing one: Reverb's format, an RFC 3339 time in UTC."""
   now = datetime.datetime.now(datetime.timezone.utc)
@@ -270,10 +288,12 @@ def _checkpoint_name() -> str:
 
 
 def _apply(path: str, records: Dict[str, object], tables: Sequence[object],
-           renamed: Dict[str, str]) -> str:
+           renamed: Dict[str, str], resigned: Sequence[str] = ()) -> str:
   """Writes a checkpoint with `tables`' settings and `path`'s items, its tables renamed by
-  `renamed` (old name -> new name; `records` are already renamed); returns its path."""
+  `renamed` (old name -> new name; `records` are already renamed), and the tables in
+  `resigned` with the configured signature and none of their items; returns its path."""
   from reverb.cc import schema_pb2  # pylint: disable=g-import-not-at-top
+  from tensorflow.python.saved_model import nested_structure_coder  # pylint: disable=g-import-not-at-top
   infos = {t.name: t.info for t in tables}
   items = _read(os.path.join(path, _ITEMS_FILE), schema_pb2.PrioritizedItem)
   for item in items:
@@ -287,6 +307,9 @@ def _apply(path: str, records: Dict[str, object], tables: Sequence[object],
       continue
     table_items.sort(key=lambda i: (i.inserted_at.seconds, i.inserted_at.nanos))
     dropped = max(0, len(table_items) - info.max_size)
+    if name in resigned:
+      dropped = len(table_items)
+      record.signature.CopyFrom(nested_structure_coder.encode_structure(info.signature))
     kept.extend(table_items[dropped:])
     limiter = record.rate_limiter
     changed_limiter = _describe_limiter(limiter) != _describe_limiter(info.rate_limiter_info)
@@ -358,7 +381,10 @@ def reconcile(checkpoint_dir: str, tables: Sequence[object]) -> List[str]:
       set_aside(path, str(e))
   renamed = _rename_former_tables(records, tables)
   check_signatures(records, tables, path)
+  resigned = _resigned(records, tables)
   changes = {f'{new}.name': (old, new) for old, new in renamed.items()}
+  for name, (old, new) in resigned.items():
+    changes[f'{name}.signature'] = (old, f'{new} (its item dropped: the learner pushes again)')
   for table in tables:
     if table.name in records:
       for setting, values in differences(records[table.name], table).items():
@@ -366,7 +392,7 @@ def reconcile(checkpoint_dir: str, tables: Sequence[object]) -> List[str]:
   if not changes:
     return [path]
   try:
-    applied = _apply(path, records, tables, renamed)
+    applied = _apply(path, records, tables, renamed, tuple(resigned))
   except UnreadableCheckpointError as e:
     set_aside(path, str(e))
     return reconcile(checkpoint_dir, tables)

@@ -131,7 +131,7 @@ def test_truncated_newest_checkpoint_falls_back_to_the_previous(kept_fraction, t
   finally:
     server.stop()
   assert 'is unreadable' in caplog.text
-  assert f"falling back to this server's newest own checkpoint" in caplog.text
+  assert "falling back to this server's newest own checkpoint" in caplog.text
   corrupt = os.path.join(os.path.dirname(checkpoint_dir), checkpoints_lib.CORRUPT_DIR)
   assert os.listdir(corrupt) == [os.path.basename(newest)]  # Kept for a post-mortem.
 
@@ -189,6 +189,44 @@ def test_a_reset_from_elsewhere_is_undone_from_the_last_checkpoint(tmp_path, cap
   assert (f'the replay table shrank from 40 to 3 items since its last checkpoint '
           f'{os.path.join(os.path.dirname(os.path.dirname(full)), checkpoints_lib.OWN_DIR)}'
           in caplog.text)
+
+
+def test_a_checkpoint_of_the_variable_table_before_its_signature_column_restores(tmp_path,
+                                                                                  caplog):
+  # An earlier version's variable table had no signature column: its one item (the learner
+  # pushes again) is dropped, and the replay restores.
+  from common import builders  # pylint: disable=g-import-not-at-top
+  from common.config import LearnerConfig  # pylint: disable=g-import-not-at-top
+  from common.config import ReplayConfig  # pylint: disable=g-import-not-at-top
+  from replay_server import tables as tables_lib  # pylint: disable=g-import-not-at-top
+  root = str(tmp_path / 'run')
+  parse_gin(CARTPOLE_GIN, BINDINGS)
+  _, specs = builders.make_agent_and_specs(ReplayConfig())
+  unsigned = {k: v for k, v in specs.variables_signature.items()
+              if k != constants.SIGNATURE_KEY}
+  tables = tables_lib.make_tables(specs, ReplayConfig(), LearnerConfig())
+  tables[1] = tables_lib.make_variable_table(unsigned)
+  port = portpicker.pick_unused_port()
+  checkpoint_dir = os.path.join(root, constants.REPLAY_CHECKPOINT_DIR)
+  old = reverb.Server(tables, port=port, checkpointer=reverb.checkpointers.DefaultCheckpointer(
+      path=checkpoint_dir))
+  try:
+    _insert(port, 12)
+    client = reverb.Client(f'localhost:{port}')
+    client.insert([np.zeros(s.shape, s.dtype.as_numpy_dtype) for s in tf.nest.flatten(unsigned)],
+                  {constants.VARIABLE_TABLE: 1.0})
+    assert client.server_info()[constants.VARIABLE_TABLE].current_size == 1
+    client.checkpoint()
+  finally:
+    old.stop()
+  with caplog.at_level('WARNING'):
+    server = _server(root)
+  try:
+    assert _table(server).current_size == 12
+    assert server.info()[constants.VARIABLE_TABLE].current_size == 0
+  finally:
+    server.stop()
+  assert 'variables.signature' in caplog.text and 'the learner pushes again' in caplog.text
 
 
 def test_a_checkpoint_over_half_the_stop_grace_is_warned_about(tmp_path, caplog):
