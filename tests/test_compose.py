@@ -11,7 +11,8 @@ What proves what:
   `actor <n-1>: collecting ... (seed=<1000 (n-1)>)` and `actor <n-1>: env_steps=<k>` lines; the
   replay server's own insert counter covers the env steps that the 8 of them report.
 * The learner's `learner stopped at train step N` line and its exit status 0.
-* eval.csv, read from the run volume inside the eval container.
+* eval.csv, read from eval's own volume inside the eval container.
+* The hardening of every running container, from `docker inspect`.
 * `docker-compose down`: every process logs its SIGTERM stop line (final checkpoints written) and
   no container of the project is left; `up` then restores the replay checkpoint and resumes the
   learner from its train step.
@@ -26,6 +27,7 @@ Environment:
 
 import csv
 import io
+import json
 import os
 import re
 import shutil
@@ -242,6 +244,33 @@ def stack(tmp_path_factory):
                 check=False)
 
 
+def test_every_container_runs_hardened_and_the_fleet_network_is_internal(stack):
+  ids = stack.container_ids()
+  assert len(ids) >= 5
+  for info in json.loads(_docker('inspect', *ids)):
+    name, host = info['Name'], info['HostConfig']
+    assert host['ReadonlyRootfs'] is True, name
+    assert host['CapDrop'] == ['ALL'] or host['CapDrop'] == ['all'], (name, host['CapDrop'])
+    assert 'no-new-privileges:true' in host['SecurityOpt'], name
+    assert host['Memory'] > 0 and host['NanoCpus'] > 0 and host['PidsLimit'] > 0, name
+    assert host['LogConfig']['Type'] == 'json-file', name
+    assert host['LogConfig']['Config']['max-size'] and host['LogConfig']['Config']['max-file']
+    assert set(host['Tmpfs']) >= {'/tmp', '/home/fleet'}, name
+    networks = set(info['NetworkSettings']['Networks'])
+    if '_tensorboard_' in name or '-tensorboard-' in name:
+      assert networks == {f'{stack.project}_published'}, (name, networks)
+      assert info['NetworkSettings']['Ports'], name  # Published, on 127.0.0.1.
+    else:
+      assert networks == {f'{stack.project}_fleet'}, (name, networks)
+  fleet = json.loads(_docker('network', 'inspect', f'{stack.project}_fleet'))[0]
+  assert fleet['Internal'] is True
+  # Eval writes its own volume; the run's is not even mounted there.
+  eval_info = json.loads(_docker('inspect', *stack.container_ids('eval')))[0]
+  mounts = {m['Destination']: m for m in eval_info['Mounts']}
+  assert '/data/run' not in mounts and mounts['/data/eval']['RW'] is True
+  assert mounts['/data/keys']['RW'] is False
+
+
 def test_image_runs_as_non_root_with_exec_entrypoint_and_no_build_secrets(stack):
   config = _docker('image', 'inspect', TEST_IMAGE, '--format',
                    '{{.Config.User}}|{{json .Config.Entrypoint}}')
@@ -345,7 +374,7 @@ def test_learner_reaches_train_steps(stack):
 
 
 def _eval_rows(compose: Compose):
-  text = compose.exec('eval', 'cat', '/data/run/eval/eval.csv', check=False)
+  text = compose.exec('eval', 'cat', '/data/eval/eval/eval.csv', check=False)
   if not text.startswith('train_step,'):
     return []
   return list(csv.DictReader(io.StringIO(text)))
@@ -428,8 +457,8 @@ def test_down_stops_cleanly_and_up_resumes(stack):
   assert not left.strip(), f'containers left after down: {left}'
   volumes = _docker('volume', 'ls', '-q', '--filter',
                     f'label=com.docker.compose.project={stack.project}').split()
-  assert sorted(volumes) == [f'{stack.project}_keys', f'{stack.project}_replay',
-                             f'{stack.project}_run']
+  assert sorted(volumes) == [f'{stack.project}_eval', f'{stack.project}_keys',
+                             f'{stack.project}_replay', f'{stack.project}_run']
 
   # Up again with one actor and a larger budget: both checkpoints come back from the volumes.
   stack.env['MAX_TRAIN_STEPS'] = str(TRAIN_STEPS + 50)
@@ -476,9 +505,9 @@ def test_the_worked_example_runs_under_compose_with_its_package_mounted(stack):
                  STEP_TIMEOUT_S, 'an eval.csv row for learned weights')
     assert -1.0 <= float(rows[-1]['average_return']) <= 1.0  # Catch's returns.
     assert float(rows[-1]['average_episode_length']) == 7.0  # An 8-row board: 7 steps.
-    # The learner has exited at its budget; eval shares its volume.
-    recorded = catch.exec('eval', 'cat', '/data/run/learner/operative_config.gin',
-                          check=False)
+    # The learner has exited at its budget: its volume, read by a container of its own.
+    recorded = _docker('run', '--rm', '-v', f'{catch.project}_run:/data/run:ro', '--entrypoint',
+                       'cat', TEST_IMAGE, '/data/run/learner/operative_config.gin')
     assert "entry_point = 'catch_env:CatchEnv'" in recorded
   finally:
     catch.run('down', '-v', '--remove-orphans', '--timeout', '60', timeout_s=600, check=False)

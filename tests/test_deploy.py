@@ -139,10 +139,45 @@ def test_network_policy_admits_only_the_fleets_own_pods():
   policy = _documents()[2]
   selector = {'ray.io/cluster': 'reverb-fleet'}
   assert policy['spec']['podSelector']['matchLabels'] == selector
-  assert policy['spec']['policyTypes'] == ['Ingress']
+  assert policy['spec']['policyTypes'] == ['Ingress', 'Egress']
   sources = [peer for rule in policy['spec']['ingress'] for peer in rule['from']]
   assert sources == [{'podSelector': {'matchLabels': selector}}]
   assert policy['metadata']['namespace'] == _documents()[1]['metadata']['namespace']
+
+
+def test_network_policy_lets_the_fleet_reach_only_itself_and_dns():
+  # No ipBlock: the metadata endpoint (169.254.169.254) and the Internet are out of reach.
+  egress = _documents()[2]['spec']['egress']
+  peers = [peer for rule in egress for peer in rule['to']]
+  assert all('ipBlock' not in peer for peer in peers), peers
+  assert {'podSelector': {'matchLabels': {'ray.io/cluster': 'reverb-fleet'}}} in peers
+  dns = [rule for rule in egress if any('namespaceSelector' in p for p in rule['to'])]
+  assert len(dns) == 1
+  assert dns[0]['to'][0]['podSelector'] == {'matchLabels': {'k8s-app': 'kube-dns'}}
+  assert sorted((p['protocol'], p['port']) for p in dns[0]['ports']) == [('TCP', 53),
+                                                                          ('UDP', 53)]
+
+
+def test_every_pod_is_hardened_for_the_restricted_pod_security_profile():
+  namespace = _documents()[0]
+  assert namespace['metadata']['labels']['pod-security.kubernetes.io/enforce'] == 'restricted'
+  for name, group in _pod_templates(_documents()[1]):
+    pod = group['template']['spec']
+    assert pod['automountServiceAccountToken'] is False, name
+    assert pod['securityContext']['runAsNonRoot'] is True, name
+    assert pod['securityContext']['seccompProfile'] == {'type': 'RuntimeDefault'}, name
+    volumes = {v['name']: v for v in pod['volumes']}
+    for container in pod['containers']:
+      context = container['securityContext']
+      assert context['allowPrivilegeEscalation'] is False, name
+      assert context['capabilities']['drop'] == ['ALL'], name
+      assert context['readOnlyRootFilesystem'] is True, name
+      # Where Ray and the roles write, with the root filesystem read-only.
+      mounts = {m['mountPath']: m['name'] for m in container['volumeMounts']}
+      for path in ('/tmp', '/data', '/home/fleet'):
+        assert 'emptyDir' in volumes[mounts[path]], (name, path)
+      image = container['image']
+      assert ':' in image and not image.endswith(':latest'), (name, image)
 
 
 def test_every_pod_presents_ray_token_from_a_secret_the_manifest_does_not_hold():
@@ -170,3 +205,28 @@ def test_the_launch_command_on_the_head_gets_the_weights_key_from_a_secret():
   assert env['REVERB_FLEET_WEIGHTS_KEY']['valueFrom']['secretKeyRef'] == {
       'name': secret.group(1), 'key': 'key'}
   assert 'value' not in env['REVERB_FLEET_WEIGHTS_KEY']
+
+
+def test_compose_services_are_hardened_and_the_fleet_network_is_internal():
+  with open(os.path.join(REPO, 'docker-compose.yml')) as f:
+    compose = yaml.safe_load(f)
+  assert compose['networks']['fleet'] == {'internal': True}
+  for name, service in compose['services'].items():
+    assert service['security_opt'] == ['no-new-privileges:true'], name
+    assert service['cap_drop'] == ['ALL'], name
+    assert service['read_only'] is True, name
+    assert {'/tmp', '/home/fleet'} <= set(service['tmpfs']), name
+    for limit in ('mem_limit', 'cpus', 'pids_limit'):
+      assert limit in service, (name, limit)
+    assert service['logging']['options']['max-size'], name
+    expected = ['published'] if name == 'tensorboard' else ['fleet']
+    assert service['networks'] == expected, name
+    if name != 'tensorboard':
+      assert 'ports' not in service, name  # Only TensorBoard is published (on 127.0.0.1).
+  assert compose['services']['tensorboard']['ports'] == [
+      '127.0.0.1:${TENSORBOARD_PORT:-6006}:6006']
+  eval_volumes = compose['services']['eval']['volumes']
+  assert not any(v.startswith('run:') for v in eval_volumes), eval_volumes
+  for name in ('actor', 'eval'):
+    assert 'keys:/data/keys:ro' in compose['services'][name]['volumes'], name
+  assert 'keys:/data/keys' in compose['services']['learner']['volumes']
