@@ -7,12 +7,14 @@
 # Idempotent: it installs only what is missing, starts dockerd only when no engine answers, and
 # builds the base image only when it is not there yet. Needs root (apt-get, dockerd).
 #
-#   1. apt-get installs docker.io (engine 20.10), docker-compose (1.29) and debootstrap.
+#   1. apt-get installs docker.io (engine 20.10), docker-compose (1.29), debootstrap, gpgv and
+#      Debian's archive keyring.
 #   2. dockerd starts in the background (--iptables=false: this sandbox has no iptables), and
 #      `docker info` is polled until it answers, for at most DOCKERD_TIMEOUT_S seconds.
 #   3. With no container registry to pull `python:3.11-slim` from, the base image is made from
 #      Debian's own packages: debootstrap a minimal bookworm with python3, python3-venv and
-#      ca-certificates, then `docker import` it as $REVERB_FLEET_BASE_IMAGE.
+#      ca-certificates, the archive's signature checked (--force-check-gpg: no key, no image),
+#      then `docker import` it as $REVERB_FLEET_BASE_IMAGE.
 #
 # Environment:
 #   REVERB_FLEET_BASE_IMAGE  name of the base image (default reverb-fleet-base:py3.11-bookworm;
@@ -26,6 +28,9 @@ BASE_IMAGE="${REVERB_FLEET_BASE_IMAGE:-reverb-fleet-base:py3.11-bookworm}"
 MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 TIMEOUT_S="${DOCKERD_TIMEOUT_S:-60}"
 LOG="${DOCKERD_LOG:-/var/log/dockerd.log}"
+# Debian's archive keys: debootstrap checks the Release file's signature with them, and every
+# package against the Release file's hashes, so a mirror (or the way to it) cannot change one.
+KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
 
 log() { echo "[docker_setup] $*"; }
 
@@ -39,6 +44,8 @@ missing=()
 command -v dockerd >/dev/null || missing+=(docker.io)
 command -v docker-compose >/dev/null || missing+=(docker-compose)
 command -v debootstrap >/dev/null || missing+=(debootstrap)
+command -v gpgv >/dev/null || missing+=(gpgv)
+[ -f "$KEYRING" ] || missing+=(debian-archive-keyring)
 if ((${#missing[@]})); then
   log "installing ${missing[*]}"
   apt-get update -qq
@@ -86,7 +93,7 @@ else
   log "building base image $BASE_IMAGE with debootstrap from $MIRROR"
   rootfs="$(mktemp -d /tmp/reverb-fleet-rootfs.XXXXXX)"
   trap 'rm -rf "$rootfs"' EXIT
-  debootstrap --variant=minbase \
+  debootstrap --force-check-gpg --keyring="$KEYRING" --variant=minbase \
     --include=python3,python3-venv,python3-pip,ca-certificates \
     bookworm "$rootfs" "$MIRROR" >/dev/null
   # Keep the image small: the package lists and caches are not needed at run time.

@@ -7,10 +7,12 @@
 #   PIP_INDEX_URL, PIP_EXTRA_INDEX_URL, PIP_TRUSTED_HOST  pip's own settings
 #   TENSORFLOW_EXTRAS  extras of the tensorflow requirement, e.g. and-cuda for the GPU image
 # Files:
-#   /tmp/stack/setup.cfg        install_requires and the ray extra: the direct pins (one source
-#                               of truth)
-#   /tmp/stack/constraints.txt  every transitive version
-#   /tmp/stack/certs/*.crt|pem  extra CA certificates (a TLS-intercepting proxy's)
+#   /tmp/stack/setup.cfg              install_requires and the extras: the direct pins
+#   /tmp/stack/requirements.lock      every package of the image, each file's sha256 (lock.py)
+#   /tmp/stack/requirements-cuda.lock the CUDA packages of the GPU image, hashed the same way
+#   /tmp/stack/certs/*.crt|pem        extra CA certificates (a TLS-intercepting proxy's)
+# Every file is checked against the lock's hashes (`--require-hashes`): a package whose content
+# changed on the index, a mirror or the way fails the build.
 set -eu
 
 # An empty build argument is still set in the environment; pip must not see it as a setting.
@@ -33,28 +35,39 @@ if [ -n "$extra" ]; then
   echo "install_stack: pip trusts $(echo "$extra" | wc -l) extra CA file(s)"
 fi
 
-/opt/venv/bin/python - "${TENSORFLOW_EXTRAS:-}" > /tmp/stack/requirements.txt <<'EOF'
+# The direct pins of setup.cfg must be the lock's: a pin changed without a new lock fails here.
+/opt/venv/bin/python - <<'EOF'
 import configparser
-import sys
+import re
 
-extras = sys.argv[1]
 config = configparser.ConfigParser()
 config.read('/tmp/stack/setup.cfg')
-# The image serves compose, Ray and KubeRay alike: the `ray` extra is part of the stack.
 lines = (config['options']['install_requires'].splitlines()
          + config['options.extras_require']['ray'].splitlines()
          + config['options.extras_require']['mujoco'].splitlines())
+normal = lambda name: re.sub(r'[-_.]+', '-', name).lower()
+pin = re.compile(r'^([A-Za-z0-9_.\-]+)(?:\[[^\]]*\])?==([^\s;\\]+)')
+with open('/tmp/stack/requirements.lock') as f:
+  locked = {normal(m.group(1)): m.group(2) for m in map(pin.match, f) if m}
 for line in lines:
-  line = line.split('#')[0].strip()
-  if not line:
-    continue
-  if extras and line.startswith('tensorflow=='):
-    line = f'tensorflow[{extras}]==' + line.split('==', 1)[1]
-  print(line)
+  m = pin.match(line.split('#')[0].strip())
+  if m and locked.get(normal(m.group(1))) != m.group(2):
+    raise SystemExit(f'install_stack: setup.cfg pins {m.group(1)}=={m.group(2)}, the lock '
+                     f'{locked.get(normal(m.group(1)))}: run docker/lock.py --from_freeze')
 EOF
-echo "install_stack: requirements:"; sed 's/^/  /' /tmp/stack/requirements.txt
 
+cp /tmp/stack/requirements.lock /tmp/stack/requirements.txt
+if [ -n "${TENSORFLOW_EXTRAS:-}" ]; then
+  if [ "$TENSORFLOW_EXTRAS" != "and-cuda" ]; then
+    echo "install_stack: TENSORFLOW_EXTRAS=$TENSORFLOW_EXTRAS has no lock; use and-cuda" >&2
+    exit 2
+  fi
+  cat /tmp/stack/requirements-cuda.lock >> /tmp/stack/requirements.txt
+fi
+echo "install_stack: $(grep -c '==' /tmp/stack/requirements.txt) packages, every file hashed"
+
+# --no-deps: the lock is the whole tree (pip check below proves it); pip resolves nothing.
 "$pip" install --no-cache-dir --disable-pip-version-check --progress-bar off \
-  -r /tmp/stack/requirements.txt -c /tmp/stack/constraints.txt
+  --require-hashes --no-deps -r /tmp/stack/requirements.txt
 "$pip" check
 rm -rf /tmp/stack

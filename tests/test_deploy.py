@@ -55,18 +55,44 @@ def test_every_pin_is_what_is_installed_and_pip_finds_no_conflict():
     importlib.metadata.version('pydantic')
 
 
-def test_image_constraints_agree_with_setup_cfg():
-  with open(os.path.join(REPO, 'docker', 'constraints.txt')) as f:
-    constraints = {_normal(m.group(1)): m.group(2) for line in f
-                   if (m := _PIN.match(line.strip()))}
+def _lock(name):
+  with open(os.path.join(REPO, 'docker', name)) as f:
+    text = f.read()
+  return text, {_normal(m.group(1)): m.group(2) for line in text.splitlines()
+                if (m := _PIN.match(line.strip()))}
+
+
+def test_image_lock_agrees_with_setup_cfg():
+  _, constraints = _lock('requirements.lock')
   pins = _pins(('options', 'install_requires'), ('options.extras_require', 'ray'),
                ('options.extras_require', 'mujoco'))
   disagree = {n: (v, constraints[_normal(n)]) for n, v in pins.items()
               if _normal(n) in constraints and constraints[_normal(n)] != v}
   assert not disagree
   missing = sorted(n for n in pins if _normal(n) not in constraints)
-  assert not missing, f'pinned in setup.cfg but not in docker/constraints.txt: {missing}'
+  assert not missing, f'pinned in setup.cfg but not in docker/requirements.lock: {missing}'
   assert constraints['ray'] == '2.60.0'
+
+
+def test_every_locked_package_has_a_hash_for_each_of_its_files():
+  for name in ('requirements.lock', 'requirements-cuda.lock'):
+    text, pins = _lock(name)
+    entries = re.split(r'\n(?=[A-Za-z0-9])', text.split('\n\n', 1)[1].strip())
+    assert len(entries) == len(pins) > 0, name
+    for entry in entries:
+      assert re.search(r'--hash=sha256:[0-9a-f]{64}', entry), entry[:200]
+      assert all(re.fullmatch(r'[0-9a-f]{64}', h)
+                 for h in re.findall(r'--hash=sha256:(\S+?)(?: \\)?$', entry, re.M)), entry
+  # The GPU image's CUDA packages are TensorFlow's own pins for its and-cuda extra.
+  _, cuda = _lock('requirements-cuda.lock')
+  requires = importlib.metadata.requires('tensorflow')
+  expected = {_normal(m.group(1)): m.group(2) for r in requires if "extra == 'and-cuda'" in r
+              for m in [re.match(r'([\w.-]+) ?\(?==([\w.]+)', r)] if m}
+  assert cuda == expected and len(cuda) == 12
+  # The image installs from the lock with hash checking on.
+  with open(os.path.join(REPO, 'docker', 'install_stack.sh')) as f:
+    script = f.read()
+  assert '--require-hashes --no-deps -r /tmp/stack/requirements.txt' in script
 
 
 def _documents():
