@@ -36,7 +36,7 @@ CUDA_LOCK = os.path.join(HERE, 'requirements-cuda.lock')
 INDEX = 'https://pypi.org/simple'
 # Installed for the tests only (setup.cfg's `test` extra and what it pulls in), not in the image.
 TEST_ONLY = {'pytest', 'pytest-timeout', 'iniconfig', 'pluggy', 'pygments',
-             'kubernetes-validate', 'reverb-fleet'}
+             'kubernetes-validate', 'reverb-fleet', 'pip', 'setuptools'}
 _PIN = re.compile(r'^([A-Za-z0-9_.\-]+)==([^\s;\\]+)')
 
 
@@ -75,7 +75,8 @@ def read_pins(path: str):
 
 
 def freeze_pins():
-  out = subprocess.run([sys.executable, '-m', 'pip', 'freeze', '--exclude-editable'],
+  # --all: `wheel` too, which astunparse needs; pip and setuptools come with the venv.
+  out = subprocess.run([sys.executable, '-m', 'pip', 'freeze', '--all', '--exclude-editable'],
                        capture_output=True, text=True, check=True).stdout
   pins = {}
   for line in out.splitlines():
