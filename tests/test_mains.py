@@ -175,11 +175,12 @@ def test_local_launcher_gives_gpus_to_the_learner_only(flag, learner_sees, root_
 def test_a_child_that_refuses_at_its_start_is_the_launchers_one_error_line(root_dir, port):
   # Another process holds the port: the launcher's replay server refuses it at its start,
   # before the launcher's go, so nothing is written and its line and status are the run's.
+  # (On the host's network: a closed fleet has a network, and so ports, of its own.)
   holder = reverb.Server([reverb.Table.queue('q', 1)], port=port)
   try:
     result = subprocess.run(
         [sys.executable, '-m', 'launcher.main', f'--root_dir={root_dir}', f'--port={port}',
-         '--num_actors=1', '--budget_s=300', '--server_timeout_s=60',
+         '--num_actors=1', '--budget_s=300', '--server_timeout_s=60', '--network=host',
          f'--gin_file={CARTPOLE_GIN}'],
         cwd=REPO, capture_output=True, text=True, timeout=400,
         env=dict(os.environ, CUDA_VISIBLE_DEVICES=''))
