@@ -199,8 +199,12 @@ def render(snapshot: Snapshot, root_dir: Optional[str] = None) -> str:
       else:
         lag = f'policy lag {snapshot.train_step - step} (weights of step {step})'
       age = snapshot.time - actor.get('time', 0)
+      refused = actor.get('weights_refused', 0)
+      refused = (f', REFUSED {refused} weight item(s) not signed with the run\'s key'
+                 if refused else '')
       lines.append(f'  actor {actor["task"]:<3} {lag}, {actor.get("env_steps", 0):,} env steps, '
-                   f'{_number(actor.get("env_steps_per_s", 0))}/s, reported {age:.0f} s ago')
+                   f'{_number(actor.get("env_steps_per_s", 0))}/s, reported {age:.0f} s ago'
+                   f'{refused}')
   if root_dir:
     path = os.path.join(root_dir, constants.EVAL_CSV)
     rows = eval_log.read_csv(path)

@@ -191,7 +191,8 @@ def test_newest_record_of_each_actor_wins_and_silent_actors_are_counted():
                                   strings=(json.dumps(record),))
   now = time.time()
   records = [{'role': 'actor', 'task': 1, 'weights_step': 5, 'time': now - 3},
-             {'role': 'actor', 'task': 1, 'weights_step': 9, 'time': now - 1},
+             {'role': 'actor', 'task': 1, 'weights_step': 9, 'time': now - 1,
+              'weights_refused': 2},
              {'role': 'actor', 'task': 0, 'weights_step': 7, 'time': now - 100},
              {'role': 'learner', 'time': now}]
   actors = fleet_status._actors([item(r) for r in records] + [
@@ -203,6 +204,9 @@ def test_newest_record_of_each_actor_wins_and_silent_actors_are_counted():
   text = fleet_status.render(snapshot)
   assert '1 reporting, 1 silent for over 60 s' in text
   assert 'policy lag (train steps) min 1, median 2, max 3' in text
+  refused = [line for line in text.splitlines() if 'REFUSED' in line]
+  assert len(refused) == 1 and refused[0].startswith('  actor 1 ')
+  assert "REFUSED 2 weight item(s) not signed with the run's key" in refused[0]
 
 
 def test_string_tensors_decode_as_reverb_stores_them(cartpole_server):
