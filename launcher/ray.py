@@ -16,6 +16,7 @@ only detaches, and a `run` command that dies leaves a fleet that still ends at i
 
 import common  # pylint: disable=unused-import  (sets TF_USE_LEGACY_KERAS first)
 
+import dataclasses
 import json
 import os
 import signal
@@ -78,7 +79,7 @@ def _spec(cluster, gin_files, target_return):
       server_resource=FLAGS.server_resource, learner_resource=FLAGS.learner_resource,
       actor_resource=FLAGS.actor_resource, learner_gpus=FLAGS.learner_gpus,
       actor_cpus=FLAGS.actor_cpus,
-      checkpoint_interval_s=FLAGS.checkpoint_interval_s, weights_key=_weights_key().hex())
+      checkpoint_interval_s=FLAGS.checkpoint_interval_s)
 
 
 def _weights_key() -> bytes:
@@ -182,6 +183,8 @@ def main(argv):
             raise UserError(f'the finished fleet {FLAGS.name!r} did not go away within 60 s: '
                             'run `python -m launcher.ray stop`, or pick another --name')
           time.sleep(0.5)
+      # Made (or read) only now that every check passed: a refused start leaves no file.
+      spec = dataclasses.replace(spec, weights_key=_weights_key().hex())
       handle = cluster.start_fleet(spec)
       print(f'[ray] fleet {FLAGS.name} started on {FLAGS.address} '
             f'({len(ray.nodes())} nodes)', flush=True)

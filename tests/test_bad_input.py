@@ -139,8 +139,9 @@ _ENTRY = 'make_environment.env_name = None'
         'unknown-gymnasium-id'])
 def test_a_bad_environment_is_refused_before_any_child_starts(bindings, expected, fresh_root,
                                                                tf_budget_s):
+  # Four children import TensorFlow at once, on two cores: twice one import's budget.
   _assert_refused('launcher.main', GIN + [f'--gin_bindings={b}' for b in bindings], fresh_root,
-                  tf_budget_s, expected)
+                  2 * tf_budget_s, expected)
 
 
 def test_an_environment_package_that_is_not_installed_names_the_extra(fresh_root, tmp_path,

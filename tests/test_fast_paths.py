@@ -316,6 +316,10 @@ def test_episode_metrics_count_like_tf_agents_metrics():
 @pytest.mark.parametrize('gin_file', ['gin/dqn_cartpole.gin', 'gin/sac_inverted_pendulum.gin'])
 def test_evaluate_policy_plays_like_the_stock_driver(gin_file):
   """Same episodes and figures as PyDriver + PyTFEagerPolicy + metrics, evaluation after evaluation."""
+  # The network's initial weights from a fixed seed, not from whatever the tests before this
+  # one left in TensorFlow's random state: some draws act alike in every state, and their
+  # episodes are too alike for the check at the end.
+  tf.random.set_seed(3)
   parse_gin(gin_file, ['make_environment.max_episode_steps = 60'])
   agent, _ = builders.make_agent_and_specs(ReplayConfig())
   ours_env = vector_env.VectorEnv([environments.make_environment(seed=5)])
