@@ -30,6 +30,8 @@ import struct
 import threading
 from typing import Optional
 
+from common import ownership
+
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWNET = 0x40000000
 _SIOCGIFFLAGS = 0x8913
@@ -120,7 +122,7 @@ def launcher_pid(root_dir: str) -> Optional[int]:
   """The pid of the local launcher that holds `root_dir` (its lock file, `common.ownership`),
   if it runs on this host; else None."""
   try:
-    with open(os.path.join(root_dir, 'LOCK')) as f:
+    with open(os.path.join(root_dir, ownership.LOCK_FILE)) as f:
       text = f.read()
   except OSError:
     return None

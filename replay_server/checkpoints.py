@@ -112,16 +112,18 @@ def _same(a: str, b: str) -> bool:
     return False
 
 
-def record_own(checkpoint_dir: str, path: str, keep: int = 0) -> None:
+def record_own(checkpoint_dir: str, path: str, keep: int = 0) -> str:
   """Records `path`, a complete checkpoint this server just wrote, as its own (a link in
-  `own/`); with `keep`, deletes all but the newest `keep` own checkpoints."""
+  `own/`); with `keep`, deletes all but the newest `keep` own checkpoints. Returns the link."""
   own_dir = _sibling(checkpoint_dir, OWN_DIR)
   os.makedirs(own_dir, exist_ok=True)
-  _link_checkpoint(path, os.path.join(own_dir, os.path.basename(path)))
+  target = os.path.join(own_dir, os.path.basename(path))
+  _link_checkpoint(path, target)
   if keep:
     own = complete_checkpoints(own_dir)
     for old in own[:max(0, len(own) - keep)]:
       shutil.rmtree(old, ignore_errors=True)
+  return target
 
 
 def select_own(checkpoint_dir: str) -> None:

@@ -136,9 +136,7 @@ class ReplayServer:
       if storage.is_storage_error(e):
         checkpoints_lib.remove_incomplete(self._checkpoint_dir)
       raise
-    checkpoints_lib.record_own(self._checkpoint_dir, path, self._keep)
-    self._last_own = os.path.join(os.path.dirname(self._checkpoint_dir), checkpoints_lib.OWN_DIR,
-                                  os.path.basename(path))
+    self._last_own = checkpoints_lib.record_own(self._checkpoint_dir, path, self._keep)
     self._last_size = size
     checkpoints_lib.prune_checkpoints(self._checkpoint_dir, self._keep)
     seconds = time.monotonic() - start
