@@ -71,7 +71,7 @@ def main():
       for match in map(_ACTOR_RATE.match, logs.splitlines()):
         if match:
           rates[int(match.group(1))] = int(match.group(2))  # The latest line per actor.
-      text = _compose(project, 'exec', '-T', 'eval', 'cat', '/data/run/eval/eval.csv',
+      text = _compose(project, 'exec', '-T', 'eval', 'cat', '/data/eval/eval/eval.csv',
                       check=False)
       rows = list(csv.DictReader(io.StringIO(text))) if text.startswith('train_step') else []
       last = rows[-1] if rows else None
