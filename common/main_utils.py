@@ -75,8 +75,9 @@ def preflight(port: int = 0) -> None:
 
 
 def load_and_check_config(gate: bool = True):
-  """Parses the gin config (after the heavy imports registered every configurable) and checks
-  its numbers and its environment (made, reset and stepped once: `check_environment`), before
+  """Parses the gin config (after the heavy imports registered every configurable), stops
+  TensorFlow's per-tensor leak (`eager_tensors.install`), and checks its numbers and its
+  environment (made, reset and stepped once: `check_environment`), before
   anything is written; then, with `gate`, waits at the launcher's start gate
   (`wait_for_start_gate`; a main with checks of its own calls that itself).
 
@@ -88,10 +89,12 @@ def load_and_check_config(gate: bool = True):
   """
   # pylint: disable=g-import-not-at-top
   from common import config
+  from common import eager_tensors
   from common import environments
   from common import gin_config
   values = flags.FLAGS
   gin_config.load_gin(values.gin_file, values.gin_bindings)
+  eager_tensors.install()  # TensorFlow is loaded now; a long-lived role must not leak.
   configs = config.validated_configs()
   environments.check_environment()
   if gate:
