@@ -6,8 +6,10 @@ HMAC under the run's key (`common.weights_key`), which `pull` verifies before it
 A stock container reads the items if its nest has the `signature` entry, and loads them
 unverified. Two of the container's calls are replaced, each for a failure it has:
 - its `pull` samples with no deadline, so a pull against an empty table (a restarted server
-  before the learner's next push) would block forever; `pull` here reads the item through a
-  Reverb dataset with a rate-limiter timeout and returns None when no weights are there yet;
+  before the learner's next push) would block forever. `pull` here reads the item with the
+  Python client's sampler on a reader thread and waits for it `pull_timeout_s` at most. The
+  numpy arrays come straight from the sampler: no tf.data iterator is made per pull (one was
+  about 10x slower, see `bench/pull_bench.py`), and no eager tensor but the assignments';
 - its `push` goes through a `reverb.TFClient` resource, which another client's teardown in the
   same process can destroy (`NotFoundError: Resource .../ReverbClient does not exist`); `push`
   here inserts through the Python client's trajectory writer, with a deadline. (The Python
@@ -15,10 +17,13 @@ unverified. Two of the container's calls are replaced, each for a failure it has
   a legacy writer waits for the server however long it takes.)
 """
 
+import concurrent.futures
+import threading
 import time
-from typing import Optional
+from typing import List, Optional
 
 from absl import logging
+import numpy as np
 import reverb
 import tensorflow as tf
 
@@ -50,17 +55,14 @@ class VariableClient:
                                  if v is variables[constants.SIGNATURE_KEY])
     self._step_index = next(i for i, v in enumerate(self._flat_variables)
                             if v is variables[constants.TRAIN_STEP_KEY])
-    self._timeout_ms = int(pull_timeout_s * 1000)
+    self._pull_timeout_s = pull_timeout_s
     self._push_timeout_ms = int(push_timeout_s * 1000)
     self.older_step = None  # The train step of the last older weights that were not loaded.
     self.refused = False  # Whether the last pull read an item whose signature did not verify.
-    self._dataset = reverb.TimestepDataset(
-        server_address=session.address,
-        table=constants.VARIABLE_TABLE,
-        dtypes=tuple(v.dtype for v in self._flat_variables),
-        shapes=tuple(v.shape for v in self._flat_variables),
-        max_in_flight_samples_per_worker=1,
-        rate_limiter_timeout_ms=self._timeout_ms).take(1)
+    # A read that outlives its pull's deadline (the table emptied, or the server went away,
+    # between the caller's probe and the read) stays the only one until it ends, which it does
+    # when the server holds weights again; its item is then dropped.
+    self._pending: Optional[concurrent.futures.Future] = None
 
   def push(self) -> None:
     """Inserts the current values; the table keeps only the newest item.
@@ -94,6 +96,37 @@ class VariableClient:
   def _signed(self, values):
     return [value for i, value in enumerate(values) if i != self._signature_index]
 
+  def _read(self, client) -> List[np.ndarray]:
+    for steps in client.sample(constants.VARIABLE_TABLE, num_samples=1):
+      return list(steps[0].data)  # One item of one step: the flattened nest.
+    raise RuntimeError('the variable table\'s sampler ended without an item')
+
+  def _read_within_deadline(self) -> Optional[List[np.ndarray]]:
+    """The newest item's columns, or None if none came within `pull_timeout_s`.
+
+    Raises:
+      Whatever the read raised (a CONNECTION_ERRORS error when the server is gone).
+    """
+    if self._pending is not None:
+      if not self._pending.done():
+        return None
+      self._pending = None  # Its item, or its error, is older than this pull: dropped.
+    read = concurrent.futures.Future()
+    client = self._session.client
+
+    def _run():
+      try:
+        read.set_result(self._read(client))
+      except BaseException as e:  # pylint: disable=broad-except  (raised by result() below)
+        read.set_exception(e)
+    # A daemon thread: a read still waiting on the server never holds up the process's exit.
+    threading.Thread(target=_run, daemon=True, name='weights pull').start()
+    try:
+      return read.result(timeout=self._pull_timeout_s)
+    except concurrent.futures.TimeoutError:
+      self._pending = read
+      return None
+
   def pull(self, not_older_than: Optional[int] = None) -> Optional[int]:
     """Loads the newest pushed values into the variables, if their signature verifies.
 
@@ -108,20 +141,20 @@ class VariableClient:
       key (`refused` is True then; nothing was changed).
     """
     self.refused = False
-    for sample in self._dataset:
-      values = [tensor.numpy() for tensor in sample.data]
-      if not self._signer.verify(self._signed(values), values[self._signature_index]):
-        self.refused = True
-        return None
-      step = int(values[self._step_index])
-      if not_older_than is not None and step < not_older_than:
-        self.older_step = step
-        return None
-      for variable, value in zip(self._flat_variables, values):
-        variable.assign(value)
-      self.older_step = None
-      return step
-    return None
+    values = self._read_within_deadline()
+    if values is None:
+      return None
+    if not self._signer.verify(self._signed(values), values[self._signature_index]):
+      self.refused = True
+      return None
+    step = int(values[self._step_index])
+    if not_older_than is not None and step < not_older_than:
+      self.older_step = step
+      return None
+    for variable, value in zip(self._flat_variables, values):
+      variable.assign(value, read_value=False)
+    self.older_step = None
+    return step
 
 
 class PushWatch:

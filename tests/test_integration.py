@@ -346,6 +346,20 @@ def test_pull_from_an_empty_variable_table_returns_none_within_its_timeout(cartp
   start = time.monotonic()
   assert client.pull() is None
   assert time.monotonic() - start < 5
+  # The read that outlived its pull still waits on the empty table: later pulls return at
+  # once, and start no second one.
+  for _ in range(3):
+    assert client.pull() is None
+  readers = [t for t in threading.enumerate() if t.name == 'weights pull']
+  assert len(readers) == 1
+  # The learner pushes: the waiting read gets that item and is dropped, and the next pull
+  # reads the table afresh and loads it.
+  source = _fresh_variables()
+  source[constants.TRAIN_STEP_KEY].assign(77)
+  _variable_client(cartpole_server, source, key_file).push()
+  wait_until(lambda: client.pull() == 77, 10, 'the pushed weights loaded')
+  wait_until(lambda: not [t for t in threading.enumerate() if t.name == 'weights pull'], 10,
+             'no read left waiting')
 
 
 def test_min_size_limiter_blocks_sampling_until_min_size(cartpole_server, tmp_path):
