@@ -30,12 +30,12 @@ def make(n):
 make(500)
 tracemalloc.start()
 before = tracemalloc.get_traced_memory()[0]
-make(10000)
+make(3000)
 grown = tracemalloc.get_traced_memory()[0] - before
 tracemalloc.stop()
 t = tf.constant([1.0, 2.0])
 t.note = 'attribute'
-print(json.dumps(dict(installed=installed, per_tensor=grown / 30000,
+print(json.dumps(dict(installed=installed, per_tensor=grown / 9000,
                       again=eager_tensors.install() if installed else None,
                       value=(t * 2).numpy().tolist(), attribute=t.note,
                       is_eager=type(t + 1).__name__)))
