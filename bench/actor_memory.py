@@ -40,6 +40,7 @@ import os, sys, threading, time, tracemalloc, json, runpy
 _out, _warmup, _every, _top, _fix = (sys.argv[1], float(sys.argv[2]), float(sys.argv[3]),
                                      int(sys.argv[4]), sys.argv[5] == 'fix')
 del sys.argv[1:6]
+sys.path.insert(0, os.getcwd())  # The repository (the actor's working directory), as -m has it.
 if not _fix:  # The arm without the fix: the role's own install() does nothing.
   import common
   from common import eager_tensors
