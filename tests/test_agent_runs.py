@@ -46,7 +46,11 @@ AGENTS = ['ddqn_cartpole.gin', 'c51_cartpole.gin', 'apex_dqn_cartpole.gin',
           'impala_cartpole.gin', 'impala_pong.gin', 'q_learning_frozenlake.gin']
 BINDINGS = FAST_BINDINGS + ('EvalConfig.num_episodes = 1',)
 # Smaller batches where a gin file's own would make its train steps take seconds on 2 cores.
-SMALLER = {'impala_pong.gin': ('LearnerConfig.batch_size = 4', 'impala_agent.unroll_length = 5')}
+SMALLER = {'impala_pong.gin': ('LearnerConfig.batch_size = 4', 'impala_agent.unroll_length = 5'),
+           # 3 train steps of 64 per 64-step iteration, not 12 of 256 per 1,024 steps.
+           'ppo_pong.gin': ('LearnerConfig.batch_size = 2', 'ActorConfig.num_envs = 2',
+                            'ppo_agent.collect_sequence_length = 32',
+                            'ppo_agent.minibatch_size = 64')}
 
 # Runs with nothing from this project: its top-level packages cannot even be imported.
 _FRESH_PROCESS = FRESH_PROCESS_HEADER + r'''import numpy as np
