@@ -4,7 +4,7 @@ On Python 3.11, `object.__new__` gives each new instance of a class whose `__dic
 manages a block of inline attribute values, which the class's `tp_dealloc` must free.
 `EagerTensor` (tensorflow/python/eager/pywrap_tensor.cc) inherits `object.__new__` from its
 Python base class `_EagerTensorBase`, and its C `tp_dealloc` never frees that block. So every
-eager tensor the process makes leaks about 45 bytes (tensorflow/tensorflow#62551: TF 2.15 on
+eager tensor the process makes leaks about 50 bytes (tensorflow/tensorflow#62551: TF 2.15 on
 Python >= 3.11). A collect actor makes tens of tensors per weight pull, and a TF policy makes
 several per env step, so a long-lived actor grew without bound (17 MiB an hour in the 2-hour
 chaos run of docs/fault_tolerance.md).
@@ -41,12 +41,6 @@ def _slots(cls) -> ctypes.Array:
 
 def _generic_new() -> int:
   return ctypes.cast(ctypes.pythonapi.PyType_GenericNew, ctypes.c_void_p).value
-
-
-def installed() -> bool:
-  """Whether `EagerTensor` is constructed without inline attribute values (`install` ran)."""
-  from tensorflow.python.framework import ops  # pylint: disable=g-import-not-at-top
-  return _slots(ops.EagerTensor)[_TP_NEW] == _generic_new()
 
 
 def install() -> bool:

@@ -9,7 +9,7 @@ unverified. Two of the container's calls are replaced, each for a failure it has
   before the learner's next push) would block forever. `pull` here reads the item with the
   Python client's sampler on a reader thread and waits for it `pull_timeout_s` at most. The
   numpy arrays come straight from the sampler: no tf.data iterator is made per pull (one was
-  about 10x slower, see `bench/pull_bench.py`), and no eager tensor but the assignments';
+  about 4x slower, see `bench/pull_bench.py`), and no eager tensor but the assignments';
 - its `push` goes through a `reverb.TFClient` resource, which another client's teardown in the
   same process can destroy (`NotFoundError: Resource .../ReverbClient does not exist`); `push`
   here inserts through the Python client's trajectory writer, with a deadline. (The Python

@@ -27,7 +27,7 @@ no shard has any item, the weights are equal, and the rate limiters hold the sam
 
 import threading
 import time
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 from absl import logging
 import numpy as np
@@ -47,8 +47,7 @@ class ShardMix:
 
   def __init__(self, addresses: Sequence[str], table: str, prioritized: bool,
                priority_exponent: float = 1.0, probe_every_s: float = 1.0,
-               probe: Callable[[str], Optional[Dict[str, object]]] = connection.probe,
-               seed: Optional[int] = None, start: bool = True):
+               seed: Optional[int] = None):
     """
     Args:
       addresses: host:port of each shard, in shard order.
@@ -56,43 +55,34 @@ class ShardMix:
       prioritized: Weigh shards by priority mass instead of size.
       priority_exponent: alpha of the prioritized selector.
       probe_every_s: How often each shard's size is read.
-      probe: Returns a server's table infos, or None when it does not answer.
       seed: Of the shard choices.
-      start: Start the probing thread (False in tests that set sizes themselves).
     """
     self._addresses = list(addresses)
     self._table = table
     self._prioritized = prioritized
     self._alpha = priority_exponent
-    self._probe = probe
     self._probe_every_s = probe_every_s
     self._lock = threading.Lock()
     self._sizes = np.zeros(len(self._addresses), np.float64)
     self._masses = np.full(len(self._addresses), np.nan)  # Unknown until sampled.
     self._rng = np.random.default_rng(seed)
     self._stop = threading.Event()
-    self._thread = None
-    if start:
-      self.probe_once()
-      self._thread = threading.Thread(target=self._run, name='shard sizes', daemon=True)
-      self._thread.start()
+    self.probe_once()
+    threading.Thread(target=self._run, name='shard sizes', daemon=True).start()
 
   @property
   def num_shards(self) -> int:
     return len(self._addresses)
 
-  def set_sizes(self, sizes: Sequence[float]) -> None:
-    with self._lock:
-      self._sizes = np.asarray(sizes, np.float64)
-
   def probe_once(self) -> None:
     """Reads every shard's size; a shard that does not answer keeps its last one."""
     sizes = self._sizes.copy()
     for k, address in enumerate(self._addresses):
-      info = self._probe(address)
+      info = connection.probe(address)
       if info is not None and self._table in info:
         sizes[k] = float(info[self._table].current_size)
-    self.set_sizes(sizes)
+    with self._lock:
+      self._sizes = sizes
 
   def _run(self) -> None:
     while not self._stop.wait(self._probe_every_s):
@@ -116,15 +106,12 @@ class ShardMix:
         masses = np.where(np.isnan(masses), sizes * per_item, masses)
       else:
         masses = sizes
-      masses = np.where(sizes > 0, masses, 0.0)
-      total = masses.sum()
-      raw = masses
+      raw = np.where(sizes > 0, masses, 0.0)
     else:
-      total = sizes.sum()
       raw = sizes
-    if total <= 0:
+    if raw.sum() <= 0:
       return np.full(self.num_shards, 1.0 / self.num_shards)
-    return raw / total
+    return raw / raw.sum()
 
   def choices(self, count: int) -> np.ndarray:
     """`count` shard indices drawn with the current weights (int64)."""
@@ -195,10 +182,6 @@ class ShardedPriorityWriter:
   def __init__(self, sessions: Sequence[object], table: str):
     self._writers: List[priorities_lib.PriorityWriter] = [
         priorities_lib.PriorityWriter(session, table) for session in sessions]
-
-  @property
-  def writers(self) -> List[priorities_lib.PriorityWriter]:
-    return self._writers
 
   def submit(self, keys: np.ndarray, priorities: np.ndarray, shards: np.ndarray) -> None:
     keys = np.asarray(keys).reshape(-1)
